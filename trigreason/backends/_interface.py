@@ -1,0 +1,47 @@
+"""The one async interface every inference backend implements (TGI, OpenAI-compatible, scripted)."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from msgspec import Struct
+
+from ..proto import BackendTimings, GeneratedStep, TokenLogprob
+
+__all__ = ["Backend", "Generation", "GenerationRequest", "JudgeResult"]
+
+
+class GenerationRequest(Struct, kw_only=True, frozen=True):
+    prompt: str
+    max_new_tokens: int = 512
+    stop: tuple[str, ...] = ("\n\n",)
+    temperature: float = 0.6
+    top_p: float = 0.95
+    seed: int | None = None
+    # W3C trace context to forward to the server (``traceparent``), if any.
+    headers: dict[str, str] = {}
+
+
+class Generation(Struct, kw_only=True, frozen=True):
+    step: GeneratedStep
+    timings: BackendTimings = BackendTimings()
+
+
+class JudgeResult(Struct, kw_only=True, frozen=True):
+    """The first generated token's top-n candidates."""
+
+    top_logprobs: tuple[TokenLogprob, ...]
+    timings: BackendTimings = BackendTimings()
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Generate one step of raw-text continuation, or score one token for a judge."""
+
+    name: str
+
+    async def generate(self, request: GenerationRequest) -> Generation: ...
+
+    async def judge(self, prompt: str, *, top_n: int, headers: dict[str, str] | None = None) -> JudgeResult: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,84 @@
+"""``trigreason triggers replay``: explain offline why TrigReason's triggers fire on recorded SRM steps."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import IO, Annotated
+
+import msgspec
+
+from ..core import decide_trigreason
+
+__all__ = ["ReplayError", "ReplayRow", "RecordedStep", "read_steps", "replay"]
+
+
+class RecordedStep(msgspec.Struct, frozen=True):
+    text: str
+    token_logprobs: list[Annotated[float, msgspec.Meta(le=0.0)]]
+
+
+class ReplayRow(msgspec.Struct, frozen=True):
+    index: int
+    r_s: float
+    hesitation: bool
+    hesitation_run: int  # consecutive hesitating steps including this one
+    verdict: str  # accept | offload | intervene
+    tokens: int
+
+
+class ReplayError(ValueError):
+    pass
+
+
+def read_steps(lines: Iterable[str], *, source: str = "<input>") -> Iterator[RecordedStep]:
+    decoder = msgspec.json.Decoder(RecordedStep)
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            yield decoder.decode(line)
+        except msgspec.DecodeError as exc:
+            raise ReplayError(
+                f"{source}:{lineno}: {exc} (expected {{\"text\": str, \"token_logprobs\": [float <= 0, ...]}})"
+            ) from exc
+
+
+def replay(
+    steps: Iterable[RecordedStep],
+    *,
+    tau: float,
+    rho: float,
+    k: int,
+    m: int,
+    hesitation: tuple[str, ...],
+) -> Iterator[ReplayRow]:
+    """Verdicts as the trigger-evaluator would give them, one SRM step after the other.
+
+    After any replace verdict the LRM writes the step, so the next SRM step's hesitation run starts at 0.
+    """
+    run = 0
+    for index, step in enumerate(steps):
+        d = decide_trigreason(
+            text=step.text,
+            token_logprobs=step.token_logprobs,
+            hesitation_run=run,
+            tau=tau,
+            rho=rho,
+            k=k,
+            m=m,
+            hesitation=hesitation,
+        )
+        run = d.next_run
+        yield ReplayRow(
+            index=index,
+            r_s=d.r_s,
+            hesitation=d.hesitates,
+            hesitation_run=d.run,
+            verdict=d.verdict,
+            tokens=len(step.token_logprobs),
+        )
+
+
+def write_jsonl(rows: Iterable[ReplayRow], out: IO[str]) -> None:
+    for row in rows:
+        out.write(msgspec.json.encode(row).decode() + "\n")

@@ -1,0 +1,77 @@
+"""JetStream layout: stream, subject, consumer and bucket names, in one place."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from ._v1 import (
+    GenerateStep,
+    JudgeScored,
+    JudgeStep,
+    Message,
+    Role,
+    SessionFailed,
+    SessionFinished,
+    SessionRequested,
+    StepCommitted,
+    StepFailed,
+    StepGenerated,
+    Verdict,
+)
+
+__all__ = [
+    "COMMAND_STREAM",
+    "DEAD_LETTER_STREAM",
+    "EVENT_STREAM",
+    "SESSION_BUCKET",
+    "command_subject",
+    "dead_letter_subject",
+    "event_kind",
+    "event_subject",
+    "subject_for",
+]
+
+# Work queue of commands: one subject per role, one durable pull consumer per role shared by replicas.
+COMMAND_STREAM: Final = "TRIG_CMD"
+# Limits stream of events on per-session subjects: the session's full, ordered, replayable history.
+EVENT_STREAM: Final = "TRIG_EVT"
+DEAD_LETTER_STREAM: Final = "TRIG_DLQ"
+SESSION_BUCKET: Final = "trig_sessions"
+
+_EVENT_KINDS: Final[dict[type[Message], str]] = {
+    SessionRequested: "requested",
+    StepFailed: "step_failed",
+    JudgeScored: "judged",
+    Verdict: "verdict",
+    StepCommitted: "committed",
+    SessionFinished: "finished",
+    SessionFailed: "failed",
+}
+
+
+def command_subject(role: Role) -> str:
+    return f"trig.cmd.{role}"
+
+
+def event_kind(message: Message) -> str:
+    """The last subject token of an event: SRM and LRM steps go to different consumers."""
+    if isinstance(message, StepGenerated):
+        return f"{message.role}_step"
+    return _EVENT_KINDS[type(message)]
+
+
+def event_subject(session_id: str, kind: str) -> str:
+    return f"trig.evt.{session_id}.{kind}"
+
+
+def subject_for(message: Message) -> str:
+    """Where a message is published."""
+    if isinstance(message, GenerateStep):
+        return command_subject(message.role)
+    if isinstance(message, JudgeStep):
+        return command_subject("lrm")
+    return event_subject(message.session_id, event_kind(message))
+
+
+def dead_letter_subject(origin_subject: str) -> str:
+    return f"trig.dlq.{origin_subject}"

@@ -1,0 +1,337 @@
+"""Wire contract, version 1.
+
+Every message on the bus is one of the tagged ``Struct``s below, encoded as JSON. The tag field is
+``type``; its value names the message and its version (``"GenerateStep.v1"``), so a consumer can tell
+an incompatible future message from garbage. Compatibility rules (msgspec's, see docs/protocol.md):
+
+* a field added later always has a default, so an old message still decodes;
+* unknown fields are ignored, so an old service decodes a newer message;
+* a field is never removed or retyped within v1.
+
+Times are wall-clock UNIX seconds stamped by the service that observed them; the pure core only ever
+reads them from events, it never asks a clock.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from msgspec import Meta, Struct
+
+__all__ = [
+    "DEFAULT_HESITATION",
+    "BackendTimings",
+    "CommittedStep",
+    "Command",
+    "Event",
+    "FinishReason",
+    "GenerateStep",
+    "GeneratedStep",
+    "JudgeMode",
+    "JudgeScored",
+    "JudgeStep",
+    "Message",
+    "Phase",
+    "PolicyName",
+    "PromptFamily",
+    "Role",
+    "SessionFailed",
+    "SessionId",
+    "SessionFinished",
+    "SessionParams",
+    "SessionRequested",
+    "SessionSnapshot",
+    "SessionStats",
+    "StepCommitted",
+    "StepFailed",
+    "StepGenerated",
+    "TokenLogprob",
+    "TriggerContext",
+    "TriggerKind",
+    "Verdict",
+]
+
+Role = Literal["srm", "lrm"]
+PolicyName = Literal["trigreason", "specreason", "lrm-only", "srm-only"]
+# Why the LRM wrote a step (or, for ``judge_reject``, why an SRM step was replaced under SpecReason).
+TriggerKind = Literal["priming", "offload", "intervention", "judge_reject"]
+FinishReason = Literal["length", "eos_token", "stop_sequence"]
+PromptFamily = Literal["chatml", "deepseek-r1", "raw"]
+JudgeMode = Literal["greedy", "expected"]
+
+DEFAULT_HESITATION: tuple[str, ...] = ("wait", "hmm", "alternatively", "but wait", "let me re-check", "actually")
+
+_Id = Annotated[str, Meta(min_length=1, max_length=256)]
+# A session id is one NATS subject token: letters, digits, '_' and '-'.
+SessionId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+_NonNegInt = Annotated[int, Meta(ge=0)]
+_Seconds = Annotated[float, Meta(ge=0)]
+
+
+class SessionParams(Struct, kw_only=True, frozen=True, forbid_unknown_fields=False):
+    """Everything a request may tune. Defaults are DESIGN's; every one can be set per request."""
+
+    policy: PolicyName = "trigreason"
+    # Strategic priming: steps 0..priming_steps-1 are written by the LRM (TrigReason only).
+    priming_steps: Annotated[int, Meta(ge=0, le=4096)] = 20
+    # Cognitive offload: token perplexity threshold and the share of confident tokens that fires.
+    tau: Annotated[float, Meta(gt=0, le=1e6)] = 1.05
+    rho: Annotated[float, Meta(ge=0, le=1)] = 0.85
+    # Intervention: k consecutive hesitating SRM steps hand the next m steps to the LRM.
+    k: Annotated[int, Meta(ge=1, le=1024)] = 2
+    m: Annotated[int, Meta(ge=1, le=1024)] = 1
+    hesitation: tuple[Annotated[str, Meta(min_length=1, max_length=64)], ...] = DEFAULT_HESITATION
+    # SpecReason: accept an SRM step when the LRM's 0-9 score is at least this.
+    judge_threshold: Annotated[float, Meta(ge=0, le=9)] = 7.0
+    judge_mode: JudgeMode = "greedy"
+    judge_top_n: Annotated[int, Meta(ge=1, le=100)] = 20
+    # Termination: committed-token budget and step cap.
+    max_tokens: Annotated[int, Meta(ge=1, le=1_000_000)] = 8192
+    max_steps: Annotated[int, Meta(ge=1, le=100_000)] = 512
+    # Decoding, per step.
+    step_max_tokens: Annotated[int, Meta(ge=1, le=32768)] = 512
+    temperature: Annotated[float, Meta(ge=0, le=10)] = 0.6
+    top_p: Annotated[float, Meta(gt=0, le=1)] = 0.95
+    seed: Annotated[int, Meta(ge=0, le=2**63 - 1)] = 0
+    # Prompt rendering per model family: the chat template is applied by the orchestrator.
+    srm_prompt: PromptFamily = "chatml"
+    lrm_prompt: PromptFamily = "chatml"
+
+
+class BackendTimings(Struct, kw_only=True, frozen=True):
+    """Where the time of one backend call went, as measured by the worker."""
+
+    queued_s: _Seconds = 0.0  # from command publish to worker pick-up
+    backend_s: _Seconds = 0.0  # inside the inference server call
+    prompt_tokens: _NonNegInt = 0
+    cached_prompt_tokens: _NonNegInt = 0  # prefix the server did not have to re-read
+
+
+class TokenLogprob(Struct, frozen=True, array_like=True):
+    """One candidate token and its log-probability (encoded as a two-element array)."""
+
+    text: str
+    logprob: float
+
+
+class GeneratedStep(Struct, kw_only=True, frozen=True):
+    """The output of one generation call: one reasoning step."""
+
+    text: str
+    token_ids: tuple[int, ...] = ()
+    token_texts: tuple[str, ...] = ()
+    # log-probability of each sampled token, same length as token_ids
+    token_logprobs: tuple[float, ...] = ()
+    finish_reason: FinishReason = "stop_sequence"
+
+    @property
+    def tokens(self) -> int:
+        return len(self.token_logprobs) if self.token_logprobs else len(self.token_ids)
+
+
+class TriggerContext(Struct, kw_only=True, frozen=True):
+    """What the stateless trigger-evaluator needs to judge an SRM step.
+
+    The orchestrator puts it into the SRM ``GenerateStep``; the worker echoes it unchanged into
+    ``StepGenerated``; the evaluator echoes it into ``JudgeStep``/``JudgeScored``. No service keeps it.
+    """
+
+    params: SessionParams
+    hesitation_run: _NonNegInt = 0
+    # SpecReason: the judge prompt is head + candidate step + tail (rendered for the LRM's family).
+    judge_prompt_head: str = ""
+    judge_prompt_tail: str = ""
+
+
+class _Msg(Struct, kw_only=True, frozen=True, tag_field="type"):
+    """Base of every bus message: each names its session."""
+
+    session_id: SessionId
+
+
+class SessionRequested(_Msg, tag="SessionRequested.v1", kw_only=True, frozen=True):
+    question: Annotated[str, Meta(min_length=1, max_length=100_000)]
+    params: SessionParams = SessionParams()
+    requested_at: float = 0.0
+
+
+class GenerateStep(_Msg, tag="GenerateStep.v1", kw_only=True, frozen=True):
+    """Command to a worker of ``role``: continue ``prompt`` by one step."""
+
+    command_id: _Id
+    step_index: _NonNegInt
+    attempt: _NonNegInt = 0
+    role: Role
+    prompt: str
+    max_new_tokens: Annotated[int, Meta(ge=1)]
+    stop: tuple[str, ...] = ("\n\n",)
+    temperature: float = 0.6
+    top_p: float = 0.95
+    seed: int = 0
+    trigger: TriggerKind | None = None  # why the LRM writes this step (None for SRM steps)
+    context: TriggerContext | None = None  # set for SRM steps only
+    issued_at: float = 0.0
+
+
+class StepGenerated(_Msg, tag="StepGenerated.v1", kw_only=True, frozen=True):
+    """A worker's answer to ``GenerateStep``."""
+
+    command_id: _Id
+    step_index: _NonNegInt
+    attempt: _NonNegInt = 0
+    role: Role
+    step: GeneratedStep
+    trigger: TriggerKind | None = None
+    context: TriggerContext | None = None
+    timings: BackendTimings = BackendTimings()
+    at: float = 0.0
+
+
+class StepFailed(_Msg, tag="StepFailed.v1", kw_only=True, frozen=True):
+    """A worker gave up on a command (non-retryable backend error or deliveries exhausted)."""
+
+    command_id: _Id
+    step_index: _NonNegInt
+    attempt: _NonNegInt = 0
+    role: Role
+    code: str
+    message: str
+    at: float = 0.0
+
+
+class JudgeStep(_Msg, tag="JudgeStep.v1", kw_only=True, frozen=True):
+    """SpecReason: ask the LRM to score an SRM step from one token's log-probabilities."""
+
+    command_id: _Id
+    step_index: _NonNegInt
+    attempt: _NonNegInt = 0
+    prompt: str
+    top_n: Annotated[int, Meta(ge=1)] = 20
+    candidate: StepGenerated
+    issued_at: float = 0.0
+
+
+class JudgeScored(_Msg, tag="JudgeScored.v1", kw_only=True, frozen=True):
+    command_id: _Id
+    step_index: _NonNegInt
+    attempt: _NonNegInt = 0
+    top_logprobs: tuple[TokenLogprob, ...]
+    candidate: StepGenerated
+    timings: BackendTimings = BackendTimings()
+    at: float = 0.0
+
+
+class Verdict(_Msg, tag="Verdict.v1", kw_only=True, frozen=True):
+    """The trigger-evaluator's decision on one SRM step."""
+
+    step_index: _NonNegInt
+    attempt: _NonNegInt = 0
+    decision: Literal["accept", "replace"]
+    # For ``replace``: how many steps the LRM writes from this index on, and why.
+    lrm_steps: _NonNegInt = 0
+    reason: TriggerKind | None = None
+    candidate: StepGenerated
+    r_s: float = 0.0
+    hesitates: bool = False
+    hesitation_run: _NonNegInt = 0  # after this step (0 after a replace)
+    judge_score: float | None = None
+    judge_timings: BackendTimings | None = None
+    at: float = 0.0
+
+
+class StepCommitted(_Msg, tag="StepCommitted.v1", kw_only=True, frozen=True):
+    """A step entered the trajectory for good."""
+
+    index: _NonNegInt
+    role: Role
+    text: str
+    tokens: _NonNegInt
+    trigger: TriggerKind | None = None
+    r_s: float | None = None
+
+
+class SessionStats(Struct, kw_only=True, frozen=True):
+    srm_tokens: int = 0
+    lrm_tokens: int = 0
+    srm_wasted_tokens: int = 0
+    srm_token_ratio: float = 0.0
+    srm_steps: int = 0
+    lrm_steps: int = 0
+    srm_calls: int = 0
+    lrm_calls: int = 0  # generation and judge calls
+    judge_calls: int = 0
+    triggers: dict[str, int] = {}
+    lrm_prompt_tokens: int = 0
+    lrm_cached_prompt_tokens: int = 0
+    srm_prompt_tokens: int = 0
+    wall_s: float = 0.0
+    srm_backend_s: float = 0.0
+    lrm_backend_s: float = 0.0
+
+
+class SessionFinished(_Msg, tag="SessionFinished.v1", kw_only=True, frozen=True):
+    answer: str | None
+    # final_answer | eos | token_budget | step_cap | stalled
+    reason: str
+    steps: _NonNegInt
+    stats: SessionStats
+
+
+class SessionFailed(_Msg, tag="SessionFailed.v1", kw_only=True, frozen=True):
+    code: str
+    message: str
+    stats: SessionStats = SessionStats()
+
+
+Command = GenerateStep | JudgeStep
+Event = SessionRequested | StepGenerated | StepFailed | JudgeScored | Verdict
+Message = (
+    SessionRequested
+    | GenerateStep
+    | StepGenerated
+    | StepFailed
+    | JudgeStep
+    | JudgeScored
+    | Verdict
+    | StepCommitted
+    | SessionFinished
+    | SessionFailed
+)
+
+
+Phase = Literal["new", "awaiting_lrm", "awaiting_verdict", "finished", "failed"]
+
+
+class CommittedStep(Struct, kw_only=True, frozen=True):
+    index: int
+    role: Role
+    text: str
+    tokens: int
+    trigger: TriggerKind | None = None
+    r_s: float | None = None
+
+
+class SessionSnapshot(Struct, kw_only=True, frozen=True):
+    """The orchestrator's state of one session; stored in the KV bucket, revised with compare-and-set."""
+
+    session_id: str
+    question: str = ""
+    params: SessionParams = SessionParams()
+    phase: Phase = "new"
+    steps: tuple[CommittedStep, ...] = ()
+    # The command whose answer the session waits for, and the attempt of the current step index.
+    awaiting: str | None = None
+    attempt: int = 0
+    # LRM steps still owed by the current priming / offload / intervention run, and why.
+    lrm_run_left: int = 0
+    lrm_run_reason: TriggerKind | None = None
+    hesitation_run: int = 0
+    blank_run: int = 0
+    # Raw counters; SessionStats is derived from them (see core.accounting).
+    counters: SessionStats = SessionStats()
+    requested_at: float = 0.0
+    last_event_at: float = 0.0
+    answer: str | None = None
+    end_reason: str | None = None
+    # Commands decided but maybe not yet published (outbox): republished after a crash.
+    outbox: tuple[GenerateStep, ...] = ()

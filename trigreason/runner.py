@@ -1,0 +1,168 @@
+"""The in-process runner: the same pure core and policies as the cluster, driven without a bus.
+
+Evaluation and the benchmarks use it as the no-bus baseline; routing mirrors the services exactly
+(SRM steps go through the trigger evaluator, LRM steps and verdicts through ``decide``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from msgspec import Struct
+
+from .backends import Backend, GenerationRequest
+from .core import BackendError, decide, evaluate, initial_state
+from .core.transitions import OrchestratorEvent
+from .proto import (
+    CommittedStep,
+    GenerateStep,
+    JudgeScored,
+    JudgeStep,
+    SessionFailed,
+    SessionFinished,
+    SessionParams,
+    SessionRequested,
+    SessionSnapshot,
+    SessionStats,
+    StepCommitted,
+    StepFailed,
+    StepGenerated,
+    Verdict,
+)
+
+__all__ = ["SessionResult", "run_session"]
+
+OnEvent = Callable[[StepCommitted | Verdict | GenerateStep], Awaitable[None] | None]
+
+
+class SessionResult(Struct, kw_only=True, frozen=True):
+    session_id: str
+    question: str
+    policy: str
+    answer: str | None
+    end_reason: str
+    failed: bool
+    steps: tuple[CommittedStep, ...]
+    stats: SessionStats
+    error: str | None = None
+
+
+async def run_session(
+    question: str,
+    params: SessionParams,
+    *,
+    srm: Backend,
+    lrm: Backend,
+    session_id: str,
+    on_event: OnEvent | None = None,
+    clock: Callable[[], float] = time.time,
+) -> SessionResult:
+    """Solve one question; ``on_event`` sees each command, verdict and committed step as it happens."""
+
+    async def notify(item: StepCommitted | Verdict | GenerateStep) -> None:
+        if on_event is not None:
+            res = on_event(item)
+            if res is not None:
+                await res
+
+    state = initial_state(session_id)
+    event: OrchestratorEvent = SessionRequested(
+        session_id=session_id, question=question, params=params, requested_at=clock()
+    )
+    while True:
+        state, outputs = decide(state, event)
+        command: GenerateStep | None = None
+        for out in outputs:
+            if isinstance(out, SessionFinished | SessionFailed):
+                return _result(state, out)
+            await notify(out)
+            if isinstance(out, GenerateStep):
+                command = out
+        if command is None:  # pragma: no cover - decide always owes a command or an end
+            raise AssertionError("decide returned neither a command nor an end")
+        event = await _execute(command, srm=srm, lrm=lrm, clock=clock)
+        if isinstance(event, Verdict):
+            await notify(event)
+
+
+async def _execute(
+    command: GenerateStep, *, srm: Backend, lrm: Backend, clock: Callable[[], float]
+) -> OrchestratorEvent:
+    backend = srm if command.role == "srm" else lrm
+    request = GenerationRequest(
+        prompt=command.prompt,
+        max_new_tokens=command.max_new_tokens,
+        stop=command.stop,
+        temperature=command.temperature,
+        top_p=command.top_p,
+        seed=command.seed,
+    )
+    try:
+        gen = await backend.generate(request)
+    except BackendError as exc:
+        return _failed(command, exc, clock)
+    generated = StepGenerated(
+        session_id=command.session_id,
+        command_id=command.command_id,
+        step_index=command.step_index,
+        attempt=command.attempt,
+        role=command.role,
+        step=gen.step,
+        trigger=command.trigger,
+        context=command.context,
+        timings=gen.timings,
+        at=clock(),
+    )
+    if command.role == "lrm":
+        return generated
+    verdict_or_judge = evaluate(generated)
+    if isinstance(verdict_or_judge, Verdict):
+        return verdict_or_judge
+    judge: JudgeStep = verdict_or_judge
+    try:
+        scored = await lrm.judge(judge.prompt, top_n=judge.top_n)
+    except BackendError as exc:
+        return _failed(command, exc, clock)
+    verdict = evaluate(
+        JudgeScored(
+            session_id=judge.session_id,
+            command_id=judge.command_id,
+            step_index=judge.step_index,
+            attempt=judge.attempt,
+            top_logprobs=scored.top_logprobs,
+            candidate=generated,
+            timings=scored.timings,
+            at=clock(),
+        )
+    )
+    assert isinstance(verdict, Verdict)
+    return verdict
+
+
+def _failed(command: GenerateStep, exc: BackendError, clock: Callable[[], float]) -> StepFailed:
+    return StepFailed(
+        session_id=command.session_id,
+        command_id=command.command_id,
+        step_index=command.step_index,
+        attempt=command.attempt,
+        role=command.role,
+        code=exc.code,
+        message=exc.message,
+        at=clock(),
+    )
+
+
+def _result(state: SessionSnapshot, end: SessionFinished | SessionFailed) -> SessionResult:
+    failed = isinstance(end, SessionFailed)
+    return SessionResult(
+        session_id=state.session_id,
+        question=state.question,
+        policy=state.params.policy,
+        answer=None if isinstance(end, SessionFailed) else end.answer,
+        end_reason=state.end_reason or ("failed" if failed else "finished"),
+        failed=failed,
+        steps=state.steps,
+        stats=end.stats,
+        error=f"{end.code}: {end.message}" if isinstance(end, SessionFailed) else None,
+    )
