@@ -23,6 +23,11 @@ app = typer.Typer(
 )
 triggers_app = typer.Typer(help="Inspect trigger policies offline.", no_args_is_help=True)
 app.add_typer(triggers_app, name="triggers")
+# Command groups defined in their own modules register themselves here (one line each).
+serve_app = typer.Typer(help="Run one service or server in the foreground.", no_args_is_help=True)
+app.add_typer(serve_app, name="serve")
+models_app = typer.Typer(help="Fetch and list the default models.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
 
 
 def _words(value: str | None) -> tuple[str, ...]:
