@@ -26,7 +26,9 @@ CONFIDENT = -0.001  # perplexity 1.001: below any tau > 1.001
 UNSURE = -1.0  # perplexity 2.72
 
 
-def step(text: str, logprobs: Sequence[float] | None = None, *, n: int = 4, finish: str = "stop_sequence") -> GeneratedStep:
+def step(
+    text: str, logprobs: Sequence[float] | None = None, *, n: int = 4, finish: str = "stop_sequence"
+) -> GeneratedStep:
     lps = tuple(logprobs) if logprobs is not None else (UNSURE,) * n
     return GeneratedStep(
         text=text,
@@ -56,7 +58,9 @@ def drive(
 ) -> Trace:
     """Run a session through ``decide``/``evaluate`` exactly as the runner routes it, synchronously."""
     state = initial_state(session_id)
-    event: OrchestratorEvent = SessionRequested(session_id=session_id, question=question, params=params, requested_at=1.0)
+    event: OrchestratorEvent = SessionRequested(
+        session_id=session_id, question=question, params=params, requested_at=1.0
+    )
     trace = Trace(state=state, events=[], outputs=[], discarded=[])
     clock = 1.0
     for _ in range(max_events):
@@ -106,7 +110,9 @@ def drive(
     raise AssertionError("session did not end")
 
 
-def scripted(*texts: str | GeneratedStep, then: GeneratedStep | None = None) -> Callable[[GenerateStep], GeneratedStep]:
+def scripted(
+    *texts: str | GeneratedStep, then: GeneratedStep | None = None
+) -> Callable[[GenerateStep], GeneratedStep]:
     queue = [t if isinstance(t, GeneratedStep) else step(t) for t in texts]
 
     def next_step(_cmd: GenerateStep) -> GeneratedStep:

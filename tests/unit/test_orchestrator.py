@@ -5,14 +5,16 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from tests.support import CONFIDENT, UNSURE, drive, scripted, step
-from trigreason.core import IllegalEvent, StaleEvent, decide, initial_state
+from tests.support import CONFIDENT, Trace, drive, scripted, step
+from trigreason.core import IllegalEvent, Output, StaleEvent, decide, initial_state
 from trigreason.proto import (
+    GeneratedStep,
     GenerateStep,
     SessionFailed,
     SessionFinished,
     SessionParams,
     SessionRequested,
+    SessionSnapshot,
     StepCommitted,
     StepFailed,
     StepGenerated,
@@ -25,11 +27,11 @@ SURE = step("3 + 4 = 7.", [CONFIDENT] * 10)  # r_s = 1 > rho
 HES = step("Wait, let me think.")
 
 
-def roles(trace) -> list[tuple[str, str | None]]:  # type: ignore[no-untyped-def]
+def roles(trace: Trace) -> list[tuple[str, str | None]]:
     return [(s.role, s.trigger) for s in trace.state.steps]
 
 
-def finished(trace) -> SessionFinished:  # type: ignore[no-untyped-def]
+def finished(trace: Trace) -> SessionFinished:
     ends = [o for o in trace.outputs if isinstance(o, SessionFinished | SessionFailed)]
     assert len(ends) == 1
     assert isinstance(ends[0], SessionFinished)
@@ -70,7 +72,9 @@ def test_intervention_hands_m_steps_to_the_lrm_and_wins_over_offload() -> None:
 
 def test_hesitation_run_resets_after_an_lrm_step() -> None:
     # HES (run 1), offload (LRM writes, run resets), HES (run 1 again: no intervention), final.
-    trace = drive(Q, SessionParams(priming_steps=0, k=2), srm=scripted(HES, SURE, HES, FINAL), lrm=scripted("L"))
+    trace = drive(
+        Q, SessionParams(priming_steps=0, k=2), srm=scripted(HES, SURE, HES, FINAL), lrm=scripted("L")
+    )
     assert roles(trace) == [("srm", None), ("lrm", "offload"), ("srm", None), ("srm", None)]
 
 
@@ -82,9 +86,12 @@ def test_specreason_judge(score: int, expected_role: tuple[str, str | None]) -> 
         prompts.append(prompt)
         return score if len(prompts) == 1 else 9
 
-    trace = drive(Q, SessionParams(policy="specreason"), srm=scripted(CALM, FINAL), lrm=scripted("L"), judge=judge)
+    trace = drive(
+        Q, SessionParams(policy="specreason"), srm=scripted(CALM, FINAL), lrm=scripted("L"), judge=judge
+    )
     assert roles(trace)[0] == expected_role
-    assert "We add 3 and 4." in prompts[0] and Q in prompts[0]
+    assert "We add 3 and 4." in prompts[0]
+    assert Q in prompts[0]
     s = finished(trace).stats
     assert s.judge_calls == 2
     assert s.lrm_calls == 2 + (1 if score == 3 else 0)
@@ -93,7 +100,9 @@ def test_specreason_judge(score: int, expected_role: tuple[str, str | None]) -> 
 def test_lrm_only_and_srm_only() -> None:
     lrm_trace = drive(Q, SessionParams(policy="lrm-only"), srm=scripted(), lrm=scripted(CALM, FINAL))
     assert roles(lrm_trace) == [("lrm", None), ("lrm", None)]
-    srm_trace = drive(Q, SessionParams(policy="srm-only"), srm=scripted(SURE, HES, HES, FINAL), lrm=scripted())
+    srm_trace = drive(
+        Q, SessionParams(policy="srm-only"), srm=scripted(SURE, HES, HES, FINAL), lrm=scripted()
+    )
     assert [r for r, _ in roles(srm_trace)] == ["srm"] * 4
     assert finished(srm_trace).stats.srm_token_ratio == 1.0
 
@@ -101,11 +110,13 @@ def test_lrm_only_and_srm_only() -> None:
 def test_token_budget_caps_each_step_and_is_never_exceeded() -> None:
     seen: list[int] = []
 
-    def srm(cmd: GenerateStep):  # type: ignore[no-untyped-def]
+    def srm(cmd: GenerateStep) -> GeneratedStep:
         seen.append(cmd.max_new_tokens)
         return step("more", n=min(4, cmd.max_new_tokens))
 
-    trace = drive(Q, SessionParams(policy="srm-only", max_tokens=10, step_max_tokens=4), srm=srm, lrm=scripted())
+    trace = drive(
+        Q, SessionParams(policy="srm-only", max_tokens=10, step_max_tokens=4), srm=srm, lrm=scripted()
+    )
     end = finished(trace)
     assert end.reason == "token_budget"
     assert seen == [4, 4, 2]
@@ -115,29 +126,47 @@ def test_token_budget_caps_each_step_and_is_never_exceeded() -> None:
 def test_step_cap_and_eos() -> None:
     capped = drive(Q, SessionParams(policy="srm-only", max_steps=3), srm=scripted(then=CALM), lrm=scripted())
     assert (finished(capped).reason, len(capped.state.steps)) == ("step_cap", 3)
-    eos = drive(Q, SessionParams(policy="srm-only"), srm=scripted(CALM, step("done", finish="eos_token")), lrm=scripted())
+    eos = drive(
+        Q,
+        SessionParams(policy="srm-only"),
+        srm=scripted(CALM, step("done", finish="eos_token")),
+        lrm=scripted(),
+    )
     assert (finished(eos).reason, finished(eos).answer) == ("eos", None)
 
 
 def test_blank_steps_are_retried_then_stall() -> None:
     blank = step("  ")
-    trace = drive(Q, SessionParams(policy="srm-only"), srm=scripted(blank, CALM, blank, blank, blank), lrm=scripted())
+    trace = drive(
+        Q, SessionParams(policy="srm-only"), srm=scripted(blank, CALM, blank, blank, blank), lrm=scripted()
+    )
     assert finished(trace).reason == "stalled"
     assert [s.text for s in trace.state.steps] == ["We add 3 and 4."]
 
 
 def test_commands_have_deterministic_ids_and_carry_the_trigger_context() -> None:
-    state, out = decide(initial_state("abc"), SessionRequested(session_id="abc", question=Q, params=SessionParams(priming_steps=1)))
+    state, out = decide(
+        initial_state("abc"),
+        SessionRequested(session_id="abc", question=Q, params=SessionParams(priming_steps=1)),
+    )
     (cmd,) = out
     assert isinstance(cmd, GenerateStep)
     assert (cmd.command_id, cmd.role, cmd.trigger, cmd.context) == ("abc.0.0.lrm", "lrm", "priming", None)
-    assert Q in cmd.prompt and cmd.prompt.endswith("<|im_start|>assistant\n")
-    state2, out2 = decide(initial_state("abc"), SessionRequested(session_id="abc", question=Q, params=SessionParams(priming_steps=1)))
-    assert state2 == state and out2 == out
+    assert Q in cmd.prompt
+    assert cmd.prompt.endswith("<|im_start|>assistant\n")
+    state2, out2 = decide(
+        initial_state("abc"),
+        SessionRequested(session_id="abc", question=Q, params=SessionParams(priming_steps=1)),
+    )
+    assert state2 == state
+    assert out2 == out
 
 
-def _started():  # type: ignore[no-untyped-def]
-    return decide(initial_state("s"), SessionRequested(session_id="s", question=Q, params=SessionParams(priming_steps=1)))
+def _started() -> tuple[SessionSnapshot, tuple[Output, ...]]:
+    return decide(
+        initial_state("s"),
+        SessionRequested(session_id="s", question=Q, params=SessionParams(priming_steps=1)),
+    )
 
 
 def test_illegal_event_raises_and_leaves_state_untouched() -> None:
@@ -149,7 +178,10 @@ def test_illegal_event_raises_and_leaves_state_untouched() -> None:
     assert not info.value.retryable
     assert msgspec.json.encode(state) == before
     with pytest.raises(IllegalEvent):  # an SRM step never reaches the orchestrator directly
-        decide(state, StepGenerated(session_id="s", command_id=cmd.command_id, step_index=0, role="srm", step=CALM))
+        decide(
+            state,
+            StepGenerated(session_id="s", command_id=cmd.command_id, step_index=0, role="srm", step=CALM),
+        )
 
 
 def test_duplicate_delivery_is_stale() -> None:
@@ -166,9 +198,22 @@ def test_backend_failure_fails_the_session_once() -> None:
     state, (cmd,) = _started()
     assert isinstance(cmd, GenerateStep)
     failed, out = decide(
-        state, StepFailed(session_id="s", command_id=cmd.command_id, step_index=0, role="lrm", code="backend_error", message="boom")
+        state,
+        StepFailed(
+            session_id="s",
+            command_id=cmd.command_id,
+            step_index=0,
+            role="lrm",
+            code="backend_error",
+            message="boom",
+        ),
     )
     assert failed.phase == "failed"
     assert [type(o) for o in out] == [SessionFailed]
     with pytest.raises(IllegalEvent):
-        decide(failed, StepFailed(session_id="s", command_id=cmd.command_id, step_index=0, role="lrm", code="x", message="y"))
+        decide(
+            failed,
+            StepFailed(
+                session_id="s", command_id=cmd.command_id, step_index=0, role="lrm", code="x", message="y"
+            ),
+        )

@@ -6,7 +6,7 @@ from typing import Protocol, runtime_checkable
 
 from msgspec import Struct
 
-from ..proto import BackendTimings, GeneratedStep, TokenLogprob
+from trigreason.proto import BackendTimings, GeneratedStep, TokenLogprob
 
 __all__ = ["Backend", "Generation", "GenerationRequest", "JudgeResult"]
 
@@ -42,6 +42,8 @@ class Backend(Protocol):
 
     async def generate(self, request: GenerationRequest) -> Generation: ...
 
-    async def judge(self, prompt: str, *, top_n: int, headers: dict[str, str] | None = None) -> JudgeResult: ...
+    async def judge(
+        self, prompt: str, *, top_n: int, headers: dict[str, str] | None = None
+    ) -> JudgeResult: ...
 
     async def aclose(self) -> None: ...

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ..core import BackendError
-from ..proto import GeneratedStep, TokenLogprob
+from trigreason.core import BackendError
+from trigreason.proto import GeneratedStep, TokenLogprob
+
 from ._interface import Generation, GenerationRequest, JudgeResult
 
 __all__ = ["ScriptedBackend"]

@@ -8,7 +8,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..proto import DEFAULT_HESITATION, SessionParams
+from trigreason.proto import DEFAULT_HESITATION, SessionParams
+
 from ._replay import ReplayError, read_steps, replay, write_jsonl
 
 __all__ = ["app", "main"]
@@ -43,14 +44,17 @@ def _words(value: str | None) -> tuple[str, ...]:
 def replay_command(
     file: Annotated[
         Path,
-        typer.Argument(help='JSONL, one SRM step per line: {"text": str, "token_logprobs": [float, ...]}. "-" reads stdin.'),
+        typer.Argument(
+            help='JSONL, one SRM step per line: {"text": str, "token_logprobs": [float, ...]}; "-" is stdin.'
+        ),
     ],
     tau: Annotated[float, typer.Option(min=0.0, help="Token perplexity threshold.")] = _DEFAULTS.tau,
     rho: Annotated[float, typer.Option(min=0.0, max=1.0, help="Offload when r_s > rho.")] = _DEFAULTS.rho,
     k: Annotated[int, typer.Option(min=1, help="Intervene after k hesitating steps in a row.")] = _DEFAULTS.k,
     m: Annotated[int, typer.Option(min=1, help="LRM steps per intervention.")] = _DEFAULTS.m,
     hesitation: Annotated[
-        str | None, typer.Option(help=f"Comma-separated hesitation words [default: {','.join(DEFAULT_HESITATION)}]")
+        str | None,
+        typer.Option(help=f"Comma-separated hesitation words [default: {','.join(DEFAULT_HESITATION)}]"),
     ] = None,
     table: Annotated[bool, typer.Option("--table", help="A readable table instead of JSON lines.")] = False,
 ) -> None:
@@ -59,10 +63,7 @@ def replay_command(
         raise typer.BadParameter("tau must be > 0", param_hint="--tau")
     words = _words(hesitation)
     try:
-        if str(file) == "-":
-            lines = sys.stdin.readlines()
-        else:
-            lines = file.read_text(encoding="utf-8").splitlines()
+        lines = sys.stdin.readlines() if str(file) == "-" else file.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         typer.echo(f"error: cannot read {file}: {exc.strerror}", err=True)
         raise typer.Exit(2) from exc
@@ -80,7 +81,11 @@ def replay_command(
     style = {"accept": "green", "offload": "yellow", "intervene": "red"}
     for r in rows:
         t.add_row(
-            str(r.index), str(r.tokens), f"{r.r_s:.3f}", "yes" if r.hesitation else "", str(r.hesitation_run),
+            str(r.index),
+            str(r.tokens),
+            f"{r.r_s:.3f}",
+            "yes" if r.hesitation else "",
+            str(r.hesitation_run),
             f"[{style[r.verdict]}]{r.verdict}[/]",
         )
     Console().print(t)

@@ -7,9 +7,9 @@ from typing import IO, Annotated
 
 import msgspec
 
-from ..core import decide_trigreason
+from trigreason.core import decide_trigreason
 
-__all__ = ["ReplayError", "ReplayRow", "RecordedStep", "read_steps", "replay"]
+__all__ = ["RecordedStep", "ReplayError", "ReplayRow", "read_steps", "replay"]
 
 
 class RecordedStep(msgspec.Struct, frozen=True):
@@ -39,7 +39,7 @@ def read_steps(lines: Iterable[str], *, source: str = "<input>") -> Iterator[Rec
             yield decoder.decode(line)
         except msgspec.DecodeError as exc:
             raise ReplayError(
-                f"{source}:{lineno}: {exc} (expected {{\"text\": str, \"token_logprobs\": [float <= 0, ...]}})"
+                f'{source}:{lineno}: {exc} (expected {{"text": str, "token_logprobs": [float <= 0, ...]}})'
             ) from exc
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import msgspec
 
-from ..proto import BackendTimings, Role, SessionSnapshot, SessionStats
+from trigreason.proto import BackendTimings, Role, SessionSnapshot, SessionStats
 
 __all__ = ["add_call", "add_trigger", "session_stats"]
 
 
-def add_call(counters: SessionStats, role: Role, timings: BackendTimings, *, judge: bool = False) -> SessionStats:
+def add_call(
+    counters: SessionStats, role: Role, timings: BackendTimings, *, judge: bool = False
+) -> SessionStats:
     if role == "srm":
         return msgspec.structs.replace(
             counters,

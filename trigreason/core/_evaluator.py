@@ -3,7 +3,8 @@ either a ``Verdict`` or, under SpecReason, a ``JudgeStep`` for the LRM."""
 
 from __future__ import annotations
 
-from ..proto import JudgeScored, JudgeStep, StepGenerated, Verdict
+from trigreason.proto import JudgeScored, JudgeStep, StepGenerated, Verdict
+
 from ._errors import IllegalEvent
 from ._triggers import decide_trigreason, hesitates, judge_score
 

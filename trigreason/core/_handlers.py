@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import msgspec
 
-from ..proto import (
+from trigreason.proto import (
     CommittedStep,
     GeneratedStep,
     GenerateStep,
@@ -24,6 +24,7 @@ from ..proto import (
     TriggerKind,
     Verdict,
 )
+
 from ._accounting import add_call, add_trigger, session_stats
 from ._answers import extract_boxed
 from ._errors import StaleEvent

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..proto import PromptFamily
+from trigreason.proto import PromptFamily
 
 __all__ = ["STEP_DELIMITER", "render_generation_prompt", "render_judge_prompt"]
 

@@ -10,7 +10,7 @@ from typing import Literal
 
 from msgspec import Struct
 
-from ..proto import JudgeMode, TokenLogprob
+from trigreason.proto import JudgeMode, TokenLogprob
 
 __all__ = [
     "TriggerDecision",

@@ -9,18 +9,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final, NamedTuple
 
-from ..proto import (
-    Phase,
-    SessionRequested,
-    SessionSnapshot,
-    StepFailed,
-    StepGenerated,
-    Verdict,
-)
+from trigreason.proto import Phase, SessionRequested, SessionSnapshot, StepFailed, StepGenerated, Verdict
+
 from ._errors import IllegalEvent, StaleEvent
 from ._handlers import Output, on_lrm_step, on_session_requested, on_step_failed, on_verdict
 
-__all__ = ["TRANSITIONS", "OrchestratorEvent", "Output", "Transition", "decide", "initial_state", "render_diagram"]
+__all__ = [
+    "TRANSITIONS",
+    "OrchestratorEvent",
+    "Output",
+    "Transition",
+    "decide",
+    "initial_state",
+    "render_diagram",
+]
 
 OrchestratorEvent = SessionRequested | StepGenerated | Verdict | StepFailed
 
@@ -62,7 +64,9 @@ def decide(state: SessionSnapshot, event: OrchestratorEvent) -> tuple[SessionSna
         raise IllegalEvent(f"{type(event).__name__} is not allowed in phase {state.phase!r}")
     new_state, outputs = transition.handler(state, event)
     if new_state.phase not in transition.targets:  # pragma: no cover - guards the table itself
-        raise AssertionError(f"{transition.label}: reached {new_state.phase}, allowed {set(transition.targets)}")
+        raise AssertionError(
+            f"{transition.label}: reached {new_state.phase}, allowed {set(transition.targets)}"
+        )
     return new_state, outputs
 
 

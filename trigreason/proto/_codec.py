@@ -35,4 +35,5 @@ class TypedDecoder(Generic[T]):
 
 def decode_message(data: bytes | str) -> Message:
     """Decode any v1 message (tools and tests; services use a ``TypedDecoder`` per subject)."""
-    return msgspec.json.decode(data, type=Message)  # type: ignore[arg-type]
+    decoded: Message = msgspec.json.decode(data, type=Message)
+    return decoded

@@ -21,8 +21,8 @@ from msgspec import Meta, Struct
 __all__ = [
     "DEFAULT_HESITATION",
     "BackendTimings",
-    "CommittedStep",
     "Command",
+    "CommittedStep",
     "Event",
     "FinishReason",
     "GenerateStep",
@@ -36,8 +36,8 @@ __all__ = [
     "PromptFamily",
     "Role",
     "SessionFailed",
-    "SessionId",
     "SessionFinished",
+    "SessionId",
     "SessionParams",
     "SessionRequested",
     "SessionSnapshot",
@@ -59,7 +59,14 @@ FinishReason = Literal["length", "eos_token", "stop_sequence"]
 PromptFamily = Literal["chatml", "deepseek-r1", "raw"]
 JudgeMode = Literal["greedy", "expected"]
 
-DEFAULT_HESITATION: tuple[str, ...] = ("wait", "hmm", "alternatively", "but wait", "let me re-check", "actually")
+DEFAULT_HESITATION: tuple[str, ...] = (
+    "wait",
+    "hmm",
+    "alternatively",
+    "but wait",
+    "let me re-check",
+    "actually",
+)
 
 _Id = Annotated[str, Meta(min_length=1, max_length=256)]
 # A session id is one NATS subject token: letters, digits, '_' and '-'.
