@@ -35,7 +35,7 @@ fmt: setup
 # Regenerate the JSON Schemas in trigreason/proto/schema and the state diagram in docs/.
 schemas: setup
 	$(RUN) python -m trigreason.proto
-	$(RUN) python -m trigreason.core.transitions > docs/state-machine.md
+	$(RUN) python -m trigreason.core > docs/state-machine.md
 
 demo: setup
 	@echo "make demo arrives with the cluster (issue 4); meanwhile: make replay-sample"

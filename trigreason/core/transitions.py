@@ -1,7 +1,7 @@
 """The orchestrator's state machine: one table says which event each phase accepts and where it leads.
 
 ``decide(state, event) -> (state, outputs)`` is the whole orchestrator logic, pure and deterministic.
-Run ``python -m trigreason.core.transitions`` to print the state diagram (docs/state-machine.md).
+Run ``python -m trigreason.core`` to print the state diagram (docs/state-machine.md).
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def render_diagram() -> str:
     lines = [
         "# Orchestrator state machine",
         "",
-        "Generated from `trigreason/core/transitions.py` by `make schemas`; a test fails when it drifts.",
+        "Generated from `trigreason/core/transitions.py` by `make schemas` (`python -m trigreason.core`); a test fails when it drifts.",
         "",
         "```mermaid",
         "stateDiagram-v2",
@@ -95,7 +95,3 @@ def render_diagram() -> str:
             lines.append(f"    {phase} --> {target}: {event.__name__} ({transition.label})")
     lines += ["    finished --> [*]", "    failed --> [*]", "```", ""]
     return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    print(render_diagram(), end="")

@@ -1,0 +1,5 @@
+"""``python -m trigreason``: the command line."""
+
+from .cli import main
+
+main()
