@@ -59,7 +59,7 @@ EXAMPLES: list[Message] = [
         prompt="p",
         max_new_tokens=512,
         trigger="priming",
-    ),  # fmt: skip
+    ),
     _GEN,
     StepFailed(session_id="s-1", command_id="c", step_index=0, role="lrm", code="backend_error", message="x"),
     JudgeStep(session_id="s-1", command_id="c.judge", step_index=3, prompt="judge", candidate=_GEN),
@@ -101,7 +101,7 @@ def test_every_message_validates_against_the_published_schema(message: Message) 
 def test_typed_decoder_rejects_messages_that_do_not_belong_on_the_subject() -> None:
     commands: TypedDecoder[GenerateStep | JudgeStep] = TypedDecoder(GenerateStep | JudgeStep)
     assert commands.decode(encode(EXAMPLES[1])) == EXAMPLES[1]
-    with pytest.raises(DecodeError, match="Invalid value 'StepGenerated.v1'"):
+    with pytest.raises(DecodeError, match=r"Invalid value 'StepGenerated\.v1'"):
         commands.decode(encode(_GEN))
     with pytest.raises(DecodeError):
         commands.decode(b"\x00garbage")

@@ -87,4 +87,5 @@ def test_installed_entry_point_runs() -> None:
         [sys.executable, "-m", "trigreason", "triggers", "replay", str(SAMPLE), "--table"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
-    assert "intervene" in out.stdout and "offload" in out.stdout
+    assert "intervene" in out.stdout
+    assert "offload" in out.stdout

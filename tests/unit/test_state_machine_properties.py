@@ -8,8 +8,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.support import Trace, drive
-from trigreason.core import decide, initial_state
+from trigreason.core import Output, decide, initial_state
 from trigreason.proto import (
+    FinishReason,
     GeneratedStep,
     GenerateStep,
     SessionFailed,
@@ -41,6 +42,7 @@ TEXTS = [
     "Actually no.",
 ]
 LOGPROBS = [0.0, -0.001, -0.3, -2.0]
+FINISH: list[FinishReason] = ["stop_sequence"] * 8 + ["eos_token", "length"]
 
 
 def _stepper(data: st.DataObject, role: str, tags: itertools.count[int]) -> object:
@@ -48,7 +50,7 @@ def _stepper(data: st.DataObject, role: str, tags: itertools.count[int]) -> obje
         text = data.draw(st.sampled_from(TEXTS), label=f"{role} text")
         n = data.draw(st.integers(0, cmd.max_new_tokens), label=f"{role} tokens")
         lps = tuple(data.draw(st.lists(st.sampled_from(LOGPROBS), min_size=n, max_size=n)))
-        finish = data.draw(st.sampled_from(["stop_sequence"] * 8 + ["eos_token", "length"]))
+        finish: FinishReason = data.draw(st.sampled_from(FINISH))
         if text.strip():
             text = f"{text} #{role}{next(tags)}"  # unique, so a discarded step can be recognised
         return GeneratedStep(
@@ -118,7 +120,7 @@ def test_session_invariants(data: st.DataObject, params: SessionParams) -> None:
 def test_replaying_the_same_events_gives_the_same_state(data: st.DataObject, params: SessionParams) -> None:
     trace = _run(data, params)
     state = initial_state("s1")
-    outputs = []
+    outputs: list[Output] = []
     for event in trace.events:
         state, out = decide(state, event)
         outputs.extend(out)

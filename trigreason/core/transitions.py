@@ -84,7 +84,8 @@ def render_diagram() -> str:
     lines = [
         "# Orchestrator state machine",
         "",
-        "Generated from `trigreason/core/transitions.py` by `make schemas` (`python -m trigreason.core`); a test fails when it drifts.",
+        "Generated from `trigreason/core/transitions.py` by `make schemas` (`python -m trigreason.core`);",
+        "a test fails when it drifts.",
         "",
         "```mermaid",
         "stateDiagram-v2",
