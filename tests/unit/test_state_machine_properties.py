@@ -42,7 +42,7 @@ TEXTS = [
     "Actually no.",
 ]
 LOGPROBS = [0.0, -0.001, -0.3, -2.0]
-FINISH: list[FinishReason] = ["stop_sequence"] * 8 + ["eos_token", "length"]
+FINISH: list[FinishReason] = [*(["stop_sequence"] * 8), "eos_token", "length"]  # type: ignore[list-item]
 
 
 def _stepper(data: st.DataObject, role: str, tags: itertools.count[int]) -> object:
@@ -59,7 +59,7 @@ def _stepper(data: st.DataObject, role: str, tags: itertools.count[int]) -> obje
             token_texts=("t",) * n,
             token_logprobs=lps,
             finish_reason=finish,
-        )  # type: ignore[arg-type]
+        )
 
     return make
 
@@ -92,7 +92,8 @@ def test_session_invariants(data: st.DataObject, params: SessionParams) -> None:
     assert [(c.index, c.text) for c in committed] == [(s.index, s.text) for s in steps]
 
     # No discarded step ever appears in the committed trajectory.
-    assert not set(trace.discarded) & {s.text for s in steps}
+    # (Non-blank texts are unique per generated step; blank ones cannot be told apart.)
+    assert not {t for t in trace.discarded if t.strip()} & {s.text for s in steps}
 
     # Priming steps are all LRM.
     if params.policy == "trigreason":
