@@ -1,0 +1,1 @@
+"""The services of the cluster (one folder each) and their shared runtime."""
