@@ -340,5 +340,5 @@ class SessionSnapshot(Struct, kw_only=True, frozen=True):
     last_event_at: float = 0.0
     answer: str | None = None
     end_reason: str | None = None
-    # Commands decided but maybe not yet published (outbox): republished after a crash.
-    outbox: tuple[GenerateStep, ...] = ()
+    # What the last decision owes the bus (outbox): published again when a redelivery finds it stale.
+    outbox: tuple[GenerateStep | StepCommitted | SessionFinished | SessionFailed, ...] = ()

@@ -1,0 +1,201 @@
+"""The services on a real nats-server, each with its own connection, driven through the bus.
+
+The backends here are scripted: this tests the plumbing (routing, outbox, de-duplication, redelivery), and
+the trajectory must be exactly what the in-process runner gives for the same script.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import msgspec
+import nats
+import pytest
+
+from tests.support import CONFIDENT, step
+from trigreason.backends import Backend, ScriptedBackend
+from trigreason.proto import (
+    GeneratedStep,
+    SessionFailed,
+    SessionFinished,
+    SessionParams,
+    SessionRequested,
+    StepCommitted,
+    decode_message,
+)
+from trigreason.runner import run_session
+from trigreason.services._bus import Bus, consume
+from trigreason.services._nats_server import LocalNatsServer
+from trigreason.services._topology import BusSettings
+from trigreason.services.orchestrator import Orchestrator
+from trigreason.services.trigger_evaluator import TriggerEvaluator
+from trigreason.services.worker import Worker
+
+SRM_SCRIPT = [
+    step("We add.", [CONFIDENT] * 6),  # offloaded
+    step("Wait, 3 + 4?"),
+    step("Hmm, 7?"),  # second hesitation: intervention
+    step("So \\boxed{7}."),
+]
+LRM_SCRIPT = [step("Prime."), step("Add 3 and 4."), step("3 + 4 = 7."), step("Check: 7 - 4 = 3.")]
+
+
+class Cluster:
+    def __init__(self, server: LocalNatsServer, settings: BusSettings) -> None:
+        self.server = server
+        self.settings = settings
+        self.stop = asyncio.Event()
+        self.tasks: list[asyncio.Task[None]] = []
+        self.buses: list[Bus] = []
+
+    async def start(self, name: str, make: Callable[[Bus], Any], concurrency: int = 4) -> None:
+        bus = await Bus.connect(self.settings, name=name)
+        self.buses.append(bus)
+        service = make(bus)
+        self.tasks.append(
+            asyncio.create_task(
+                consume(
+                    bus,
+                    service.consumer,
+                    service.decoder,
+                    service.handle,
+                    stop=self.stop,
+                    concurrency=concurrency,
+                )
+            )
+        )
+
+    async def close(self) -> None:
+        self.stop.set()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for bus in self.buses:
+            await bus.close()
+
+
+@pytest.fixture
+async def cluster(nats_server: LocalNatsServer) -> AsyncIterator[Cluster]:
+    c = Cluster(
+        nats_server, BusSettings(nats_url=nats_server.url, ack_wait_s=2.0, backoff_s=(0.1,), storage="memory")
+    )
+    yield c
+    await c.close()
+
+
+async def start_all(cluster: Cluster, srm: Backend, lrm: Backend) -> None:
+    await cluster.start("orchestrator", Orchestrator)
+    await cluster.start("trigger-evaluator", TriggerEvaluator)
+    await cluster.start("srm-worker", lambda b: Worker(b, "srm", srm))
+    await cluster.start("lrm-worker", lambda b: Worker(b, "lrm", lrm))
+
+
+async def submit_and_wait(
+    url: str, session_id: str, question: str, params: SessionParams, wait_s: float = 20
+) -> list[Any]:
+    """Publish a request and collect the session's committed/finished events from the event stream."""
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        await js.publish(
+            f"trig.evt.{session_id}.requested",
+            msgspec.json.encode(SessionRequested(session_id=session_id, question=question, params=params)),
+            headers={"Nats-Msg-Id": f"{session_id}.requested"},
+        )
+        sub = await js.subscribe(f"trig.evt.{session_id}.>", ordered_consumer=True)
+        events: list[Any] = []
+        async with asyncio.timeout(wait_s):
+            async for msg in sub.messages:
+                ev = decode_message(msg.data)
+                events.append(ev)
+                if isinstance(ev, SessionFinished | SessionFailed):
+                    return events
+    finally:
+        await nc.close()
+    raise AssertionError("unreachable")
+
+
+async def test_cluster_gives_the_same_trajectory_as_the_inprocess_runner(cluster: Cluster) -> None:
+    params = SessionParams(priming_steps=1, k=2, m=2)
+    await start_all(cluster, ScriptedBackend("srm", SRM_SCRIPT), ScriptedBackend("lrm", LRM_SCRIPT))
+    events = await submit_and_wait(cluster.server.url, "c1", "What is 3 + 4?", params)
+    committed = [e for e in events if isinstance(e, StepCommitted)]
+    (end,) = [e for e in events if isinstance(e, SessionFinished)]
+
+    reference = await run_session(
+        "What is 3 + 4?",
+        params,
+        srm=ScriptedBackend("srm", SRM_SCRIPT),
+        lrm=ScriptedBackend("lrm", LRM_SCRIPT),
+        session_id="c1",
+    )
+    assert [(c.index, c.role, c.text, c.trigger) for c in committed] == [
+        (s.index, s.role, s.text, s.trigger) for s in reference.steps
+    ]
+    assert [c.trigger for c in committed] == [
+        "priming",
+        "offload",
+        None,
+        "intervention",
+        "intervention",
+        None,
+    ]
+    assert end.answer == reference.answer == "7"
+    for field in ("srm_tokens", "lrm_tokens", "srm_wasted_tokens", "triggers", "lrm_calls", "srm_calls"):
+        assert getattr(end.stats, field) == getattr(reference.stats, field), field
+
+
+class FlakyBackend(ScriptedBackend):
+    """Crashes the worker's handler on chosen calls, as a worker dying mid-step would."""
+
+    def __init__(self, name: str, steps: list[GeneratedStep], crash_on: set[int]) -> None:
+        super().__init__(name, steps)
+        self.calls = 0
+        self.crash_on = crash_on
+
+    async def generate(self, request: Any) -> Any:
+        self.calls += 1
+        if self.calls in self.crash_on:
+            raise RuntimeError("worker died mid-step")
+        return await super().generate(request)
+
+
+async def test_a_crashed_step_is_redelivered_and_nothing_is_lost_or_duplicated(cluster: Cluster) -> None:
+    srm = FlakyBackend("srm", [step("a"), step("b"), step("c"), step("\\boxed{1}")], crash_on={2, 4})
+    await start_all(cluster, srm, ScriptedBackend("lrm"))
+    events = await submit_and_wait(cluster.server.url, "c2", "q", SessionParams(policy="srm-only"))
+    committed = [e for e in events if isinstance(e, StepCommitted)]
+    assert [c.index for c in committed] == [0, 1, 2, 3]
+    assert [c.text for c in committed] == ["a", "b", "c", "\\boxed{1}"]
+    assert srm.calls == 6
+
+
+async def test_garbage_is_dead_lettered_and_the_services_keep_serving(cluster: Cluster) -> None:
+    await start_all(cluster, ScriptedBackend("srm", [step("\\boxed{2}")]), ScriptedBackend("lrm"))
+    nc = await nats.connect(cluster.server.url)
+    try:
+        js = nc.jetstream()
+        for subject in (
+            "trig.cmd.srm",
+            "trig.cmd.lrm",
+            "trig.evt.x.requested",
+            "trig.evt.x.srm_step",
+            "trig.evt.x.verdict",
+        ):
+            await js.publish(subject, b"\xff\x00 not json")
+        events = await submit_and_wait(cluster.server.url, "c3", "q", SessionParams(policy="srm-only"))
+        assert isinstance(events[-1], SessionFinished)
+        dlq = await js.subscribe("trig.dlq.>", ordered_consumer=True)
+        seen: set[str] = set()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5):
+                async for msg in dlq.messages:
+                    assert msg.headers is not None
+                    assert msg.headers["Trig-Dead-Letter-Reason"].startswith("undecodable")
+                    seen.add(msg.headers["Trig-Origin-Subject"])
+                    if len(seen) == 5:
+                        break
+        assert len(seen) == 5
+    finally:
+        await nc.close()

@@ -1,0 +1,111 @@
+"""The session-orchestrator: the pure ``decide`` wrapped in load snapshot → decide → compare-and-set the
+snapshot together with the outputs it owes → publish them with deterministic ids (outbox pattern).
+
+A crash anywhere is safe: before the CAS nothing happened and the event is redelivered; after it, the
+redelivered event is stale for the new snapshot, and its outbox is published again, which JetStream
+de-duplicates by message id.
+"""
+
+from __future__ import annotations
+
+import msgspec
+import structlog
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+
+from trigreason.core import Output, StaleEvent, TrigReasonError, decide, initial_state
+from trigreason.core.transitions import OrchestratorEvent
+from trigreason.proto import (
+    GenerateStep,
+    SessionFailed,
+    SessionFinished,
+    SessionRequested,
+    SessionSnapshot,
+    StepCommitted,
+    StepFailed,
+    StepGenerated,
+    TypedDecoder,
+    Verdict,
+    encode,
+)
+from trigreason.services._bus import Ack, Bus, Delivery
+
+__all__ = ["Orchestrator", "output_msg_id"]
+
+_CAS_ATTEMPTS = 32
+
+
+def output_msg_id(output: Output) -> str:
+    match output:
+        case GenerateStep(command_id=cid):
+            return cid
+        case StepCommitted(session_id=sid, index=index):
+            return f"{sid}.committed.{index}"
+        case SessionFinished(session_id=sid):
+            return f"{sid}.finished"
+        case SessionFailed(session_id=sid):
+            return f"{sid}.failed"
+    raise AssertionError(f"no id for {output!r}")  # pragma: no cover
+
+
+class Orchestrator:
+    consumer = "orchestrator"
+
+    def __init__(self, bus: Bus) -> None:
+        self._bus = bus
+        self._snapshots = msgspec.json.Decoder(SessionSnapshot)
+        self.decoder: TypedDecoder[OrchestratorEvent] = TypedDecoder(
+            SessionRequested | StepGenerated | Verdict | StepFailed
+        )
+        self._log = structlog.get_logger("trigreason.orchestrator")
+
+    async def handle(self, delivery: Delivery[OrchestratorEvent]) -> Ack:
+        event = delivery.message
+        sid = event.session_id
+        kv = self._bus.kv
+        for _ in range(_CAS_ATTEMPTS):
+            try:
+                entry = await kv.get(sid)
+            except KeyNotFoundError:
+                entry = None
+            state = (
+                initial_state(sid)
+                if entry is None or not entry.value
+                else self._snapshots.decode(entry.value)
+            )
+            with self._bus.tracer.start_as_current_span(
+                "orchestrator decide",
+                attributes={"trigreason.session_id": sid, "trigreason.event": type(event).__name__},
+            ) as span:
+                try:
+                    new_state, outputs = decide(state, event)
+                except StaleEvent:
+                    await self._publish(state.outbox)  # finish what a crash may have interrupted
+                    raise
+                span.set_attribute("trigreason.phase", new_state.phase)
+                span.set_attribute("trigreason.steps", len(new_state.steps))
+            new_state = msgspec.structs.replace(new_state, outbox=outputs)
+            try:
+                if entry is None:
+                    await kv.create(sid, encode(new_state))
+                else:
+                    await kv.update(sid, encode(new_state), last=entry.revision)
+            except KeyWrongLastSequenceError:
+                continue  # another replica moved the session on: decide again on the new snapshot
+            await self._publish(outputs)
+            return "ack"
+        raise TrigReasonError(f"session {sid}: snapshot contention", code="cas_contention", retryable=True)
+
+    async def _publish(self, outputs: tuple[Output, ...]) -> None:
+        for out in outputs:
+            attrs: dict[str, str | int] = {}
+            if isinstance(out, GenerateStep):
+                attrs = {"trigreason.step_index": out.step_index, "trigreason.role": out.role}
+                if out.trigger:
+                    attrs["trigreason.trigger"] = out.trigger
+            elif isinstance(out, StepCommitted):
+                attrs = {
+                    "trigreason.step_index": out.index,
+                    "trigreason.role": out.role,
+                    "trigreason.tokens": out.tokens,
+                }
+            await self._bus.publish(out, msg_id=output_msg_id(out), attributes=attrs)

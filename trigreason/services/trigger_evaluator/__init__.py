@@ -1,0 +1,5 @@
+"""The trigger-evaluator service."""
+
+from ._service import TriggerEvaluator
+
+__all__ = ["TriggerEvaluator"]
