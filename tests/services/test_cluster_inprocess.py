@@ -8,31 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import msgspec
 import nats
-import pytest
 
+from tests.services.cluster import Cluster, start_all, submit_and_wait
 from tests.support import CONFIDENT, step
-from trigreason.backends import Backend, ScriptedBackend
+from trigreason.backends import ScriptedBackend
 from trigreason.proto import (
     GeneratedStep,
-    SessionFailed,
     SessionFinished,
     SessionParams,
-    SessionRequested,
     StepCommitted,
-    decode_message,
 )
 from trigreason.runner import run_session
-from trigreason.services._bus import Bus, consume
-from trigreason.services._nats_server import LocalNatsServer
-from trigreason.services._topology import BusSettings
-from trigreason.services.orchestrator import Orchestrator
-from trigreason.services.trigger_evaluator import TriggerEvaluator
-from trigreason.services.worker import Worker
 
 SRM_SCRIPT = [
     step("We add.", [CONFIDENT] * 6),  # offloaded
@@ -41,79 +30,6 @@ SRM_SCRIPT = [
     step("So \\boxed{7}."),
 ]
 LRM_SCRIPT = [step("Prime."), step("Add 3 and 4."), step("3 + 4 = 7."), step("Check: 7 - 4 = 3.")]
-
-
-class Cluster:
-    def __init__(self, server: LocalNatsServer, settings: BusSettings) -> None:
-        self.server = server
-        self.settings = settings
-        self.stop = asyncio.Event()
-        self.tasks: list[asyncio.Task[None]] = []
-        self.buses: list[Bus] = []
-
-    async def start(self, name: str, make: Callable[[Bus], Any], concurrency: int = 4) -> None:
-        bus = await Bus.connect(self.settings, name=name)
-        self.buses.append(bus)
-        service = make(bus)
-        self.tasks.append(
-            asyncio.create_task(
-                consume(
-                    bus,
-                    service.consumer,
-                    service.decoder,
-                    service.handle,
-                    stop=self.stop,
-                    concurrency=concurrency,
-                )
-            )
-        )
-
-    async def close(self) -> None:
-        self.stop.set()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        for bus in self.buses:
-            await bus.close()
-
-
-@pytest.fixture
-async def cluster(nats_server: LocalNatsServer) -> AsyncIterator[Cluster]:
-    c = Cluster(
-        nats_server, BusSettings(nats_url=nats_server.url, ack_wait_s=2.0, backoff_s=(0.1,), storage="memory")
-    )
-    yield c
-    await c.close()
-
-
-async def start_all(cluster: Cluster, srm: Backend, lrm: Backend) -> None:
-    await cluster.start("orchestrator", Orchestrator)
-    await cluster.start("trigger-evaluator", TriggerEvaluator)
-    await cluster.start("srm-worker", lambda b: Worker(b, "srm", srm))
-    await cluster.start("lrm-worker", lambda b: Worker(b, "lrm", lrm))
-
-
-async def submit_and_wait(
-    url: str, session_id: str, question: str, params: SessionParams, wait_s: float = 20
-) -> list[Any]:
-    """Publish a request and collect the session's committed/finished events from the event stream."""
-    nc = await nats.connect(url)
-    try:
-        js = nc.jetstream()
-        await js.publish(
-            f"trig.evt.{session_id}.requested",
-            msgspec.json.encode(SessionRequested(session_id=session_id, question=question, params=params)),
-            headers={"Nats-Msg-Id": f"{session_id}.requested"},
-        )
-        sub = await js.subscribe(f"trig.evt.{session_id}.>", ordered_consumer=True)
-        events: list[Any] = []
-        async with asyncio.timeout(wait_s):
-            async for msg in sub.messages:
-                ev = decode_message(msg.data)
-                events.append(ev)
-                if isinstance(ev, SessionFinished | SessionFailed):
-                    return events
-    finally:
-        await nc.close()
-    raise AssertionError("unreachable")
 
 
 async def test_cluster_gives_the_same_trajectory_as_the_inprocess_runner(cluster: Cluster) -> None:

@@ -1,0 +1,83 @@
+"""A cluster of services as asyncio tasks, each with its own NATS connection (tests only)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import nats
+
+from trigreason.backends import Backend
+from trigreason.proto import SessionFailed, SessionFinished, SessionParams, SessionRequested, decode_message
+from trigreason.services._bus import Bus, consume
+from trigreason.services._nats_server import LocalNatsServer
+from trigreason.services._topology import BusSettings
+from trigreason.services.orchestrator import Orchestrator
+from trigreason.services.trigger_evaluator import TriggerEvaluator
+from trigreason.services.worker import Worker
+
+
+class Cluster:
+    def __init__(self, server: LocalNatsServer, settings: BusSettings) -> None:
+        self.server = server
+        self.settings = settings
+        self.stop = asyncio.Event()
+        self.tasks: list[asyncio.Task[None]] = []
+        self.buses: list[Bus] = []
+
+    async def start(self, name: str, make: Callable[[Bus], Any], concurrency: int = 4) -> None:
+        bus = await Bus.connect(self.settings, name=name)
+        self.buses.append(bus)
+        service = make(bus)
+        self.tasks.append(
+            asyncio.create_task(
+                consume(
+                    bus,
+                    service.consumer,
+                    service.decoder,
+                    service.handle,
+                    stop=self.stop,
+                    concurrency=concurrency,
+                )
+            )
+        )
+
+    async def close(self) -> None:
+        self.stop.set()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for bus in self.buses:
+            await bus.close()
+
+
+async def start_all(cluster: Cluster, srm: Backend, lrm: Backend) -> None:
+    await cluster.start("orchestrator", Orchestrator)
+    await cluster.start("trigger-evaluator", TriggerEvaluator)
+    await cluster.start("srm-worker", lambda b: Worker(b, "srm", srm))
+    await cluster.start("lrm-worker", lambda b: Worker(b, "lrm", lrm))
+
+
+async def submit_and_wait(
+    url: str, session_id: str, question: str, params: SessionParams, wait_s: float = 20
+) -> list[Any]:
+    """Publish a request and collect the session's committed/finished events from the event stream."""
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        await js.publish(
+            f"trig.evt.{session_id}.requested",
+            msgspec.json.encode(SessionRequested(session_id=session_id, question=question, params=params)),
+            headers={"Nats-Msg-Id": f"{session_id}.requested"},
+        )
+        sub = await js.subscribe(f"trig.evt.{session_id}.>", ordered_consumer=True)
+        events: list[Any] = []
+        async with asyncio.timeout(wait_s):
+            async for msg in sub.messages:
+                ev = decode_message(msg.data)
+                events.append(ev)
+                if isinstance(ev, SessionFinished | SessionFailed):
+                    return events
+    finally:
+        await nc.close()
+    raise AssertionError("unreachable")

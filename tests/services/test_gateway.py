@@ -1,0 +1,199 @@
+"""The HTTP gateway in front of a real bus and the services (scripted backends: plumbing, not models)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from tests.services.cluster import Cluster, start_all
+from tests.support import step
+from trigreason.backends import ScriptedBackend
+from trigreason.services._bus import Bus
+from trigreason.services.gateway import GatewaySettings, make_app
+
+FINAL = step("So \\boxed{7}.")
+
+
+class Gateway:
+    def __init__(self, url: str, session: aiohttp.ClientSession) -> None:
+        self.url = url
+        self.http = session
+
+
+async def _serve(cluster: Cluster, settings: GatewaySettings) -> AsyncIterator[Gateway]:
+    bus = await Bus.connect(cluster.settings, name="gateway")
+    runner = web.AppRunner(make_app(bus, settings))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    async with aiohttp.ClientSession() as http:
+        yield Gateway(f"http://127.0.0.1:{port}", http)
+    await runner.cleanup()
+    await bus.close()
+
+
+@pytest.fixture
+async def gateway(cluster: Cluster) -> AsyncIterator[Gateway]:
+    await start_all(
+        cluster,
+        ScriptedBackend("srm", [step("We add 3 and 4."), FINAL], default=FINAL),
+        ScriptedBackend("lrm", [step("Prime.")], default=FINAL),
+    )
+    async for g in _serve(cluster, GatewaySettings()):
+        yield g
+
+
+async def _sse(
+    http: aiohttp.ClientSession, url: str, headers: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    async with http.get(url, headers=headers or {}) as resp:
+        assert resp.status == 200
+        assert resp.headers["Content-Type"].startswith("text/event-stream")
+        current: dict[str, Any] = {}
+        async for raw in resp.content:
+            line = raw.decode().rstrip("\n")
+            if not line:
+                if current:
+                    events.append(current)
+                current = {}
+            elif line.startswith(":"):
+                continue
+            else:
+                key, _, value = line.partition(": ")
+                current[key] = json.loads(value) if key == "data" else value
+    return events
+
+
+async def test_session_lifecycle_and_sse_replay(gateway: Gateway) -> None:
+    body = {"question": "What is 3 + 4?", "policy": "trigreason", "params": {"priming_steps": 1, "rho": 1.0}}
+    async with gateway.http.post(f"{gateway.url}/v1/sessions", json=body) as resp:
+        assert resp.status == 202
+        sid = (await resp.json())["session_id"]
+        assert resp.headers["Location"] == f"/v1/sessions/{sid}"
+    events = await _sse(gateway.http, f"{gateway.url}/v1/sessions/{sid}/events")
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "requested"
+    assert kinds[-1] == "finished"
+    assert [e["data"]["type"] for e in events if e["event"] == "committed"] == ["StepCommitted.v1"] * 3
+    ids = [int(e["id"]) for e in events]
+    assert ids == sorted(ids)
+
+    # Replayable: a second subscriber after the end sees exactly the same history.
+    again = await _sse(gateway.http, f"{gateway.url}/v1/sessions/{sid}/events")
+    assert again == events
+    # Resumable: from an event id on, only what came after it.
+    resumed = await _sse(
+        gateway.http, f"{gateway.url}/v1/sessions/{sid}/events", {"Last-Event-ID": events[2]["id"]}
+    )
+    assert resumed == events[3:]
+
+    async with gateway.http.get(f"{gateway.url}/v1/sessions/{sid}") as resp:
+        view = await resp.json()
+    assert view["status"] == "finished"
+    assert view["answer"] == "7"
+    assert [(s["role"], s["trigger"]) for s in view["steps"]] == [
+        ("lrm", "priming"),
+        ("srm", None),
+        ("srm", None),
+    ]
+    assert view["stats"]["srm_tokens"] + view["stats"]["lrm_tokens"] == sum(
+        s["tokens"] for s in view["steps"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "code"),
+    [
+        (b"{not json", 400, "bad_json"),
+        (b'{"question": 5}', 422, "invalid_request"),
+        (b'{"question": ""}', 422, "invalid_request"),
+        (b'{"question": "   "}', 422, "invalid_request"),
+        (json.dumps({"question": "x" * 20_001}).encode(), 422, "invalid_request"),
+        (b'{"question": "q", "policy": "magic"}', 422, "invalid_request"),
+        (b'{"question": "q", "params": {"rho": 2}}', 422, "invalid_params"),
+        (b'{"question": "q", "params": {"k": 0}}', 422, "invalid_params"),
+        (b'{"question": "q", "params": {"tau": "high"}}', 422, "invalid_params"),
+        (b'{"question": "q", "colour": "red"}', 422, "invalid_request"),
+    ],
+)
+async def test_bad_requests_get_a_4xx_with_a_json_error(
+    gateway: Gateway, payload: bytes, status: int, code: str
+) -> None:
+    async with gateway.http.post(
+        f"{gateway.url}/v1/sessions", data=payload, headers={"Content-Type": "application/json"}
+    ) as resp:
+        assert resp.status == status
+        err = (await resp.json())["error"]
+        assert err["code"] == code
+        assert err["message"]
+
+
+async def test_unknown_session_and_routes(gateway: Gateway) -> None:
+    async with gateway.http.get(f"{gateway.url}/v1/sessions/nope") as resp:
+        assert resp.status == 404
+        assert (await resp.json())["error"]["code"] == "not_found"
+    async with gateway.http.get(f"{gateway.url}/v1/sessions/a.b") as resp:
+        assert resp.status == 400
+    async with gateway.http.get(f"{gateway.url}/v2/whatever") as resp:
+        assert resp.status == 404
+        assert "error" in await resp.json()
+
+
+async def test_health_readiness_metrics_openapi(gateway: Gateway) -> None:
+    for path in ("/healthz", "/readyz"):
+        async with gateway.http.get(gateway.url + path) as resp:
+            assert resp.status == 200
+    async with gateway.http.get(f"{gateway.url}/openapi.json") as resp:
+        doc = await resp.json()
+    assert doc["openapi"].startswith("3.")
+    assert {"/v1/sessions", "/v1/sessions/{session_id}/events", "/v1/chat/completions"} <= set(doc["paths"])
+    async with gateway.http.get(f"{gateway.url}/metrics") as resp:
+        text = await resp.text()
+    assert "trigreason_gateway_requests_total" in text
+
+
+async def test_chat_completions(gateway: Gateway) -> None:
+    body = {
+        "messages": [{"role": "user", "content": "What is 3 + 4?"}],
+        "trigreason": {"params": {"priming_steps": 0}},
+    }
+    async with gateway.http.post(f"{gateway.url}/v1/chat/completions", json=body) as resp:
+        assert resp.status == 200
+        out = await resp.json()
+    msg = out["choices"][0]["message"]
+    assert msg["content"] == "7"
+    assert "We add 3 and 4." in msg["reasoning_content"]
+
+    chunks: list[dict[str, Any]] = []
+    async with gateway.http.post(f"{gateway.url}/v1/chat/completions", json={**body, "stream": True}) as resp:
+        async for raw in resp.content:
+            line = raw.decode().strip()
+            if line.startswith("data: ") and line != "data: [DONE]":
+                chunks.append(json.loads(line[6:]))
+            if line == "data: [DONE]":
+                break
+    deltas = [c["choices"][0]["delta"] for c in chunks]
+    assert any("reasoning_content" in d for d in deltas)
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert deltas[-1]["content"] == "7"
+
+
+async def test_bearer_token_auth(cluster: Cluster) -> None:
+    await start_all(cluster, ScriptedBackend("srm", default=FINAL), ScriptedBackend("lrm", default=FINAL))
+    async for g in _serve(cluster, GatewaySettings(api_tokens=("s3cret",))):
+        async with g.http.post(f"{g.url}/v1/sessions", json={"question": "q"}) as resp:
+            assert resp.status == 401
+            assert (await resp.json())["error"]["code"] == "unauthorized"
+        async with g.http.post(
+            f"{g.url}/v1/sessions", json={"question": "q"}, headers={"Authorization": "Bearer s3cret"}
+        ) as resp:
+            assert resp.status == 202
+        async with g.http.get(f"{g.url}/healthz") as resp:  # probes stay open
+            assert resp.status == 200

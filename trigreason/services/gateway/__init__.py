@@ -1,0 +1,5 @@
+"""The HTTP gateway service."""
+
+from ._app import GatewaySettings, make_app
+
+__all__ = ["GatewaySettings", "make_app"]
