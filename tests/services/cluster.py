@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 import nats
+from opentelemetry.trace import Tracer
 
 from trigreason.backends import Backend
 from trigreason.proto import SessionFailed, SessionFinished, SessionParams, SessionRequested, decode_message
@@ -20,15 +21,16 @@ from trigreason.services.worker import Worker
 
 
 class Cluster:
-    def __init__(self, server: LocalNatsServer, settings: BusSettings) -> None:
+    def __init__(self, server: LocalNatsServer, settings: BusSettings, tracer: Tracer | None = None) -> None:
         self.server = server
         self.settings = settings
+        self.tracer = tracer
         self.stop = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
         self.buses: list[Bus] = []
 
     async def start(self, name: str, make: Callable[[Bus], Any], concurrency: int = 4) -> None:
-        bus = await Bus.connect(self.settings, name=name)
+        bus = await Bus.connect(self.settings, name=name, tracer=self.tracer)
         self.buses.append(bus)
         service = make(bus)
         self.tasks.append(

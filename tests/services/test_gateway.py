@@ -9,6 +9,10 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
 from tests.services.cluster import Cluster, start_all
 from tests.support import step
@@ -26,7 +30,7 @@ class Gateway:
 
 
 async def _serve(cluster: Cluster, settings: GatewaySettings) -> AsyncIterator[Gateway]:
-    bus = await Bus.connect(cluster.settings, name="gateway")
+    bus = await Bus.connect(cluster.settings, name="gateway", tracer=cluster.tracer)
     runner = web.AppRunner(make_app(bus, settings))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -197,3 +201,51 @@ async def test_bearer_token_auth(cluster: Cluster) -> None:
             assert resp.status == 202
         async with g.http.get(f"{g.url}/healthz") as resp:  # probes stay open
             assert resp.status == 200
+
+
+async def test_one_connected_trace_per_session_with_a_span_per_handoff(cluster: Cluster) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    cluster.tracer = provider.get_tracer("test")
+    srm = [step("We add 3 and 4.", [-0.001] * 4), step("Adding gives 7."), FINAL]
+    await start_all(
+        cluster, ScriptedBackend("srm", srm), ScriptedBackend("lrm", [step("Prime."), step("3 + 4 = 7.")])
+    )
+    async for g in _serve(cluster, GatewaySettings()):
+        body = {"question": "What is 3 + 4?", "params": {"priming_steps": 1}}
+        async with g.http.post(f"{g.url}/v1/sessions", json=body) as resp:
+            sid = (await resp.json())["session_id"]
+        events = await _sse(g.http, f"{g.url}/v1/sessions/{sid}/events")
+        stats = events[-1]["data"]["stats"]
+    await cluster.close()
+    spans = exporter.get_finished_spans()
+    session_spans = [s for s in spans if s.attributes and s.attributes.get("trigreason.session_id") == sid]
+    trace_ids = {s.context.trace_id for s in session_spans if s.context}
+    assert len(trace_ids) == 1, "every handoff of the session belongs to one trace"
+    (trace_id,) = trace_ids
+    in_trace = [s for s in spans if s.context and s.context.trace_id == trace_id]
+    by_id = {s.context.span_id: s for s in in_trace if s.context}
+    roots = [s for s in in_trace if s.parent is None]
+    assert len(roots) == 1
+    assert roots[0].kind == SpanKind.PRODUCER  # the gateway's publish of the request
+    assert all(s.parent is None or s.parent.span_id in by_id for s in in_trace), "no dangling parents"
+    kinds = [s.kind for s in in_trace]
+    producers, consumers = kinds.count(SpanKind.PRODUCER), kinds.count(SpanKind.CONSUMER)
+    # Consumed handoffs: the request; per SRM step its command, the step (evaluator) and the verdict
+    # (orchestrator); per LRM step its command and the step. Committed/finished events are published
+    # too, but only the gateway reads them, outside any consumer group.
+    assert consumers == 1 + 3 * stats["srm_calls"] + 2 * stats["lrm_calls"]
+    assert producers == consumers + len([e for e in events if e["event"] in ("committed", "finished")])
+    client = [s for s in in_trace if s.kind == SpanKind.CLIENT]
+    assert len(client) == stats["srm_calls"] + stats["lrm_calls"]
+    assert {s.attributes["trigreason.role"] for s in client if s.attributes} == {"srm", "lrm"}
+    assert all(
+        s.attributes and s.attributes["messaging.system"] == "nats"
+        for s in in_trace
+        if s.kind == SpanKind.CONSUMER
+    )
+    assert any(s.name == "trigger-evaluator evaluate" for s in in_trace)
+    assert (
+        sum(s.name == "orchestrator decide" for s in in_trace) == 1 + stats["lrm_steps"] + stats["srm_calls"]
+    )

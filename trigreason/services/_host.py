@@ -1,0 +1,121 @@
+"""Run one service (or several, for the embedded stack) until told to stop; SIGTERM drains in-flight work."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import structlog
+from aiohttp import web
+from opentelemetry.sdk.trace import TracerProvider
+
+from trigreason.backends import Backend
+from trigreason.core import ConfigError
+from trigreason.proto import Role
+from trigreason.services._bus import Bus, consume
+from trigreason.services._topology import BusSettings
+from trigreason.services.gateway import GatewaySettings, make_app
+from trigreason.services.orchestrator import Orchestrator
+from trigreason.services.trigger_evaluator import TriggerEvaluator
+from trigreason.services.worker import Worker
+
+__all__ = ["SERVICES", "BackendFactory", "ServiceName", "ServiceSettings", "run_service", "stop_on_signals"]
+
+ServiceName = Literal["gateway", "orchestrator", "trigger-evaluator", "srm-worker", "lrm-worker"]
+SERVICES: tuple[ServiceName, ...] = (
+    "gateway",
+    "orchestrator",
+    "trigger-evaluator",
+    "srm-worker",
+    "lrm-worker",
+)
+BackendFactory = Callable[[Role], Awaitable[Backend]]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ServiceSettings:
+    bus: BusSettings = field(default_factory=BusSettings)
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # How many messages one replica works on at once (workers: backend requests in flight).
+    concurrency: int = 8
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], **overrides: Any) -> ServiceSettings:
+        try:
+            base = cls(
+                bus=BusSettings.from_env(env),
+                gateway=GatewaySettings.from_env(dict(env)),
+                host=env.get("TRIGREASON_HOST", "127.0.0.1"),
+                port=int(env.get("TRIGREASON_PORT", "8080")),
+                concurrency=int(env.get("TRIGREASON_CONCURRENCY", "8")),
+            )
+        except ValueError as exc:
+            raise ConfigError(f"bad setting: {exc}") from exc
+        return cls(**{**{f: getattr(base, f) for f in cls.__dataclass_fields__}, **overrides})
+
+
+def stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+
+async def run_service(
+    name: ServiceName,
+    settings: ServiceSettings,
+    *,
+    stop: asyncio.Event,
+    tracer_provider: TracerProvider,
+    backend_factory: BackendFactory | None = None,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    log = structlog.get_logger("trigreason.host").bind(service=name)
+    bus = await Bus.connect(settings.bus, name=name, tracer=tracer_provider.get_tracer("trigreason"))
+    backend: Backend | None = None
+    try:
+        if name == "gateway":
+            runner = web.AppRunner(make_app(bus, settings.gateway), access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, settings.host, settings.port)
+            await site.start()
+            url = f"http://{settings.host}:{settings.port}"
+            log.info("listening", url=url)
+            if on_ready:
+                on_ready(url)
+            await stop.wait()
+            await runner.cleanup()
+            return
+        service: Orchestrator | TriggerEvaluator | Worker
+        if name == "orchestrator":
+            service = Orchestrator(bus)
+        elif name == "trigger-evaluator":
+            service = TriggerEvaluator(bus)
+        else:
+            role: Role = "srm" if name == "srm-worker" else "lrm"
+            if backend_factory is None:
+                raise ConfigError(f"{name} needs an inference backend URL")
+            backend = await backend_factory(role)
+            service = Worker(bus, role, backend)
+        log.info("consuming", consumer=service.consumer)
+        if on_ready:
+            on_ready(service.consumer)
+        await consume(  # type: ignore[misc]  # each service pairs its own decoder and handler
+            bus,
+            service.consumer,
+            service.decoder,
+            service.handle,
+            stop=stop,
+            concurrency=settings.concurrency,
+        )
+        log.info("drained")
+    finally:
+        if backend is not None:
+            await backend.aclose()
+        await bus.close()
