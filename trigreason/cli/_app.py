@@ -93,3 +93,6 @@ def replay_command(
 
 def main() -> None:
     app()
+
+
+from . import _serve_tgi  # noqa: E402, F401
