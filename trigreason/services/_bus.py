@@ -22,6 +22,7 @@ from opentelemetry.trace import SpanKind, Tracer
 
 from trigreason.core import StaleEvent, TrigReasonError
 from trigreason.proto import Message, TypedDecoder, dead_letter_subject, encode, subject_for
+from trigreason.services._metrics import ServiceMetrics
 from trigreason.services._topology import CONSUMERS, BusSettings, ensure_topology
 
 __all__ = ["Ack", "Bus", "Delivery", "consume"]
@@ -56,6 +57,7 @@ class Bus:
         self.settings = settings
         self.tracer = tracer
         self.log = structlog.get_logger("trigreason.bus")
+        self.metrics: ServiceMetrics | None = None
 
     @classmethod
     async def connect(cls, settings: BusSettings, *, name: str, tracer: Tracer | None = None) -> Bus:
@@ -104,6 +106,8 @@ class Bus:
             headers["Trig-Deliveries"] = str(raw.metadata.num_delivered)
         await self.js.publish(dead_letter_subject(raw.subject), raw.data, headers=headers)
         self.log.warning("dead_lettered", subject=raw.subject, reason=reason[:200])
+        if self.metrics is not None:
+            self.metrics.dead_letters.labels(raw.subject.split(".")[1]).inc()
 
 
 async def consume(

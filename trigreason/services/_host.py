@@ -12,12 +12,14 @@ from typing import Any, Literal
 import structlog
 from aiohttp import web
 from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from trigreason.backends import Backend
 from trigreason.core import ConfigError
 from trigreason.proto import Role
 from trigreason.services._bus import Bus, consume
-from trigreason.services._topology import BusSettings
+from trigreason.services._metrics import ServiceMetrics
+from trigreason.services._topology import CONSUMERS, BusSettings
 from trigreason.services.gateway import GatewaySettings, make_app
 from trigreason.services.orchestrator import Orchestrator
 from trigreason.services.trigger_evaluator import TriggerEvaluator
@@ -44,6 +46,8 @@ class ServiceSettings:
     port: int = 8080
     # How many messages one replica works on at once (workers: backend requests in flight).
     concurrency: int = 8
+    # Non-gateway services serve /metrics, /healthz and /readyz here (0: off).
+    metrics_port: int = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> ServiceSettings:
@@ -54,6 +58,7 @@ class ServiceSettings:
                 host=env.get("TRIGREASON_HOST", "127.0.0.1"),
                 port=int(env.get("TRIGREASON_PORT", "8080")),
                 concurrency=int(env.get("TRIGREASON_CONCURRENCY", "8")),
+                metrics_port=int(env.get("TRIGREASON_METRICS_PORT", "0")),
             )
         except ValueError as exc:
             raise ConfigError(f"bad setting: {exc}") from exc
@@ -85,24 +90,31 @@ async def run_service(
             await runner.setup()
             site = web.TCPSite(runner, settings.host, settings.port)
             await site.start()
-            url = f"http://{settings.host}:{settings.port}"
+            sockets = getattr(site._server, "sockets", None) or []
+            port = sockets[0].getsockname()[1] if sockets else settings.port  # the real one when port=0
+            url = f"http://{settings.host}:{port}"
             log.info("listening", url=url)
             if on_ready:
                 on_ready(url)
             await stop.wait()
             await runner.cleanup()
             return
+        metrics = ServiceMetrics()
+        bus.metrics = metrics
         service: Orchestrator | TriggerEvaluator | Worker
         if name == "orchestrator":
-            service = Orchestrator(bus)
+            service = Orchestrator(bus, metrics)
         elif name == "trigger-evaluator":
-            service = TriggerEvaluator(bus)
+            service = TriggerEvaluator(bus, metrics)
         else:
             role: Role = "srm" if name == "srm-worker" else "lrm"
             if backend_factory is None:
                 raise ConfigError(f"{name} needs an inference backend URL")
             backend = await backend_factory(role)
-            service = Worker(bus, role, backend)
+            service = Worker(bus, role, backend, metrics=metrics)
+        side_tasks = [asyncio.create_task(_watch_lag(bus, service.consumer, metrics, stop))]
+        if settings.metrics_port:
+            side_tasks.append(asyncio.create_task(_serve_probes(bus, metrics, settings, stop)))
         log.info("consuming", consumer=service.consumer)
         if on_ready:
             on_ready(service.consumer)
@@ -115,7 +127,49 @@ async def run_service(
             concurrency=settings.concurrency,
         )
         log.info("drained")
+        for task in side_tasks:
+            task.cancel()
+        await asyncio.gather(*side_tasks, return_exceptions=True)
     finally:
         if backend is not None:
             await backend.aclose()
         await bus.close()
+
+
+async def _watch_lag(bus: Bus, consumer: str, metrics: ServiceMetrics, stop: asyncio.Event) -> None:
+    """Pending messages of this service's consumer: the queue lag (and what KEDA scales SRM workers on)."""
+    spec = CONSUMERS[consumer]
+    while not stop.is_set():
+        with contextlib.suppress(Exception):
+            info = await bus.js.consumer_info(spec.stream, spec.durable)
+            metrics.consumer_lag.labels(consumer).set(info.num_pending + (info.num_ack_pending or 0))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 5.0)
+
+
+async def _serve_probes(
+    bus: Bus, metrics: ServiceMetrics, settings: ServiceSettings, stop: asyncio.Event
+) -> None:
+    async def metrics_endpoint(_r: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    async def healthz(_r: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_r: web.Request) -> web.Response:
+        ok = bus.nc.is_connected
+        return web.json_response({"status": "ready" if ok else "not_ready"}, status=200 if ok else 503)
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics_endpoint)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, settings.host, settings.metrics_port).start()
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()

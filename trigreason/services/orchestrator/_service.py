@@ -28,6 +28,7 @@ from trigreason.proto import (
     encode,
 )
 from trigreason.services._bus import Ack, Bus, Delivery
+from trigreason.services._metrics import ServiceMetrics
 
 __all__ = ["Orchestrator", "output_msg_id"]
 
@@ -50,8 +51,9 @@ def output_msg_id(output: Output) -> str:
 class Orchestrator:
     consumer = "orchestrator"
 
-    def __init__(self, bus: Bus) -> None:
+    def __init__(self, bus: Bus, metrics: ServiceMetrics | None = None) -> None:
         self._bus = bus
+        self._metrics = metrics or ServiceMetrics()
         self._snapshots = msgspec.json.Decoder(SessionSnapshot)
         self.decoder: TypedDecoder[OrchestratorEvent] = TypedDecoder(
             SessionRequested | StepGenerated | Verdict | StepFailed
@@ -92,8 +94,24 @@ class Orchestrator:
             except KeyWrongLastSequenceError:
                 continue  # another replica moved the session on: decide again on the new snapshot
             await self._publish(outputs)
+            self._record(state, new_state, outputs)
             return "ack"
         raise TrigReasonError(f"session {sid}: snapshot contention", code="cas_contention", retryable=True)
+
+    def _record(self, before: SessionSnapshot, after: SessionSnapshot, outputs: tuple[Output, ...]) -> None:
+        m = self._metrics
+        for kind, count in after.counters.triggers.items():
+            fired = count - before.counters.triggers.get(kind, 0)
+            if fired > 0:
+                m.triggers.labels(kind).inc(fired)
+        for out in outputs:
+            if isinstance(out, StepCommitted):
+                m.steps.labels(out.role).inc()
+            elif isinstance(out, SessionFinished):
+                m.sessions.labels("finished").inc()
+                m.srm_token_ratio.observe(out.stats.srm_token_ratio)
+            elif isinstance(out, SessionFailed):
+                m.sessions.labels("failed").inc()
 
     async def _publish(self, outputs: tuple[Output, ...]) -> None:
         for out in outputs:

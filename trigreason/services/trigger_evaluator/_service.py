@@ -5,6 +5,7 @@ from __future__ import annotations
 from trigreason.core import evaluate
 from trigreason.proto import JudgeScored, JudgeStep, StepGenerated, TypedDecoder, Verdict
 from trigreason.services._bus import Ack, Bus, Delivery
+from trigreason.services._metrics import ServiceMetrics
 
 __all__ = ["TriggerEvaluator"]
 
@@ -12,8 +13,9 @@ __all__ = ["TriggerEvaluator"]
 class TriggerEvaluator:
     consumer = "trigger-evaluator"
 
-    def __init__(self, bus: Bus) -> None:
+    def __init__(self, bus: Bus, metrics: ServiceMetrics | None = None) -> None:
         self._bus = bus
+        self._metrics = metrics or ServiceMetrics()
         self.decoder: TypedDecoder[StepGenerated | JudgeScored] = TypedDecoder(StepGenerated | JudgeScored)
 
     async def handle(self, delivery: Delivery[StepGenerated | JudgeScored]) -> Ack:
@@ -31,5 +33,6 @@ class TriggerEvaluator:
         if isinstance(result, JudgeStep):
             await self._bus.publish(result, msg_id=result.command_id)
         else:
+            self._metrics.verdicts.labels(result.decision).inc()
             await self._bus.publish(result, msg_id=f"{result.candidate.command_id}.verdict")
         return "ack"

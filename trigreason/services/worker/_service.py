@@ -23,15 +23,23 @@ from trigreason.proto import (
     TypedDecoder,
 )
 from trigreason.services._bus import Ack, Bus, Delivery
+from trigreason.services._metrics import ServiceMetrics
 
 __all__ = ["Worker"]
 
 
 class Worker:
     def __init__(
-        self, bus: Bus, role: Role, backend: Backend, *, clock: Callable[[], float] = time.time
+        self,
+        bus: Bus,
+        role: Role,
+        backend: Backend,
+        *,
+        clock: Callable[[], float] = time.time,
+        metrics: ServiceMetrics | None = None,
     ) -> None:
         self._bus = bus
+        self._metrics = metrics or ServiceMetrics()
         self.role = role
         self.consumer = f"{role}-worker"
         self._backend = backend
@@ -76,6 +84,9 @@ class Worker:
                     )
                 if isinstance(result, StepGenerated):
                     span.set_attribute("trigreason.tokens", result.step.tokens)
+                    self._metrics.step_latency.labels(self.role, "generate").observe(result.timings.backend_s)
+                elif isinstance(result, JudgeScored):
+                    self._metrics.step_latency.labels(self.role, "judge").observe(result.timings.backend_s)
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
