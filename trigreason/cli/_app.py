@@ -95,4 +95,5 @@ def main() -> None:
     app()
 
 
+from . import _models  # noqa: E402, F401, I001
 from . import _serve_tgi  # noqa: E402, F401
