@@ -1,6 +1,22 @@
 """Inference backends behind one async interface."""
 
+from ._factory import BackendProtocol, detect_protocol, make_backend
+from ._http import BackendSettings
 from ._interface import Backend, Generation, GenerationRequest, JudgeResult
+from ._openai import OpenAIBackend
 from ._scripted import ScriptedBackend
+from ._tgi import TgiBackend
 
-__all__ = ["Backend", "Generation", "GenerationRequest", "JudgeResult", "ScriptedBackend"]
+__all__ = [
+    "Backend",
+    "BackendProtocol",
+    "BackendSettings",
+    "Generation",
+    "GenerationRequest",
+    "JudgeResult",
+    "OpenAIBackend",
+    "ScriptedBackend",
+    "TgiBackend",
+    "detect_protocol",
+    "make_backend",
+]

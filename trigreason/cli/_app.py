@@ -96,4 +96,5 @@ def main() -> None:
 
 
 from . import _models  # noqa: E402, F401, I001
+from . import _serve_sim  # noqa: E402, F401
 from . import _serve_tgi  # noqa: E402, F401

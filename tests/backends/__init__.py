@@ -1,0 +1,1 @@
+"""Tests of the inference backend adapters and the load simulator."""
