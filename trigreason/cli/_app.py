@@ -95,6 +95,5 @@ def main() -> None:
     app()
 
 
-from . import _models  # noqa: E402, F401, I001
-from . import _serve_sim  # noqa: E402, F401
-from . import _serve_tgi  # noqa: E402, F401
+# Commands defined in their own modules register themselves on these groups when imported.
+from . import _models, _serve_services, _serve_sim, _serve_tgi, _solve  # noqa: E402, F401

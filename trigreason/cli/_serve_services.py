@@ -1,0 +1,123 @@
+"""``trigreason serve gateway|orchestrator|trigger-evaluator|srm-worker|lrm-worker``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Annotated
+
+import typer
+
+from trigreason.core import TrigReasonError
+from trigreason.proto import Role
+from trigreason.services._host import ServiceName, ServiceSettings, run_service, stop_on_signals
+from trigreason.services._observability import configure_logging, configure_tracing
+
+from ._app import serve_app
+
+__all__: list[str] = []
+
+_NatsUrl = Annotated[str | None, typer.Option("--nats-url", help="NATS server [env: TRIGREASON_NATS_URL]")]
+_Concurrency = Annotated[
+    int | None,
+    typer.Option(min=1, help="Messages worked on at once per replica [env: TRIGREASON_CONCURRENCY]"),
+]
+
+
+def _run(name: ServiceName, *, nats_url: str | None, concurrency: int | None, backend_url: str | None = None,
+         host: str | None = None, port: int | None = None, log_level: str = "INFO") -> None:  # fmt: skip
+    env = dict(os.environ)
+    overrides: dict[str, object] = {}
+    if concurrency is not None:
+        overrides["concurrency"] = concurrency
+    if host is not None:
+        overrides["host"] = host
+    if port is not None:
+        overrides["port"] = port
+    if nats_url is not None:
+        env["TRIGREASON_NATS_URL"] = nats_url
+    settings = ServiceSettings.from_env(env, **overrides)
+    configure_logging(service=name, level=log_level)
+    provider = configure_tracing(service=name, env=env)
+
+    async def backend_factory(role: Role):  # type: ignore[no-untyped-def]
+        from trigreason.backends import make_backend
+
+        if not backend_url:
+            raise TrigReasonError(f"{role}-worker needs --backend-url (or TRIGREASON_{role.upper()}_URL)")
+        return await make_backend(backend_url)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        stop_on_signals(stop)
+        await run_service(
+            name, settings, stop=stop, tracer_provider=provider, backend_factory=backend_factory
+        )
+
+    try:
+        asyncio.run(main())
+    except TrigReasonError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from exc
+    finally:
+        provider.shutdown()
+
+
+@serve_app.command("gateway")
+def serve_gateway(
+    nats_url: _NatsUrl = None,
+    host: Annotated[str | None, typer.Option(help="[env: TRIGREASON_HOST, default 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="[env: TRIGREASON_PORT, default 8080]")] = None,
+    log_level: str = "INFO",
+) -> None:
+    """The HTTP gateway: sessions, SSE events, OpenAI-compatible chat."""
+    _run("gateway", nats_url=nats_url, concurrency=None, host=host, port=port, log_level=log_level)
+
+
+@serve_app.command("orchestrator")
+def serve_orchestrator(
+    nats_url: _NatsUrl = None, concurrency: _Concurrency = None, log_level: str = "INFO"
+) -> None:
+    """The session-orchestrator (stateless; run any number)."""
+    _run("orchestrator", nats_url=nats_url, concurrency=concurrency, log_level=log_level)
+
+
+@serve_app.command("trigger-evaluator")
+def serve_trigger_evaluator(
+    nats_url: _NatsUrl = None, concurrency: _Concurrency = None, log_level: str = "INFO"
+) -> None:
+    """The trigger-evaluator (stateless; run any number)."""
+    _run("trigger-evaluator", nats_url=nats_url, concurrency=concurrency, log_level=log_level)
+
+
+def _worker(
+    role: Role, nats_url: str | None, backend_url: str | None, concurrency: int | None, log_level: str
+) -> None:
+    url = backend_url or os.environ.get(f"TRIGREASON_{role.upper()}_URL")
+    _run(f"{role}-worker", nats_url=nats_url, concurrency=concurrency, backend_url=url, log_level=log_level)  # type: ignore[arg-type]
+
+
+@serve_app.command("srm-worker")
+def serve_srm_worker(
+    backend_url: Annotated[
+        str | None, typer.Option(help="SRM inference server [env: TRIGREASON_SRM_URL]")
+    ] = None,
+    nats_url: _NatsUrl = None,
+    concurrency: _Concurrency = None,
+    log_level: str = "INFO",
+) -> None:
+    """An SRM worker (scale out: every replica shares one consumer)."""
+    _worker("srm", nats_url, backend_url, concurrency, log_level)
+
+
+@serve_app.command("lrm-worker")
+def serve_lrm_worker(
+    backend_url: Annotated[
+        str | None, typer.Option(help="LRM inference server [env: TRIGREASON_LRM_URL]")
+    ] = None,
+    nats_url: _NatsUrl = None,
+    concurrency: _Concurrency = None,
+    log_level: str = "INFO",
+) -> None:
+    """An LRM worker (generation and SpecReason judging)."""
+    _worker("lrm", nats_url, backend_url, concurrency, log_level)

@@ -1,0 +1,255 @@
+"""``trigreason solve`` and ``trigreason up``: the cluster from the command line."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+import uuid
+from typing import Annotated, Any
+
+import msgspec
+import nats
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from trigreason.core import TrigReasonError
+from trigreason.proto import (
+    DEFAULT_HESITATION,
+    SessionFailed,
+    SessionFinished,
+    SessionParams,
+    SessionRequested,
+    StepCommitted,
+    decode_message,
+    encode,
+    event_subject,
+)
+from trigreason.services._observability import configure_logging, configure_tracing
+from trigreason.stack import StackSpec, embedded_stack
+
+from ._app import app
+
+__all__: list[str] = []
+
+_D = SessionParams()
+
+
+def _params(
+    policy: str, priming_steps: int, tau: float, rho: float, k: int, m: int, hesitation: str | None,
+    max_tokens: int, step_max_tokens: int, temperature: float, seed: int,
+) -> SessionParams:  # fmt: skip
+    raw: dict[str, Any] = {
+        "policy": policy, "priming_steps": priming_steps, "tau": tau, "rho": rho, "k": k, "m": m,
+        "max_tokens": max_tokens, "step_max_tokens": step_max_tokens, "temperature": temperature,
+        "seed": seed,
+    }  # fmt: skip
+    if hesitation is not None:
+        raw["hesitation"] = [w.strip() for w in hesitation.split(",") if w.strip()]
+    try:
+        return msgspec.convert(raw, SessionParams)
+    except msgspec.ValidationError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
+async def _solve_on_bus(
+    nats_url: str, question: str, params: SessionParams, *, show: Console | None
+) -> tuple[str, list[StepCommitted], SessionFinished | SessionFailed]:
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        session_id = uuid.uuid4().hex
+        sub = await js.subscribe(event_subject(session_id, ">"), ordered_consumer=True)
+        await js.publish(
+            event_subject(session_id, "requested"),
+            encode(
+                SessionRequested(
+                    session_id=session_id, question=question, params=params, requested_at=time.time()
+                )
+            ),
+            headers={"Nats-Msg-Id": f"{session_id}.requested"},
+        )
+        steps: list[StepCommitted] = []
+        srm = lrm = 0
+        status = show.status("waiting for the first step...") if show else None
+        if status:
+            status.start()
+        try:
+            async for msg in sub.messages:
+                ev = decode_message(msg.data)
+                if isinstance(ev, StepCommitted):
+                    steps.append(ev)
+                    srm += ev.tokens if ev.role == "srm" else 0
+                    lrm += ev.tokens if ev.role == "lrm" else 0
+                    if show:
+                        ratio = srm / (srm + lrm) if srm + lrm else 0.0
+                        colour = "green" if ev.role == "srm" else "magenta"
+                        trig = f" {ev.trigger}" if ev.trigger else ""
+                        show.print(
+                            f"[bold {colour}]{ev.role.upper()}{trig}[/] step {ev.index} ({ev.tokens} tok, "
+                            f"SRM ratio {ratio:.2f})\n{escape(ev.text)}\n"
+                        )
+                        if status:
+                            status.update(f"step {ev.index + 1}...")
+                elif isinstance(ev, SessionFinished | SessionFailed):
+                    return session_id, steps, ev
+        finally:
+            if status:
+                status.stop()
+    finally:
+        await nc.close()
+    raise TrigReasonError("event stream ended before the session did")  # pragma: no cover
+
+
+def _document(
+    session_id: str, steps: list[StepCommitted], end: SessionFinished | SessionFailed
+) -> dict[str, Any]:
+    s = end.stats
+    doc: dict[str, Any] = {
+        "session_id": session_id,
+        "answer": end.answer if isinstance(end, SessionFinished) else None,
+        "end_reason": end.reason if isinstance(end, SessionFinished) else "failed",
+        "steps": [
+            {"index": c.index, "role": c.role, "text": c.text, "tokens": c.tokens, "trigger": c.trigger}
+            for c in steps
+        ],
+        "stats": {
+            "srm_tokens": s.srm_tokens,
+            "lrm_tokens": s.lrm_tokens,
+            "srm_wasted_tokens": s.srm_wasted_tokens,
+            "srm_token_ratio": s.srm_token_ratio,
+            "triggers": s.triggers,
+            "lrm_calls": s.lrm_calls,
+            "srm_calls": s.srm_calls,
+            "wall_s": s.wall_s,
+            "srm_backend_s": s.srm_backend_s,
+            "lrm_backend_s": s.lrm_backend_s,
+        },
+    }
+    if isinstance(end, SessionFailed):
+        doc["error"] = {"code": end.code, "message": end.message}
+    return doc
+
+
+_Model = Annotated[str, typer.Option(help="srm, lrm, tiny, a GGUF path or hf://REPO/FILE")]
+
+
+@app.command()
+def solve(
+    question: Annotated[str, typer.Argument(help="The question to solve.")],
+    policy: Annotated[str, typer.Option(help="trigreason | specreason | lrm-only | srm-only")] = _D.policy,
+    priming_steps: Annotated[int, typer.Option(help="n: LRM steps at the start")] = _D.priming_steps,
+    tau: Annotated[float, typer.Option(help="token perplexity threshold")] = _D.tau,
+    rho: Annotated[float, typer.Option(help="offload when r_s > rho")] = _D.rho,
+    k: Annotated[int, typer.Option(help="hesitating steps in a row that trigger an intervention")] = _D.k,
+    m: Annotated[int, typer.Option(help="LRM steps per intervention")] = _D.m,
+    hesitation: Annotated[
+        str | None, typer.Option(help=f"comma-separated words [default: {','.join(DEFAULT_HESITATION)}]")
+    ] = None,
+    max_tokens: Annotated[int, typer.Option(help="committed-token budget")] = _D.max_tokens,
+    step_max_tokens: Annotated[int, typer.Option(help="per-step token cap")] = _D.step_max_tokens,
+    temperature: float = _D.temperature,
+    seed: int = _D.seed,
+    srm_model: _Model = "srm",
+    lrm_model: _Model = "lrm",
+    srm_url: Annotated[str | None, typer.Option(help="existing SRM server [env: TRIGREASON_SRM_URL]")] = None,
+    lrm_url: Annotated[str | None, typer.Option(help="existing LRM server [env: TRIGREASON_LRM_URL]")] = None,
+    nats_url: Annotated[
+        str | None, typer.Option(help="a running cluster's NATS [env: TRIGREASON_NATS_URL]")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON document")] = False,
+) -> None:
+    """Solve one question; with nothing configured, on the embedded stack (local NATS, CPU models)."""
+    if policy not in ("trigreason", "specreason", "lrm-only", "srm-only"):
+        raise typer.BadParameter(f"unknown policy {policy!r}", param_hint="--policy")
+    params = _params(
+        policy, priming_steps, tau, rho, k, m, hesitation, max_tokens, step_max_tokens, temperature, seed
+    )
+    env = os.environ
+    nats_url = nats_url or env.get("TRIGREASON_NATS_URL")
+    srm_url = srm_url or env.get("TRIGREASON_SRM_URL")
+    lrm_url = lrm_url or env.get("TRIGREASON_LRM_URL")
+    err = Console(stderr=True)
+    show = None if as_json else Console()
+    configure_logging(service="cli", level=env.get("TRIGREASON_LOG_LEVEL", "WARNING"))
+    provider = configure_tracing(service="cli", env=env)
+
+    async def main() -> tuple[str, list[StepCommitted], SessionFinished | SessionFailed]:
+        if nats_url:
+            return await _solve_on_bus(nats_url, question, params, show=show)
+        spec = StackSpec(srm_url=srm_url, lrm_url=lrm_url, srm_model=srm_model, lrm_model=lrm_model)
+        async with embedded_stack(
+            spec, tracer_provider=provider, say=lambda m: err.print(f"[dim]{m}[/]")
+        ) as stack:
+            return await _solve_on_bus(stack.nats_url, question, params, show=show)
+
+    try:
+        session_id, steps, end = asyncio.run(main())
+    except TrigReasonError as exc:
+        err.print(f"[red]error:[/] {exc.message}")
+        raise typer.Exit(2) from exc
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        raise typer.Exit(130) from None
+    finally:
+        provider.shutdown()
+    doc = _document(session_id, steps, end)
+    if as_json:
+        sys.stdout.write(msgspec.json.encode(doc).decode() + "\n")
+    else:
+        assert show is not None
+        st = doc["stats"]
+        show.print(f"[bold]answer:[/] {escape(str(doc['answer']))}  ({doc['end_reason']})")
+        show.print(
+            f"SRM tokens {st['srm_tokens']}, LRM tokens {st['lrm_tokens']}, SRM token ratio "
+            f"{st['srm_token_ratio']:.2f}, wasted SRM tokens {st['srm_wasted_tokens']}, "
+            f"LRM calls {st['lrm_calls']}, "
+            f"triggers {st['triggers']}, wall {st['wall_s']:.1f}s"
+        )
+    if isinstance(end, SessionFailed):
+        raise typer.Exit(1)
+
+
+@app.command()
+def up(
+    port: Annotated[int, typer.Option(help="gateway port")] = 8080,
+    srm_model: _Model = "srm",
+    lrm_model: _Model = "lrm",
+    srm_url: Annotated[str | None, typer.Option(help="existing SRM server [env: TRIGREASON_SRM_URL]")] = None,
+    lrm_url: Annotated[str | None, typer.Option(help="existing LRM server [env: TRIGREASON_LRM_URL]")] = None,
+    nats_url: Annotated[str | None, typer.Option(help="existing NATS [env: TRIGREASON_NATS_URL]")] = None,
+) -> None:
+    """The whole stack with the gateway, until Ctrl-C."""
+    env = os.environ
+    err = Console(stderr=True)
+    configure_logging(service="up", level=env.get("TRIGREASON_LOG_LEVEL", "INFO"))
+    provider = configure_tracing(service="up", env=env)
+    spec = StackSpec(
+        nats_url=nats_url or env.get("TRIGREASON_NATS_URL"),
+        srm_url=srm_url or env.get("TRIGREASON_SRM_URL"),
+        lrm_url=lrm_url or env.get("TRIGREASON_LRM_URL"),
+        srm_model=srm_model,
+        lrm_model=lrm_model,
+        gateway_port=port,
+    )
+
+    async def main() -> None:
+        async with embedded_stack(
+            spec, tracer_provider=provider, say=lambda m: err.print(f"[dim]{m}[/]")
+        ) as stack:
+            err.print(
+                f"[bold green]ready[/]: gateway {stack.gateway_url}, NATS {stack.nats_url} (Ctrl-C stops)"
+            )
+            await asyncio.Event().wait()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        err.print("stopped")
+    except TrigReasonError as exc:
+        err.print(f"[red]error:[/] {exc.message}")
+        raise typer.Exit(2) from exc
+    finally:
+        provider.shutdown()
