@@ -17,6 +17,11 @@ from trigreason.services.tgi_cpu import LlamaEngine, TgiCpuSettings, make_app, s
 
 CTX = 1024
 THREADS = 2
+# llama.cpp's CPU kernels give the same numbers whether a position is evaluated alone or in a batch only
+# up to some batch size (here: flash attention switches to a tiled kernel at 64 query rows; Q4_K models
+# use repacked GEMM kernels from 4 rows). Below it a prompt read from the cache continues exactly as the
+# same prompt read cold, which lets the tests compare the two for equality.
+BATCH = 32
 
 
 def chat(question: str) -> str:
@@ -81,7 +86,7 @@ def tiny_model() -> Path:
 
 @pytest.fixture(scope="session")
 def engine(tiny_model: Path) -> Iterator[LlamaEngine]:
-    eng = LlamaEngine(tiny_model, n_ctx=CTX, n_threads=THREADS, model_id="tiny")
+    eng = LlamaEngine(tiny_model, n_ctx=CTX, n_threads=THREADS, n_batch=BATCH, model_id="tiny")
     yield eng
     eng.close()
 
@@ -97,7 +102,7 @@ def tgi_server(engine: LlamaEngine) -> ServerFactory:
     @asynccontextmanager
     async def serve(**overrides: object) -> AsyncIterator[str]:
         engine.reset_cache()
-        settings = TgiCpuSettings(ctx=CTX, threads=THREADS, port=0, **overrides)  # type: ignore[arg-type]
+        settings = TgiCpuSettings(ctx=CTX, threads=THREADS, batch=BATCH, port=0, **overrides)  # type: ignore[arg-type]
         runner, url = await start_server(make_app(engine, settings), host="127.0.0.1", port=0)
         try:
             yield url

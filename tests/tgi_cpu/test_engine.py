@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.tgi_cpu.conftest import CTX, THREADS, chat
+from tests.tgi_cpu.conftest import BATCH, CTX, THREADS, chat
 from trigreason.services.tgi_cpu import (
     GenerationCancelled,
     InputValidationError,
@@ -165,19 +165,27 @@ def test_stop_sequence_ends_generation_and_is_left_out(engine: LlamaEngine) -> N
 
 
 def test_prefix_reuse_matches_a_cold_engine(engine: LlamaEngine) -> None:
-    params = SamplingParams(max_new_tokens=24, stop=("\n\n",))
+    """Five steps of a session: each prompt is the previous prompt plus its step; the prompts outgrow
+    several prefill batches."""
+    params = SamplingParams(max_new_tokens=24, top_n_tokens=3)
     engine.reset_cache()
-    step1 = engine.generate(STORY, params)
-    prompt2 = STORY + step1.text + "\n\n"
-    warm = engine.generate(prompt2, params)
-    assert warm.cached_tokens > len(engine.tokenize(STORY)) - 1
-    assert warm.cached_tokens < warm.input_length
-    engine.reset_cache()
-    cold = engine.generate(prompt2, params)
-    assert cold.cached_tokens == 0
-    # Bit-identical, not merely close: with flash attention llama.cpp computes a cached prefix exactly as
-    # it computes the same tokens read cold.
-    assert [(t.id, t.logprob) for t in warm.tokens] == [(t.id, t.logprob) for t in cold.tokens]
+    prompt = STORY
+    warm_steps = []
+    for _ in range(5):
+        warm = engine.generate(prompt, params)
+        warm_steps.append((prompt, warm))
+        prompt = prompt + warm.text + "\n\n"
+    assert warm_steps[-1][1].input_length > 3 * BATCH
+    for (prompt, warm), (_, previous) in zip(warm_steps[1:], warm_steps, strict=False):
+        # everything evaluated before is reused: the previous prompt and all but its last generated token
+        assert warm.cached_tokens >= previous.input_length
+        assert warm.cached_tokens < warm.input_length
+        engine.reset_cache()
+        cold = engine.generate(prompt, params)
+        assert cold.cached_tokens == 0
+        # Bit-identical, not merely close (see BATCH in conftest).
+        assert [(t.id, t.logprob) for t in warm.tokens] == [(t.id, t.logprob) for t in cold.tokens]
+        assert warm.top_tokens == cold.top_tokens
 
 
 def test_prefix_reuse_can_be_turned_off(tiny_model: Path) -> None:
@@ -216,3 +224,14 @@ def test_cancel_stops_at_the_next_token_and_leaves_the_engine_usable(engine: Lla
     cold = engine.generate(STORY, SamplingParams(max_new_tokens=10))
     assert [t.id for t in after.tokens] == [t.id for t in cold.tokens]
     assert [t.token.id for t in seen] == [t.id for t in cold.tokens[:3]]
+
+
+def test_cancel_before_start_evaluates_nothing(engine: LlamaEngine) -> None:
+    cancel = threading.Event()
+    cancel.set()
+    seen: list[StreamToken] = []
+    engine.reset_cache()
+    with pytest.raises(GenerationCancelled):
+        engine.generate(STORY, SamplingParams(max_new_tokens=5), cancel=cancel, on_token=seen.append)
+    assert seen == []
+    assert engine.cached_tokens == 0

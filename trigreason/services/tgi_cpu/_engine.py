@@ -170,6 +170,7 @@ class LlamaEngine:
         self._n_ctx = int(self._llm.n_ctx())
         self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        self._scratch: Logits = np.empty(self._n_vocab, dtype=np.float32)
         self._piece_buf = ctypes.create_string_buffer(64)
         self._pieces: dict[tuple[int, bool], bytes] = {}
         self._specials: dict[int, bool] = {}
@@ -258,7 +259,7 @@ class LlamaEngine:
             if self._closed:
                 raise EngineError("engine is closed", retryable=False)
             started = time.perf_counter()
-            cached, prefill = self._prefill(tokens, with_logprobs=params.decoder_input_details)
+            cached, prefill = self._prefill(tokens, with_logprobs=params.decoder_input_details, cancel=cancel)
             prefilled = time.perf_counter()
             out: list[TokenInfo] = []
             tops: list[tuple[TokenInfo, ...]] = []
@@ -274,7 +275,7 @@ class LlamaEngine:
                     self._decode((token,))
                 row = self._last_logits()
                 token = choose_token(row, temperature=temperature, top_p=top_p, top_k=top_k, rng=rng)
-                normalizer = log_normalizer(row)
+                normalizer = log_normalizer(row, self._scratch)
                 special = self.is_special(token)
                 piece = self._piece(token, special)
                 token_text = piece.decode("utf-8", errors="replace") if special else decoder.decode(piece)
@@ -328,7 +329,9 @@ class LlamaEngine:
 
     # -- internals ---------------------------------------------------------------------------------
 
-    def _prefill(self, tokens: list[int], *, with_logprobs: bool) -> tuple[int, tuple[PrefillToken, ...]]:
+    def _prefill(
+        self, tokens: list[int], *, with_logprobs: bool, cancel: threading.Event | None
+    ) -> tuple[int, tuple[PrefillToken, ...]]:
         """Bring the cache to exactly ``tokens`` and leave the last position's logits ready.
         Returns how many prompt tokens were reused, and the prompt's logprobs when asked for."""
         reuse = 0
@@ -342,7 +345,7 @@ class LlamaEngine:
                 reuse = 0
             else:
                 del self._cached[reuse:]
-        prompt_logprobs = self._decode(tokens[reuse:], all_logits=with_logprobs)
+        prompt_logprobs = self._decode(tokens[reuse:], all_logits=with_logprobs, cancel=cancel)
         if not with_logprobs:
             return reuse, ()
         assert prompt_logprobs is not None
@@ -352,12 +355,17 @@ class LlamaEngine:
         )
         return reuse, prefill
 
-    def _decode(self, tokens: Sequence[int], *, all_logits: bool = False) -> np.ndarray[Any, Any] | None:
-        """Evaluate ``tokens`` after the cached ones, in chunks of n_batch. With ``all_logits``, return
-        the log-probability of each token after the first given the ones before it."""
+    def _decode(
+        self, tokens: Sequence[int], *, all_logits: bool = False, cancel: threading.Event | None = None
+    ) -> np.ndarray[Any, Any] | None:
+        """Evaluate ``tokens`` after the cached ones, in chunks of n_batch (``cancel`` is checked between
+        chunks: a long prompt stops early too). With ``all_logits``, return the log-probability of each
+        token after the first given the ones before it."""
         batch = self._batch
         logprobs: list[np.ndarray[Any, Any]] = []
         for start in range(0, len(tokens), self._n_batch):
+            if cancel is not None and cancel.is_set():
+                raise GenerationCancelled("generation cancelled by the caller")
             chunk = tokens[start : start + self._n_batch]
             n = len(chunk)
             pos = len(self._cached)

@@ -18,11 +18,15 @@ Logits = npt.NDArray[np.float32]
 _NUCLEUS_GUESS = 64
 
 
-def log_normalizer(row: Logits) -> float:
+def log_normalizer(row: Logits, scratch: Logits | None = None) -> float:
     """``log(sum(exp(row)))`` computed stably: ``row[i] - log_normalizer(row)`` is token i's log-probability
-    under the model's own distribution (temperature 1, no filtering), as llama.cpp reports it."""
+    under the model's own distribution (temperature 1, no filtering), as llama.cpp reports it. ``scratch``
+    (same shape) saves allocating a vocabulary-sized temporary per token."""
     peak = row.max()
-    return float(peak) + float(np.log(np.exp(row - peak).sum(dtype=np.float64)))
+    tmp = np.subtract(row, peak, out=scratch)
+    np.exp(tmp, out=tmp)
+    # float32 pairwise summation, as llama-cpp-python's logits_to_logprobs does
+    return float(peak) + float(np.log(tmp.sum()))
 
 
 def top_candidates(row: Logits, n: int) -> npt.NDArray[np.intp]:

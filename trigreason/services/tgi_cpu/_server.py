@@ -221,8 +221,9 @@ async def _prepare(request: web.Request, *, stream: bool | None) -> tuple[Parsed
     app = request.app
     settings, engine, scheduler = app[_SETTINGS], app[_ENGINE], app[_SCHEDULER]
     parsed = parse_request(await request.read(), settings, stream=stream)
-    # Tokenizing reads only the vocabulary, so it may run while the engine thread decodes.
-    tokens = engine.tokenize(parsed.inputs)
+    # Tokenizing reads only the vocabulary, so it may run while the engine thread decodes; off the event
+    # loop because a long body takes a while.
+    tokens = await asyncio.to_thread(engine.tokenize, parsed.inputs)
     if parsed.truncate is not None:
         tokens = tokens[-parsed.truncate :]
     engine.check_length(len(tokens), parsed.params.max_new_tokens)
