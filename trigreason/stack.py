@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import socket
 import subprocess
@@ -66,8 +67,9 @@ async def _start_inference_server(
 ) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
+    log_level = os.environ.get("TRIGREASON_SERVER_LOG_LEVEL", "WARNING")
     cmd = [sys.executable, "-m", "trigreason", "serve", "tgi-cpu", "--model", model, "--host", "127.0.0.1",
-           "--port", str(port)]  # fmt: skip
+           "--port", str(port), "--log-level", log_level]  # fmt: skip
     say(f"starting the {role.upper()} CPU inference server ({model}) on {url}")
     # Its own progress (model download, load) goes to our stderr; it dies with us, even on kill -9.
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, preexec_fn=_die_with_parent)  # noqa: ASYNC220

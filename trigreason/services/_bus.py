@@ -174,8 +174,8 @@ async def consume(
     while not stop.is_set():
         try:
             msgs = await sub.fetch(batch, timeout=0.5)
-        except NatsTimeoutError:
-            continue
+        except (NatsTimeoutError, TimeoutError):
+            continue  # nothing to fetch (nats-py raises either, depending on where the wait ended)
         except Exception as exc:
             log.warning("fetch_failed", error=repr(exc))
             await asyncio.sleep(0.2)

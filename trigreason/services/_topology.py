@@ -36,7 +36,7 @@ class BusSettings:
     duplicate_window_s: float = 120.0
     ack_wait_s: float = 30.0  # workers send in_progress more often than this during long generations
     max_deliver: int = 5
-    backoff_s: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0)
+    backoff_s: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0)  # nak delays after a failed attempt
     storage: str = "file"
 
     @classmethod
@@ -146,7 +146,9 @@ async def ensure_topology(js: JetStreamContext, settings: BusSettings) -> KeyVal
             deliver_policy=DeliverPolicy.ALL,
             ack_wait=settings.ack_wait_s,
             max_deliver=settings.max_deliver,
-            backoff=list(settings.backoff_s) or None,
+            # No server-side backoff: it would replace ack_wait as the redelivery timer of in-flight
+            # messages (a long generation would be redelivered after backoff[0]). Failed messages are
+            # nak'ed with a delay from `backoff_s` by the consumer loop instead.
             max_ack_pending=-1,
         )
         if len(spec.subjects) == 1:
