@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 import aiohttp
 from opentelemetry.sdk.trace import TracerProvider
 
+from trigreason._process import die_with_parent
 from trigreason.backends import Backend, make_backend
 from trigreason.core import TrigReasonError
 from trigreason.proto import Role
@@ -26,6 +26,8 @@ from trigreason.services._nats_server import LocalNatsServer
 from trigreason.services._topology import BusSettings
 
 __all__ = ["StackSpec", "embedded_stack"]
+
+_DRAIN_S = 5.0
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -48,13 +50,6 @@ class RunningStack:
     gateway_url: str | None
 
 
-def _die_with_parent() -> None:
-    if sys.platform == "linux":
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -72,7 +67,7 @@ async def _start_inference_server(
            "--port", str(port), "--log-level", log_level]  # fmt: skip
     say(f"starting the {role.upper()} CPU inference server ({model}) on {url}")
     # Its own progress (model download, load) goes to our stderr; it dies with us, even on kill -9.
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, preexec_fn=_die_with_parent)  # noqa: ASYNC220
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, preexec_fn=die_with_parent)  # noqa: ASYNC220
     deadline = time.monotonic() + timeout_s
     async with aiohttp.ClientSession() as http:
         while time.monotonic() < deadline:
@@ -159,6 +154,10 @@ async def embedded_stack(
     finally:
         stop.set()
         if tasks:
+            # Let services drain briefly; a backend that hangs or keeps failing must not hold up the exit.
+            _done, pending = await asyncio.wait(tasks, timeout=_DRAIN_S)
+            for task in pending:
+                task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         for proc in procs:
             proc.terminate()

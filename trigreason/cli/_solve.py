@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 import time
 import uuid
@@ -133,6 +134,13 @@ def _document(
     return doc
 
 
+def _cancel_on_sigterm() -> None:
+    """SIGTERM cancels the command like Ctrl-C does, so the embedded stack is torn down either way."""
+    task = asyncio.current_task()
+    if task is not None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+
+
 _Model = Annotated[str, typer.Option(help="srm, lrm, tiny, a GGUF path or hf://REPO/FILE")]
 
 
@@ -177,6 +185,7 @@ def solve(
     provider = configure_tracing(service="cli", env=env)
 
     async def main() -> tuple[str, list[StepCommitted], SessionFinished | SessionFailed]:
+        _cancel_on_sigterm()
         if nats_url:
             return await _solve_on_bus(nats_url, question, params, show=show)
         spec = StackSpec(srm_url=srm_url, lrm_url=lrm_url, srm_model=srm_model, lrm_model=lrm_model)
@@ -190,7 +199,7 @@ def solve(
     except TrigReasonError as exc:
         err.print(f"[red]error:[/] {exc.message}")
         raise typer.Exit(2) from exc
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         err.print("interrupted")
         raise typer.Exit(130) from None
     finally:
@@ -236,6 +245,7 @@ def up(
     )
 
     async def main() -> None:
+        _cancel_on_sigterm()
         async with embedded_stack(
             spec, tracer_provider=provider, say=lambda m: err.print(f"[dim]{m}[/]")
         ) as stack:
@@ -246,7 +256,7 @@ def up(
 
     try:
         asyncio.run(main())
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         err.print("stopped")
     except TrigReasonError as exc:
         err.print(f"[red]error:[/] {exc.message}")

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from trigreason._process import die_with_parent
 from trigreason.core import ConfigError, TrigReasonError
 
 __all__ = ["LocalNatsServer", "find_nats_server"]
@@ -71,7 +72,9 @@ class LocalNatsServer:
             "--ports_file_dir", str(ports_dir),
             "--log", str(self._log),
         ]  # fmt: skip
-        self._proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: ASYNC220
+        self._proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent
+        )
         deadline = time.monotonic() + self._timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
