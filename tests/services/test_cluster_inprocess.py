@@ -115,3 +115,19 @@ async def test_garbage_is_dead_lettered_and_the_services_keep_serving(cluster: C
         assert len(seen) == 5
     finally:
         await nc.close()
+
+
+async def test_specreason_reject_goes_through_the_lrm_worker_as_a_judge(cluster: Cluster) -> None:
+    srm = ScriptedBackend("srm", [step("We add."), step("So \\boxed{7}.")])
+    lrm = ScriptedBackend("lrm", [step("Add 3 and 4.")], judge_scores=[2, 8])
+    await start_all(cluster, srm, lrm)
+    events = await submit_and_wait(cluster.server.url, "c4", "3+4?", SessionParams(policy="specreason"))
+    committed = [e for e in events if isinstance(e, StepCommitted)]
+    assert [(c.role, c.trigger, c.text) for c in committed] == [
+        ("lrm", "judge_reject", "Add 3 and 4."),
+        ("srm", None, "So \\boxed{7}."),
+    ]
+    assert len(lrm.judge_prompts) == 2
+    assert "We add." in lrm.judge_prompts[0]
+    (end,) = [e for e in events if isinstance(e, SessionFinished)]
+    assert (end.stats.judge_calls, end.stats.triggers) == (2, {"judge_reject": 1})
