@@ -24,7 +24,8 @@ from trigreason.services.gateway import GatewaySettings, make_app
 from trigreason.services.tgi_cpu import LlamaEngine, TgiCpuSettings, start_server
 from trigreason.services.tgi_cpu import make_app as make_tgi_app
 
-pytestmark = pytest.mark.slow
+# Generous limits: a loaded 2-core machine decodes a few tokens per second.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +73,7 @@ async def test_session_through_the_gateway_on_a_real_model(tgi_url: str) -> None
                     sid = (await resp.json())["session_id"]
                 sse: list[dict[str, Any]] = []
                 async with http.get(
-                    f"{base}/v1/sessions/{sid}/events", timeout=aiohttp.ClientTimeout(total=300)
+                    f"{base}/v1/sessions/{sid}/events", timeout=aiohttp.ClientTimeout(total=1100)
                 ) as resp:
                     current: dict[str, Any] = {}
                     async for raw in resp.content:
