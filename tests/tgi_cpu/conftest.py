@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import signal
 import subprocess
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from trigreason.models import resolve_model
 from trigreason.services.tgi_cpu import LlamaEngine, TgiCpuSettings, make_app, start_server
 
 CTX = 1024
@@ -61,9 +61,8 @@ def tiny_model() -> Path:
     """``trigreason.models.resolve_model("tiny")``, else the GGUF named by ``TRIGREASON_TEST_MODEL``."""
     reasons = []
     try:
-        resolve = importlib.import_module("trigreason.models").resolve_model
-        path = Path(resolve("tiny"))
-    except Exception as exc:  # not written yet, offline, ...: fall back to the variable
+        path = resolve_model("tiny")
+    except Exception as exc:  # offline, no cache yet, ...: fall back to the variable
         reasons.append(f'trigreason.models.resolve_model("tiny") failed: {type(exc).__name__}: {exc}')
     else:
         _probe_llama_cpp(path)
