@@ -22,6 +22,9 @@ from trigreason.proto import (
     StepCommitted,
 )
 from trigreason.runner import run_session
+from trigreason.services.orchestrator import Orchestrator
+from trigreason.services.trigger_evaluator import TriggerEvaluator
+from trigreason.services.worker import Worker
 
 SRM_SCRIPT = [
     step("We add.", [CONFIDENT] * 6),  # offloaded
@@ -131,3 +134,45 @@ async def test_specreason_reject_goes_through_the_lrm_worker_as_a_judge(cluster:
     assert "We add." in lrm.judge_prompts[0]
     (end,) = [e for e in events if isinstance(e, SessionFinished)]
     assert (end.stats.judge_calls, end.stats.triggers) == (2, {"judge_reject": 1})
+
+
+class CountingOrchestrator(Orchestrator):
+    def __init__(self, bus: Any) -> None:
+        super().__init__(bus)
+        self.handled = 0
+
+    async def handle(self, delivery: Any) -> Any:
+        self.handled += 1
+        return await super().handle(delivery)
+
+
+async def test_orchestrator_replicas_take_turns_on_one_session_without_losing_a_step(
+    cluster: Cluster,
+) -> None:
+    # Each replica caches the snapshot it wrote; when another replica moves the session on, the cached
+    # copy is stale and only the compare-and-set catches it: the trajectory must still be exact.
+    replicas: list[CountingOrchestrator] = []
+
+    def make(bus: Any) -> CountingOrchestrator:
+        replicas.append(CountingOrchestrator(bus))
+        return replicas[-1]
+
+    for _ in range(3):
+        await cluster.start("orchestrator", make, concurrency=1)
+    await cluster.start("trigger-evaluator", TriggerEvaluator)
+    await cluster.start("srm-worker", lambda b: Worker(b, "srm", ScriptedBackend("srm", SRM_SCRIPT)))
+    await cluster.start("lrm-worker", lambda b: Worker(b, "lrm", ScriptedBackend("lrm", LRM_SCRIPT)))
+    params = SessionParams(priming_steps=1, k=2, m=2)
+    events = await submit_and_wait(cluster.server.url, "c5", "What is 3 + 4?", params)
+    committed = [e for e in events if isinstance(e, StepCommitted)]
+    reference = await run_session(
+        "What is 3 + 4?",
+        params,
+        srm=ScriptedBackend("srm", SRM_SCRIPT),
+        lrm=ScriptedBackend("lrm", LRM_SCRIPT),
+        session_id="c5",
+    )
+    assert [(c.index, c.role, c.text) for c in committed] == [
+        (s.index, s.role, s.text) for s in reference.steps
+    ]
+    assert sum(1 for r in replicas if r.handled) >= 2, [r.handled for r in replicas]

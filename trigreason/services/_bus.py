@@ -66,6 +66,7 @@ class Bus:
             name=name,
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
+            **settings.connect_options(),  # credentials, inbox prefix
         )
         js = nc.jetstream()
         kv = await ensure_topology(js, settings)
@@ -117,7 +118,6 @@ async def consume(
     handler: Callable[[Delivery[T]], Awaitable[Ack]],
     *,
     stop: asyncio.Event,
-    batch: int = 16,
     concurrency: int = 1,
 ) -> None:
     """Pull from the durable ``consumer`` until ``stop`` is set, then finish what is in flight.
@@ -171,25 +171,44 @@ async def consume(
         finally:
             limit.release()
 
+    def start(raw: Msg) -> None:
+        task = asyncio.create_task(process(raw))
+        in_flight.add(task)
+        task.add_done_callback(in_flight.discard)
+
     while not stop.is_set():
+        await limit.acquire()
         try:
-            msgs = await sub.fetch(batch, timeout=0.5)
-        except (NatsTimeoutError, TimeoutError):
-            continue  # nothing to fetch (nats-py raises either, depending on where the wait ended)
-        except Exception as exc:
-            log.warning("fetch_failed", error=repr(exc))
-            await asyncio.sleep(0.2)
+            # One message at a time, returned the moment it arrives: with a larger batch nats-py's lingering
+            # pull holds the first message until the batch fills or the wait ends (up to 0.5 s when idle).
+            raw = await _fetch_one(sub, log)
+        except BaseException:
+            limit.release()
+            raise
+        if raw is None:
+            limit.release()
             continue
-        for raw in msgs:
-            await limit.acquire()
-            task = asyncio.create_task(process(raw))
-            in_flight.add(task)
-            task.add_done_callback(in_flight.discard)
+        start(raw)  # and fetch the next one while this runs, up to ``concurrency`` at once
     # Drain: SIGTERM lets in-flight work finish; anything not acked is redelivered elsewhere.
     if in_flight:
         await asyncio.gather(*in_flight, return_exceptions=True)
     with contextlib.suppress(Exception):
         await sub.unsubscribe()
+
+
+async def _fetch_one(sub: Any, log: Any) -> Msg | None:
+    try:
+        msgs: list[Msg] = await sub.fetch(1, timeout=_FETCH_WAIT_S)
+        return msgs[0] if msgs else None
+    except (NatsTimeoutError, TimeoutError):
+        return None  # nothing to fetch (nats-py raises either, depending on where the wait ended)
+    except Exception as exc:
+        log.warning("fetch_failed", error=repr(exc))
+        await asyncio.sleep(0.2)
+        return None
+
+
+_FETCH_WAIT_S = 0.5  # also how soon a stop request is noticed
 
 
 async def _run(handler: Callable[[Delivery[T]], Awaitable[Ack]], delivery: Delivery[T], log: Any) -> str:
