@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -25,6 +27,9 @@ from trigreason.proto import COMMAND_STREAM, DEAD_LETTER_STREAM, EVENT_STREAM, S
 __all__ = ["CONSUMERS", "BusSettings", "ConsumerSpec", "ensure_topology"]
 
 
+_INBOX_PREFIX = re.compile(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*")
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class BusSettings:
     """How the streams are sized and how redelivery behaves. ``from_env`` reads ``TRIGREASON_*``."""
@@ -38,6 +43,27 @@ class BusSettings:
     max_deliver: int = 5
     backoff_s: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0)  # nak delays after a failed attempt
     storage: str = "file"
+    # Credentials (one NATS user per service in a deployment, see infra/nats/auth.conf): user and password,
+    # or a token, or a .creds file (JWT + NKey seed); none by default.
+    nats_user: str | None = None
+    nats_password: str | None = field(default=None, repr=False)
+    nats_token: str | None = field(default=None, repr=False)
+    nats_creds: str | None = None
+    # Replies (JetStream API answers, pulled messages) arrive under this prefix; a per-service prefix lets
+    # the server's permissions keep one service from reading another's replies.
+    inbox_prefix: str = "_INBOX"
+
+    def connect_options(self) -> dict[str, Any]:
+        """Credentials and inbox prefix as keyword arguments of ``nats.connect``."""
+        options: dict[str, Any] = {"inbox_prefix": self.inbox_prefix}
+        if self.nats_user is not None:
+            options["user"] = self.nats_user
+            options["password"] = self.nats_password
+        if self.nats_token is not None:
+            options["token"] = self.nats_token
+        if self.nats_creds is not None:
+            options["user_credentials"] = self.nats_creds
+        return options
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> BusSettings:
@@ -54,8 +80,23 @@ class BusSettings:
         storage = env.get("TRIGREASON_NATS_STORAGE", defaults.storage)
         if storage not in ("file", "memory"):
             raise ConfigError(f"TRIGREASON_NATS_STORAGE={storage!r}: use file or memory")
+        user = env.get("TRIGREASON_NATS_USER") or None
+        password = env.get("TRIGREASON_NATS_PASSWORD") or None
+        token = env.get("TRIGREASON_NATS_TOKEN") or None
+        if (user is None) != (password is None):
+            raise ConfigError("TRIGREASON_NATS_USER and TRIGREASON_NATS_PASSWORD go together")
+        if token is not None and user is not None:
+            raise ConfigError("set TRIGREASON_NATS_TOKEN or TRIGREASON_NATS_USER/PASSWORD, not both")
+        inbox_prefix = env.get("TRIGREASON_NATS_INBOX_PREFIX") or defaults.inbox_prefix
+        if not _INBOX_PREFIX.fullmatch(inbox_prefix):
+            raise ConfigError(f"TRIGREASON_NATS_INBOX_PREFIX={inbox_prefix!r}: subject tokens, no wildcards")
         return cls(
             nats_url=env.get("TRIGREASON_NATS_URL", defaults.nats_url),
+            nats_user=user,
+            nats_password=password,
+            nats_token=token,
+            nats_creds=env.get("TRIGREASON_NATS_CREDS") or None,
+            inbox_prefix=inbox_prefix,
             replicas=int(num("TRIGREASON_NATS_REPLICAS", defaults.replicas)),
             event_max_age_s=num("TRIGREASON_EVENT_MAX_AGE_S", defaults.event_max_age_s),
             ack_wait_s=num("TRIGREASON_ACK_WAIT_S", defaults.ack_wait_s),
