@@ -25,7 +25,7 @@ from trigreason.services._host import SERVICES, ServiceName, ServiceSettings, ru
 from trigreason.services._nats_server import LocalNatsServer
 from trigreason.services._topology import BusSettings
 
-__all__ = ["StackSpec", "embedded_stack"]
+__all__ = ["StackSpec", "embedded_stack", "inference_servers"]
 
 _DRAIN_S = 5.0
 
@@ -86,6 +86,44 @@ async def _start_inference_server(
     )
 
 
+async def _start_inference_servers(
+    spec: StackSpec, procs: list[subprocess.Popen[bytes]], say: Callable[[str], None]
+) -> dict[Role, str]:
+    urls: dict[Role, str] = {}
+    wanted: tuple[tuple[Role, str | None, str], ...] = (
+        ("srm", spec.srm_url, spec.srm_model),
+        ("lrm", spec.lrm_url, spec.lrm_model),
+    )
+    for role, url, model in wanted:
+        if url is None:
+            proc, url = await _start_inference_server(model, role, spec.server_start_timeout_s, say)
+            procs.append(proc)
+        urls[role] = url
+    return urls
+
+
+def _stop_processes(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@contextlib.asynccontextmanager
+async def inference_servers(
+    spec: StackSpec, *, say: Callable[[str], None] = lambda _m: None
+) -> AsyncIterator[dict[Role, str]]:
+    """Only the backends: the URLs ``spec`` gives, and CPU inference servers for the rest."""
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        yield await _start_inference_servers(spec, procs, say)
+    finally:
+        _stop_processes(procs)
+
+
 @contextlib.asynccontextmanager
 async def embedded_stack(
     spec: StackSpec, *, tracer_provider: TracerProvider, say: Callable[[str], None] = lambda _m: None
@@ -102,16 +140,7 @@ async def embedded_stack(
             await nats_server.start()
             nats_url = nats_server.url
             say(f"started nats-server with JetStream on {nats_url}")
-        urls: dict[Role, str] = {}
-        wanted: tuple[tuple[Role, str | None, str], ...] = (
-            ("srm", spec.srm_url, spec.srm_model),
-            ("lrm", spec.lrm_url, spec.lrm_model),
-        )
-        for role, url, model in wanted:
-            if url is None:
-                proc, url = await _start_inference_server(model, role, spec.server_start_timeout_s, say)
-                procs.append(proc)
-            urls[role] = url
+        urls = await _start_inference_servers(spec, procs, say)
 
         async def backend_factory(role: Role) -> Backend:
             return await make_backend(urls[role])
@@ -159,12 +188,6 @@ async def embedded_stack(
             for task in pending:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        _stop_processes(procs)
         if nats_server is not None:
             await nats_server.stop()
