@@ -1,0 +1,102 @@
+{{/* Names, labels and the pieces every service shares. */}}
+
+{{- define "trigreason.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "trigreason.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "trigreason.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/name: {{ include "trigreason.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: trigreason
+{{- end }}
+
+{{/* Selector labels of one component: (dict "root" $ "component" "srm-worker") */}}
+{{- define "trigreason.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "trigreason.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* The five services: values key -> service name (`trigreason serve NAME`) and role. */}}
+{{- define "trigreason.components" -}}
+gateway: {name: gateway}
+orchestrator: {name: orchestrator}
+triggerEvaluator: {name: trigger-evaluator}
+srmWorker: {name: srm-worker, role: srm}
+lrmWorker: {name: lrm-worker, role: lrm}
+{{- end }}
+
+{{- define "trigreason.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+
+{{/* The bundled NATS chart's full name (the same rule as its own helper). */}}
+{{- define "trigreason.natsFullname" -}}
+{{- $nats := .Values.nats | default dict }}
+{{- if $nats.fullnameOverride }}
+{{- $nats.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default "nats" $nats.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "trigreason.natsUrl" -}}
+{{- if .Values.natsUrl }}
+{{- .Values.natsUrl }}
+{{- else if .Values.nats.enabled }}
+{{- printf "nats://%s.%s.svc:4222" (include "trigreason.natsFullname" .) .Release.Namespace }}
+{{- else }}
+{{- fail "NATS: set natsUrl, or nats.enabled=true for the bundled NATS chart" }}
+{{- end }}
+{{- end }}
+
+{{/* host:port of the NATS monitoring endpoint that KEDA's nats-jetstream scaler reads (/jsz). */}}
+{{- define "trigreason.natsMonitoringEndpoint" -}}
+{{- $keda := .Values.srmWorker.autoscaling.keda }}
+{{- if $keda.monitoringEndpoint }}
+{{- $keda.monitoringEndpoint }}
+{{- else if .Values.nats.enabled }}
+{{- printf "%s-headless.%s.svc.cluster.local:8222" (include "trigreason.natsFullname" .) .Release.Namespace }}
+{{- else }}
+{{- fail "KEDA needs the NATS monitoring endpoint: set srmWorker.autoscaling.keda.monitoringEndpoint (host:8222)" }}
+{{- end }}
+{{- end }}
+
+{{/* Inference server URL of a role: (dict "root" $ "role" "srm") */}}
+{{- define "trigreason.backendUrl" -}}
+{{- $tgi := index .root.Values.tgi .role }}
+{{- if $tgi.externalUrl }}
+{{- $tgi.externalUrl }}
+{{- else if $tgi.enabled }}
+{{- printf "http://%s-tgi-%s:80" (include "trigreason.fullname" .root) .role }}
+{{- else }}
+{{- fail (printf "tgi.%s: set enabled=true (the chart runs TGI) or externalUrl" .role) }}
+{{- end }}
+{{- end }}
+
+{{/* Whether something other than .replicas sets the SRM workers' replica count. */}}
+{{- define "trigreason.srmAutoscaled" -}}
+{{- $a := .Values.srmWorker.autoscaling }}
+{{- if or $a.keda.enabled $a.hpa.enabled }}true{{ end }}
+{{- end }}

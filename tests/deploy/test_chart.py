@@ -1,0 +1,313 @@
+"""The Helm chart, rendered offline by Helm's own engine (helm-python-sdk binds Helm v4's Go SDK), every
+manifest validated against the Kubernetes schemas (kubernetes-validate) and the ScaledObject against KEDA's
+CRD schema (vendored in tests/deploy/schemas). No cluster, no network.
+
+The NATS chart is a dependency that `helm dependency update` fetches; here it is absent, so its manifests
+are not rendered, but the chart's own manifests are, in every configuration.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import jsonschema
+import kubernetes_validate  # type: ignore[import-untyped]
+import pytest
+import yaml
+
+from tests.deploy.nats_auth import ROOT, inbox_prefix
+from trigreason.services._host import SERVICES
+from trigreason.services._topology import CONSUMERS
+
+CHART = ROOT / "k8s" / "trigreason"
+CI = CHART / "ci"
+KUBE_VERSION = "1.30"
+KEDA_SCHEMA = json.loads((Path(__file__).parent / "schemas" / "keda-scaledobject-v1alpha1.json").read_text())
+RELEASE, NAMESPACE = "trig", "reasoning"
+FULL = f"{RELEASE}-trigreason"
+
+Manifest = dict[str, Any]
+
+
+def _values(name: str) -> dict[str, Any]:
+    if name == "defaults":
+        return {}
+    loaded: dict[str, Any] = yaml.safe_load((CI / f"{name}-values.yaml").read_text())
+    return loaded
+
+
+VALUE_FILES = ["defaults", *sorted(p.name.removesuffix("-values.yaml") for p in CI.glob("*-values.yaml"))]
+
+
+def render(values: dict[str, Any]) -> list[Manifest]:
+    with helm.Chart.load(CHART) as chart:
+        files = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    docs: list[Manifest] = []
+    for path, text in sorted(files.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        docs += [d for d in yaml.safe_load_all(text) if d]
+    return docs
+
+
+def notes(values: dict[str, Any]) -> str:
+    with helm.Chart.load(CHART) as chart:
+        return chart.render(values, name=RELEASE, namespace=NAMESPACE)["trigreason/templates/NOTES.txt"]
+
+
+def by_kind(docs: list[Manifest], kind: str) -> dict[str, Manifest]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+def _strict(schema: Any) -> Any:
+    """``kubectl apply --validate=strict``: an object's unknown fields are errors, as kubernetes-validate's
+    strict mode does for built-in kinds."""
+    if isinstance(schema, dict):
+        out = {k: _strict(v) for k, v in schema.items()}
+        if out.get("type") == "object" and "properties" in out and "additionalProperties" not in out:
+            out["additionalProperties"] = False
+        return out
+    if isinstance(schema, list):
+        return [_strict(v) for v in schema]
+    return schema
+
+
+KEDA_STRICT = _strict(KEDA_SCHEMA)
+
+
+def validate(doc: Manifest) -> None:
+    if doc["apiVersion"] == "keda.sh/v1alpha1":
+        jsonschema.validate(doc, KEDA_STRICT)
+    else:
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+
+
+def _env(container: Manifest) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+@pytest.fixture(scope="module", params=VALUE_FILES)
+def rendered(request: pytest.FixtureRequest) -> tuple[str, list[Manifest]]:
+    return request.param, render(_values(request.param))
+
+
+def test_every_manifest_is_valid_against_the_kubernetes_and_keda_schemas(
+    rendered: tuple[str, list[Manifest]],
+) -> None:
+    _, docs = rendered
+    assert docs
+    for doc in docs:
+        validate(doc)
+        assert doc["metadata"]["namespace"] == NAMESPACE
+        assert doc["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
+
+
+def test_the_validators_catch_mistakes() -> None:
+    """The checks above can fail: a typo in a Deployment and in a ScaledObject is caught."""
+    docs = render({})
+    deployment = copy.deepcopy(by_kind(docs, "Deployment")[f"{FULL}-srm-worker"])
+    deployment["spec"]["template"]["spec"]["containers"][0]["livenesProbe"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        validate(deployment)
+    scaled = copy.deepcopy(by_kind(docs, "ScaledObject")[f"{FULL}-srm-worker"])
+    scaled["spec"]["minReplicas"] = 1  # KEDA calls it minReplicaCount
+    with pytest.raises(jsonschema.ValidationError):
+        validate(scaled)
+    scaled = copy.deepcopy(by_kind(docs, "ScaledObject")[f"{FULL}-srm-worker"])
+    del scaled["spec"]["scaleTargetRef"]
+    with pytest.raises(jsonschema.ValidationError):
+        validate(scaled)
+
+
+def test_a_deployment_per_service_with_its_own_nats_user(rendered: tuple[str, list[Manifest]]) -> None:
+    name, docs = rendered
+    values = _values(name)
+    deployments = by_kind(docs, "Deployment")
+    secret = values.get("natsAuth", {}).get("secretName", "trigreason-nats-auth")
+    for service in SERVICES:
+        d = deployments[f"{FULL}-{service}"]
+        pod = d["spec"]["template"]["spec"]
+        (c,) = pod["containers"]
+        assert c["args"][:2] == ["serve", service]
+        env = _env(c)
+        assert env["TRIGREASON_NATS_USER"] == service
+        assert env["TRIGREASON_NATS_PASSWORD"] == {"secretKeyRef": {"name": secret, "key": service}}
+        assert env["TRIGREASON_NATS_INBOX_PREFIX"] == inbox_prefix(service)
+        assert env["TRIGREASON_HOST"] == "0.0.0.0"
+        # Probes on the port the service serves them on (_host.py: the metrics port; the gateway: HTTP).
+        port = c["ports"][0]["containerPort"]
+        assert env["TRIGREASON_PORT" if service == "gateway" else "TRIGREASON_METRICS_PORT"] == str(port)
+        assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": port}
+        assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": port}
+        assert c["resources"]["requests"]
+        assert c["resources"]["limits"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert c["securityContext"]["readOnlyRootFilesystem"] is True
+        assert (
+            d["spec"]["selector"]["matchLabels"].items()
+            <= d["spec"]["template"]["metadata"]["labels"].items()
+        )
+    pdbs = by_kind(docs, "PodDisruptionBudget")
+    assert set(pdbs) == {f"{FULL}-{s}" for s in SERVICES}
+    for pdb_name, pdb in pdbs.items():
+        target = deployments[pdb_name]["spec"]["template"]["metadata"]["labels"]
+        assert pdb["spec"]["selector"]["matchLabels"].items() <= target.items()
+    assert by_kind(docs, "Service")[f"{FULL}-gateway"]["spec"]["ports"][0]["targetPort"] == "http"
+
+
+def test_srm_workers_scale_on_their_consumer_with_keda_or_on_cpu(
+    rendered: tuple[str, list[Manifest]],
+) -> None:
+    name, docs = rendered
+    srm = f"{FULL}-srm-worker"
+    deployment = by_kind(docs, "Deployment")[srm]
+    scaled, hpas = by_kind(docs, "ScaledObject"), by_kind(docs, "HorizontalPodAutoscaler")
+    autoscaling = _values(name).get("srmWorker", {}).get("autoscaling", {})
+    keda = autoscaling.get("keda", {}).get("enabled", True)
+    hpa = autoscaling.get("hpa", {}).get("enabled", True)
+    if keda:
+        assert not hpas
+        spec = scaled[srm]["spec"]
+        assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": srm}
+        (trigger,) = spec["triggers"]
+        consumer = CONSUMERS["srm-worker"]
+        assert trigger["type"] == "nats-jetstream"
+        assert trigger["metadata"]["stream"] == consumer.stream == "TRIG_CMD"
+        assert trigger["metadata"]["consumer"] == consumer.durable
+        assert trigger["metadata"]["account"] == "$G"
+        endpoint = trigger["metadata"]["natsServerMonitoringEndpoint"]
+        assert endpoint.endswith(":8222")
+        assert "://" not in endpoint
+        assert spec["minReplicaCount"] == autoscaling.get("minReplicas", 1)
+        assert spec["maxReplicaCount"] == autoscaling.get("maxReplicas", 10)
+        assert "replicas" not in deployment["spec"]  # KEDA owns the replica count
+    elif hpa:
+        assert not scaled
+        spec = hpas[srm]["spec"]
+        assert spec["scaleTargetRef"]["name"] == srm
+        assert spec["metrics"][0]["resource"]["name"] == "cpu"
+        assert "replicas" not in deployment["spec"]
+    else:
+        assert not scaled
+        assert not hpas
+        assert deployment["spec"]["replicas"] == _values(name)["srmWorker"]["replicas"]
+
+
+def test_tgi_on_gpus_or_external_urls(rendered: tuple[str, list[Manifest]]) -> None:
+    name, docs = rendered
+    tgi = _values(name).get("tgi", {})
+    deployments = by_kind(docs, "Deployment")
+    for role in ("srm", "lrm"):
+        worker_env = _env(deployments[f"{FULL}-{role}-worker"]["spec"]["template"]["spec"]["containers"][0])
+        external = tgi.get(role, {}).get("externalUrl")
+        if external:
+            assert f"{FULL}-tgi-{role}" not in deployments
+            assert worker_env[f"TRIGREASON_{role.upper()}_URL"] == external
+        else:
+            server = deployments[f"{FULL}-tgi-{role}"]["spec"]["template"]["spec"]["containers"][0]
+            assert server["resources"]["limits"]["nvidia.com/gpu"] >= 1
+            assert server["readinessProbe"]["httpGet"]["path"] == "/health"
+            assert worker_env[f"TRIGREASON_{role.upper()}_URL"] == f"http://{FULL}-tgi-{role}:80"
+    if not tgi:  # the paper's pair by default
+        args = {
+            role: deployments[f"{FULL}-tgi-{role}"]["spec"]["template"]["spec"]["containers"][0]["args"]
+            for role in ("srm", "lrm")
+        }
+        assert args["srm"][1] == "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"
+        assert args["lrm"][1] == "Qwen/QwQ-32B"
+
+
+def test_nats_bundled_or_external_with_passwords_from_a_secret(rendered: tuple[str, list[Manifest]]) -> None:
+    name, docs = rendered
+    values = _values(name)
+    url = _env(by_kind(docs, "Deployment")[f"{FULL}-gateway"]["spec"]["template"]["spec"]["containers"][0])[
+        "TRIGREASON_NATS_URL"
+    ]
+    secrets = by_kind(docs, "Secret")
+    if values.get("nats", {}).get("enabled", True):
+        assert url == f"nats://{RELEASE}-nats.{NAMESPACE}.svc:4222"
+        (secret,) = secrets.values()
+        assert secret["metadata"]["name"] == "trigreason-nats-auth"
+        assert set(secret["data"]) == set(SERVICES)
+        assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    else:
+        assert url == values["natsUrl"]
+        assert not secrets  # the user's own Secret
+
+
+def test_notes_tell_how_to_reach_the_gateway() -> None:
+    text = notes({})
+    assert f"port-forward svc/{FULL}-gateway" in text
+    assert "KEDA scales 1..10 replicas" in text
+    assert "HPA on CPU" in notes(_values("keda-off"))
+
+
+BAD_VALUES: list[tuple[dict[str, Any], str]] = [
+    ({"bus": {"storage": "disk"}}, "/bus/storage"),
+    ({"srmWorker": {"autoscaling": {"keda": {"lagThreshold": 0}}}}, "lagThreshold"),
+    (
+        {"srmWorker": {"autoscaling": {"keda": {"monitoringEndpoint": "http://nats:8222"}}}},
+        "monitoringEndpoint",
+    ),
+    ({"tgi": {"srm": {"enabled": False}}}, "externalUrl"),
+    ({"tgi": {"lrm": {"externalUrl": "lrm:8080"}}}, "externalUrl"),
+    ({"natsUrl": "http://nats:4222"}, "natsUrl"),
+    ({"gateway": {"port": "8080"}}, "/gateway/port"),
+    ({"image": {"pullPolicy": "Sometimes"}}, "pullPolicy"),
+    ({"orchestrator": {"replicas": -1}}, "/orchestrator/replicas"),
+    ({"lrmWorker": {"concurrency": 0}}, "concurrency"),
+    ({"logLevel": "LOUD"}, "logLevel"),
+    ({"workers": 3}, "workers"),  # an unknown key: a typo is not silently ignored
+    ({"nats": {"enabled": "yes"}}, "/nats/enabled"),
+]
+
+
+@pytest.mark.parametrize(("bad", "where"), BAD_VALUES)
+def test_values_schema_rejects_bad_values(bad: dict[str, Any], where: str) -> None:
+    with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmValuesError, match=where):
+        chart.render(bad, name=RELEASE, namespace=NAMESPACE)
+
+
+@pytest.mark.parametrize("name", VALUE_FILES)
+def test_values_schema_accepts_the_shipped_values(name: str) -> None:
+    with helm.Chart.load(CHART) as chart:
+        chart.validate_schema(_values(name))
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"nats": {"enabled": False}}, "set natsUrl"),
+        (
+            {"nats": {"enabled": False}, "natsUrl": "nats://n:4222"},
+            "monitoringEndpoint",  # KEDA cannot find the bundled NATS's monitoring port
+        ),
+    ],
+)
+def test_inconsistent_settings_fail_with_a_message(values: dict[str, Any], message: str) -> None:
+    with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmRenderError, match=message):
+        chart.render(values, name=RELEASE, namespace=NAMESPACE)
+
+
+def test_lint_passes(tmp_path: Path) -> None:
+    # As it is: the one finding may be the NATS dependency that `helm dependency update` fetches.
+    result = helm.lint(CHART)
+    assert not result["errors"]
+    warnings = [m["error"] for m in result["messages"] if m["severity"] >= 2]
+    assert warnings in ([], ["chart directory is missing these dependencies: nats"])
+    # Strict (warnings are errors), in every configuration, on a copy without the dependency.
+    copy_dir = tmp_path / "trigreason"
+    shutil.copytree(CHART, copy_dir)
+    meta = yaml.safe_load((copy_dir / "Chart.yaml").read_text())
+    del meta["dependencies"]
+    (copy_dir / "Chart.yaml").write_text(yaml.safe_dump(meta))
+    for name in VALUE_FILES:
+        result = helm.lint(copy_dir, _values(name), strict=True, namespace=NAMESPACE)
+        assert not result["errors"], (name, result)
+    broken = helm.lint(copy_dir, {"bus": {"storage": "disk"}}, strict=True)
+    assert broken["errors"]  # and lint can fail
