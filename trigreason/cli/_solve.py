@@ -32,27 +32,11 @@ from trigreason.services._observability import configure_logging, configure_trac
 from trigreason.stack import StackSpec, embedded_stack
 
 from ._app import app
+from ._params import session_params
 
 __all__: list[str] = []
 
 _D = SessionParams()
-
-
-def _params(
-    policy: str, priming_steps: int, tau: float, rho: float, k: int, m: int, hesitation: str | None,
-    max_tokens: int, step_max_tokens: int, temperature: float, seed: int,
-) -> SessionParams:  # fmt: skip
-    raw: dict[str, Any] = {
-        "policy": policy, "priming_steps": priming_steps, "tau": tau, "rho": rho, "k": k, "m": m,
-        "max_tokens": max_tokens, "step_max_tokens": step_max_tokens, "temperature": temperature,
-        "seed": seed,
-    }  # fmt: skip
-    if hesitation is not None:
-        raw["hesitation"] = [w.strip() for w in hesitation.split(",") if w.strip()]
-    try:
-        return msgspec.convert(raw, SessionParams)
-    except msgspec.ValidationError as exc:
-        raise typer.BadParameter(str(exc)) from exc
 
 
 async def _solve_on_bus(
@@ -146,6 +130,7 @@ _Model = Annotated[str, typer.Option(help="srm, lrm, tiny, a GGUF path or hf://R
 
 @app.command()
 def solve(
+    ctx: typer.Context,
     question: Annotated[str, typer.Argument(help="The question to solve.")],
     policy: Annotated[str, typer.Option(help="trigreason | specreason | lrm-only | srm-only")] = _D.policy,
     priming_steps: Annotated[int, typer.Option(help="n: LRM steps at the start")] = _D.priming_steps,
@@ -168,13 +153,22 @@ def solve(
         str | None, typer.Option(help="a running cluster's NATS [env: TRIGREASON_NATS_URL]")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON document")] = False,
+    profile: Annotated[
+        str | None, typer.Option(help="parameters from a profile (name or path; see trigreason calibrate)")
+    ] = None,
 ) -> None:
     """Solve one question; with nothing configured, on the embedded stack (local NATS, CPU models)."""
     if policy not in ("trigreason", "specreason", "lrm-only", "srm-only"):
         raise typer.BadParameter(f"unknown policy {policy!r}", param_hint="--policy")
-    params = _params(
-        policy, priming_steps, tau, rho, k, m, hesitation, max_tokens, step_max_tokens, temperature, seed
-    )
+    params = session_params(
+        ctx,
+        profile,
+        {
+            "policy": policy, "priming_steps": priming_steps, "tau": tau, "rho": rho, "k": k, "m": m,
+            "hesitation": hesitation, "max_tokens": max_tokens, "step_max_tokens": step_max_tokens,
+            "temperature": temperature, "seed": seed,
+        },
+    )  # fmt: skip
     env = os.environ
     nats_url = nats_url or env.get("TRIGREASON_NATS_URL")
     srm_url = srm_url or env.get("TRIGREASON_SRM_URL")

@@ -1,0 +1,42 @@
+"""One real eval: two GSM8K problems on the tiny model through the CPU inference server, via the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_eval_of_two_problems_with_the_tiny_model(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "trigreason", "eval", "--dataset", "gsm8k", "--limit", "2",
+           "--policies", "trigreason,srm-only", "--srm-model", "tiny", "--lrm-model", "tiny",
+           "--priming-steps", "1", "--temperature", "0", "--max-tokens", "96", "--out", str(out)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=850, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted((r["problem_id"], r["policy"]) for r in rows) == [
+        ("gsm8k/0", "srm-only"), ("gsm8k/0", "trigreason"),
+        ("gsm8k/1", "srm-only"), ("gsm8k/1", "trigreason"),
+    ]  # fmt: skip
+    for r in rows:
+        assert r["steps"], r
+        assert isinstance(r["correct"], bool)
+        assert sum(s["tokens"] for s in r["steps"]) == r["stats"]["srm_tokens"] + r["stats"]["lrm_tokens"]
+        if r["policy"] == "trigreason":
+            assert (r["steps"][0]["role"], r["steps"][0]["trigger"]) == ("lrm", "priming")
+        else:
+            assert {s["role"] for s in r["steps"]} == {"srm"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["policies"]) == {"trigreason", "srm-only"}
+    assert summary["policies"]["srm-only"]["srm_token_ratio"] == 1.0
+    assert 0.0 < summary["policies"]["trigreason"]["srm_token_ratio"] < 1.0
+    assert summary["policies"]["trigreason"]["edge_cloud"]["api_cost_usd"] > 0
+    report = (out / "report.html").read_text()
+    assert report.count("<img") >= 3
+    assert "srm-only" in proc.stdout  # the summary table

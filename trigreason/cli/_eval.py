@@ -1,0 +1,384 @@
+"""``trigreason eval`` and ``trigreason calibrate``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from trigreason.backends import make_backend
+from trigreason.core import TrigReasonError
+from trigreason.eval import (
+    EdgeCloudModel,
+    Executor,
+    GatewayExecutor,
+    GridPoint,
+    InProcessExecutor,
+    choose,
+    grid,
+    load_problems,
+    run_eval,
+    summarize,
+)
+from trigreason.eval._report import write_report
+from trigreason.profiles import user_profile_path
+from trigreason.proto import SessionParams
+from trigreason.stack import StackSpec, inference_servers
+
+from ._app import app
+from ._params import session_params
+
+__all__: list[str] = []
+
+_D = SessionParams()
+_EC = EdgeCloudModel()
+_POLICIES = ("trigreason", "specreason", "lrm-only", "srm-only")
+_Model = Annotated[str, typer.Option(help="srm, lrm, tiny, a GGUF path or hf://REPO/FILE")]
+_Url = Annotated[
+    str | None, typer.Option(help="an existing inference server [env: TRIGREASON_SRM_URL/_LRM_URL]")
+]
+
+
+@contextlib.asynccontextmanager
+async def _executor(
+    via: str,
+    srm_model: str,
+    lrm_model: str,
+    srm_url: str | None,
+    lrm_url: str | None,
+    say: Callable[[str], None],
+) -> AsyncIterator[Executor]:
+    if via != "inproc":
+        if not via.startswith(("http://", "https://")):
+            raise typer.BadParameter("use inproc or a gateway URL (http://...)", param_hint="--via")
+        gateway = GatewayExecutor(via, token=os.environ.get("TRIGREASON_API_TOKEN"))
+        try:
+            yield gateway
+        finally:
+            await gateway.aclose()
+        return
+    spec = StackSpec(
+        srm_url=srm_url or os.environ.get("TRIGREASON_SRM_URL"),
+        lrm_url=lrm_url or os.environ.get("TRIGREASON_LRM_URL"),
+        srm_model=srm_model,
+        lrm_model=lrm_model,
+    )
+    async with inference_servers(spec, say=say) as urls:
+        srm = await make_backend(urls["srm"], name="srm")
+        lrm = await make_backend(urls["lrm"], name="lrm")
+        try:
+            yield InProcessExecutor(srm, lrm)
+        finally:
+            await srm.aclose()
+            await lrm.aclose()
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.fields[status]}"), console=console,
+    )  # fmt: skip
+
+
+async def _run_with_progress(
+    console: Console, label: str, executor: Executor, **kwargs: Any
+) -> list[dict[str, Any]]:
+    correct: dict[str, list[int]] = {}
+    with _progress(console) as bar:
+        task = bar.add_task(label, total=None, status="")
+
+        def on_progress(row: dict[str, Any] | None, done: int, total: int) -> None:
+            if row is not None:
+                tally = correct.setdefault(row["policy"], [0, 0])
+                tally[0] += int(row["correct"])
+                tally[1] += 1
+            status = "  ".join(f"{p} {c}/{n}" for p, (c, n) in sorted(correct.items()))
+            bar.update(task, completed=done, total=total, status=status)
+            if row is not None and not console.is_terminal:  # a log, not a live bar: one line per run
+                mark = "correct" if row["correct"] else "wrong"
+                console.print(
+                    f"{label} [{done}/{total}] {row['problem_id']} {row['policy']} {mark} "
+                    f"({row['end_reason']}, {row['run_s']:.1f}s)  {status}",
+                    soft_wrap=True,
+                )
+
+        return await run_eval(executor=executor, on_progress=on_progress, **kwargs)
+
+
+def _cost_model(
+    price_in: float, price_cached: float, price_out: float, srm_price: float, rtt: float
+) -> EdgeCloudModel:
+    try:
+        return EdgeCloudModel(
+            lrm_input_usd_per_m=price_in, lrm_cached_input_usd_per_m=price_cached,
+            lrm_output_usd_per_m=price_out, srm_usd_per_m=srm_price, round_trip_s=rtt,
+        )  # fmt: skip
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
+def _summary_table(summary: dict[str, Any]) -> Table:
+    table = Table(title=f"{summary['problems']} problems, {summary['runs']} runs")
+    for col in ("policy", "accuracy", "vs LRM", "SRM token ratio", "SRM steps", "LRM calls", "wall s",
+                "edge latency vs LRM", "API cost vs LRM"):  # fmt: skip
+        table.add_column(col, justify="left" if col == "policy" else "right")
+
+    def rel(x: float | None) -> str:
+        return "-" if x is None else f"{x:.2f}x"
+
+    for name, p in summary["policies"].items():
+        ec = p["edge_cloud"]
+        table.add_row(
+            name, f"{p['accuracy']:.3f} ± {p['accuracy_stderr']:.3f}", rel(p["accuracy_vs_lrm"]),
+            f"{p['srm_token_ratio']:.2f}", f"{p['srm_steps_offloaded_ratio']:.2f}", f"{p['lrm_calls']:.1f}",
+            f"{p['wall_s']:.1f}", rel(ec["latency_vs_lrm"]), rel(ec["api_cost_vs_lrm"]),
+        )  # fmt: skip
+    return table
+
+
+def _write_json(path: Path, doc: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+@app.command(name="eval")
+def eval_(
+    ctx: typer.Context,
+    dataset: Annotated[
+        str, typer.Option(help="gsm8k, gsm8k-train, math500, aime24, aime25 or a JSONL path")
+    ] = "gsm8k",
+    limit: Annotated[int | None, typer.Option(min=1, help="the first N problems")] = None,
+    offset: Annotated[int, typer.Option(min=0, help="skip the first N problems")] = 0,
+    samples: Annotated[int, typer.Option(min=1, help="runs per problem and policy (seeds differ)")] = 1,
+    policies: Annotated[str, typer.Option(help="comma-separated")] = ",".join(_POLICIES),
+    out: Annotated[Path, typer.Option(help="results.jsonl, summary.json and report.html go here")] = Path(
+        "runs/eval"
+    ),
+    via: Annotated[str, typer.Option(help="inproc, or a running gateway's URL")] = "inproc",
+    concurrency: Annotated[int, typer.Option(min=1, help="runs at once")] = 1,
+    profile: Annotated[str | None, typer.Option(help="parameters from a profile (name or path)")] = None,
+    priming_steps: int = _D.priming_steps,
+    tau: float = _D.tau,
+    rho: float = _D.rho,
+    k: int = _D.k,
+    m: int = _D.m,
+    hesitation: Annotated[str | None, typer.Option(help="comma-separated words")] = None,
+    max_tokens: int = _D.max_tokens,
+    step_max_tokens: int = _D.step_max_tokens,
+    temperature: float = _D.temperature,
+    seed: Annotated[int, typer.Option(help="base seed; each problem's sample gets its own")] = _D.seed,
+    srm_model: _Model = "srm",
+    lrm_model: _Model = "lrm",
+    srm_url: _Url = None,
+    lrm_url: _Url = None,
+    price_in: Annotated[
+        float, typer.Option(help="LRM input, USD per million tokens")
+    ] = _EC.lrm_input_usd_per_m,
+    price_cached: Annotated[
+        float, typer.Option(help="LRM cached input, USD/M")
+    ] = _EC.lrm_cached_input_usd_per_m,
+    price_out: Annotated[float, typer.Option(help="LRM output, USD/M")] = _EC.lrm_output_usd_per_m,
+    srm_price: Annotated[float, typer.Option(help="local SRM, USD/M tokens")] = _EC.srm_usd_per_m,
+    rtt: Annotated[float, typer.Option(help="network round trip per LRM call (s)")] = _EC.round_trip_s,
+) -> None:
+    """Run problems under every policy with the same seeds; grade; write results, summary and report."""
+    wanted = [p.strip() for p in policies.split(",") if p.strip()]
+    unknown = [p for p in wanted if p not in _POLICIES]
+    if unknown or not wanted:
+        raise typer.BadParameter(
+            f"unknown policy {unknown}; use {', '.join(_POLICIES)}", param_hint="--policies"
+        )
+    params = session_params(
+        ctx, profile,
+        {"priming_steps": priming_steps, "tau": tau, "rho": rho, "k": k, "m": m, "hesitation": hesitation,
+         "max_tokens": max_tokens, "step_max_tokens": step_max_tokens, "temperature": temperature,
+         "seed": seed},
+    )  # fmt: skip
+    model = _cost_model(price_in, price_cached, price_out, srm_price, rtt)
+    console = Console(stderr=True)
+    try:
+        problems = load_problems(dataset, limit=limit, offset=offset)
+    except TrigReasonError as exc:
+        raise typer.BadParameter(exc.message, param_hint="--dataset") from exc
+
+    async def main() -> list[dict[str, Any]]:
+        async with _executor(
+            via, srm_model, lrm_model, srm_url, lrm_url, lambda m: console.print(f"[dim]{m}[/]")
+        ) as ex:
+            return await _run_with_progress(
+                console, f"{dataset}", ex, problems=problems, policies=wanted, samples=samples, params=params,
+                out_dir=out, concurrency=concurrency,
+            )  # fmt: skip
+
+    try:
+        rows = asyncio.run(main())
+    except TrigReasonError as exc:
+        console.print(f"[red]error:[/] {exc.message}")
+        raise typer.Exit(2) from exc
+    except KeyboardInterrupt:
+        console.print(f"interrupted: finished runs are in {out / 'results.jsonl'}; run again to resume")
+        raise typer.Exit(130) from None
+    summary = summarize(rows, model)
+    summary["dataset"] = dataset
+    summary["params"] = msgspec.to_builtins(params)
+    _write_json(out / "summary.json", summary)
+    with console.status("writing the report..."):
+        write_report(out / "report.html", rows, summary)
+    Console(width=None if sys.stdout.isatty() else 160).print(_summary_table(summary))
+    console.print(f"wrote {out / 'results.jsonl'}, {out / 'summary.json'}, {out / 'report.html'}")
+
+
+def _floats(raw: str | None, name: str) -> list[float] | None:
+    if raw is None:
+        return None
+    try:
+        return [float(v) for v in raw.split(",") if v.strip()]
+    except ValueError as exc:
+        raise typer.BadParameter("comma-separated numbers", param_hint=name) from exc
+
+
+@app.command()
+def calibrate(
+    ctx: typer.Context,
+    dataset: Annotated[str, typer.Option(help="calibration split (never a test split)")] = "gsm8k-train",
+    limit: Annotated[int, typer.Option(min=1, help="problems")] = 20,
+    rho: Annotated[str, typer.Option(help="rho values to try, comma-separated")] = "0.8,0.9,0.95,0.99",
+    tau: Annotated[str | None, typer.Option(help="tau values to try")] = None,
+    k: Annotated[str | None, typer.Option(help="k values to try")] = None,
+    priming_steps: Annotated[str | None, typer.Option(help="n values to try")] = None,
+    m: Annotated[str | None, typer.Option(help="m values to try")] = None,
+    min_accuracy: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="accuracy floor as a fraction of LRM-only")
+    ] = 0.9,
+    name: Annotated[str, typer.Option(help="the profile's name")] = "calibrated",
+    profile_out: Annotated[
+        Path | None, typer.Option(help="where to write the profile [default: user config dir]")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="the runs of every grid point (resumable)")] = Path(
+        "runs/calibrate"
+    ),
+    profile: Annotated[str | None, typer.Option(help="base parameters from a profile")] = None,
+    max_tokens: int = _D.max_tokens,
+    step_max_tokens: int = _D.step_max_tokens,
+    temperature: float = _D.temperature,
+    seed: int = _D.seed,
+    srm_model: _Model = "srm",
+    lrm_model: _Model = "lrm",
+    srm_url: _Url = None,
+    lrm_url: _Url = None,
+    via: Annotated[str, typer.Option(help="inproc, or a running gateway's URL")] = "inproc",
+) -> None:
+    """Grid-search the trigger thresholds: the most SRM tokens at accuracy >= a fraction of LRM-only."""
+    if dataset in ("gsm8k", "math500", "aime24", "aime25"):
+        raise typer.BadParameter("calibrate on a calibration split (e.g. gsm8k-train), never a test split")
+    base = session_params(
+        ctx, profile,
+        {"max_tokens": max_tokens, "step_max_tokens": step_max_tokens, "temperature": temperature,
+         "seed": seed},
+    )  # fmt: skip
+    axes: dict[str, list[Any]] = {"rho": _floats(rho, "--rho") or [base.rho]}
+    for axis, raw, cast in (
+        ("tau", tau, float),
+        ("k", k, int),
+        ("priming_steps", priming_steps, int),
+        ("m", m, int),
+    ):
+        values = _floats(raw, f"--{axis}")
+        if values:
+            axes[axis] = [cast(v) for v in values]
+    points = grid(axes)
+    try:
+        grid_params = [msgspec.structs.replace(base, **pt) for pt in points]
+        for gp in grid_params:
+            msgspec.convert(msgspec.to_builtins(gp), SessionParams)  # range checks
+    except (TypeError, msgspec.ValidationError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    console = Console(stderr=True)
+    problems = load_problems(dataset, limit=limit)
+
+    def slug(pt: dict[str, Any]) -> str:
+        return "-".join(f"{key}{value}" for key, value in pt.items())
+
+    async def main() -> tuple[float, list[GridPoint]]:
+        async with _executor(
+            via, srm_model, lrm_model, srm_url, lrm_url, lambda msg: console.print(f"[dim]{msg}[/]")
+        ) as ex:
+            common: dict[str, Any] = {"problems": problems, "samples": 1}
+            lrm_rows = await _run_with_progress(
+                console,
+                "LRM-only",
+                ex,
+                policies=["lrm-only"],
+                params=base,
+                out_dir=out / "lrm-only",
+                **common,
+            )
+            lrm_acc = sum(r["correct"] for r in lrm_rows) / len(lrm_rows)
+            results: list[GridPoint] = []
+            for i, (pt, gp) in enumerate(zip(points, grid_params, strict=True)):
+                rows = await _run_with_progress(
+                    console, f"{i + 1}/{len(points)} {slug(pt)}", ex, policies=["trigreason"], params=gp,
+                    out_dir=out / slug(pt), **common,
+                )  # fmt: skip
+                s = summarize(rows, EdgeCloudModel())["policies"]["trigreason"]
+                results.append(
+                    GridPoint(params=pt, accuracy=s["accuracy"], srm_token_ratio=s["srm_token_ratio"])
+                )
+            return lrm_acc, results
+
+    started = time.time()
+    try:
+        lrm_acc, results = asyncio.run(main())
+    except TrigReasonError as exc:
+        console.print(f"[red]error:[/] {exc.message}")
+        raise typer.Exit(2) from exc
+    except KeyboardInterrupt:
+        console.print(f"interrupted: finished runs are under {out}; run again to resume")
+        raise typer.Exit(130) from None
+    best, feasible = choose(results, lrm_accuracy=lrm_acc, min_fraction=min_accuracy)
+    table = Table(title=f"{dataset}, {len(problems)} problems; LRM-only accuracy {lrm_acc:.3f}")
+    for col in ("point", "accuracy", "SRM token ratio", ""):
+        table.add_column(col)
+    for r in results:
+        table.add_row(
+            slug(r.params), f"{r.accuracy:.3f}", f"{r.srm_token_ratio:.2f}", "chosen" if r is best else ""
+        )
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    chosen = msgspec.to_builtins(msgspec.structs.replace(base, **best.params))
+    chosen.pop("policy", None)
+    chosen.pop("seed", None)
+    doc = {
+        "name": name,
+        "params": chosen,
+        "calibration": {
+            "dataset": dataset, "problems": len(problems), "min_accuracy_vs_lrm": min_accuracy,
+            "lrm_only_accuracy": lrm_acc, "feasible": feasible, "chosen": best.params,
+            "grid": [
+                {"params": r.params, "accuracy": r.accuracy, "srm_token_ratio": r.srm_token_ratio}
+                for r in results
+            ],
+            "srm_model": srm_url or srm_model, "lrm_model": lrm_url or lrm_model,
+            "seconds": round(time.time() - started, 1),
+        },
+    }  # fmt: skip
+    path = profile_out or user_profile_path(name)
+    _write_json(path, doc)
+    if not feasible:
+        console.print(
+            f"[yellow]no point reached {min_accuracy:.0%} of LRM-only accuracy; chose the most accurate[/]"
+        )
+    console.print(f"wrote profile {name!r} to {path}; use it with --profile {path}")

@@ -1,0 +1,29 @@
+"""Evaluation and calibration: accuracy, SRM token ratio, latency and API cost, with reports."""
+
+from ._calibrate import GridPoint, choose, grid
+from ._cost import EdgeCloudModel, edge_cloud
+from ._data import DATASETS, Problem, load_problems
+from ._grading import grade, numeric_value
+from ._run import Executor, GatewayExecutor, InProcessExecutor, Outcome, read_rows, run_eval, seed_for
+from ._summary import summarize
+
+__all__ = [
+    "DATASETS",
+    "EdgeCloudModel",
+    "Executor",
+    "GatewayExecutor",
+    "GridPoint",
+    "InProcessExecutor",
+    "Outcome",
+    "Problem",
+    "choose",
+    "edge_cloud",
+    "grade",
+    "grid",
+    "load_problems",
+    "numeric_value",
+    "read_rows",
+    "run_eval",
+    "seed_for",
+    "summarize",
+]

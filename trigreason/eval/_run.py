@@ -1,0 +1,222 @@
+"""``trigreason eval``: every problem under every policy with the same seeds, graded, written as it goes.
+
+Runs go through an ``Executor``: the in-process runner on two backends (the no-bus baseline), or a
+running cluster's gateway. ``DIR/results.jsonl`` gets one row per (problem, policy, sample) the moment it
+finishes, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiohttp
+import msgspec
+
+from trigreason.backends import Backend
+from trigreason.core import BackendError, TrigReasonError
+from trigreason.proto import CommittedStep, SessionParams, SessionStats
+from trigreason.runner import run_session
+
+from ._data import Problem
+from ._grading import grade
+
+__all__ = [
+    "Executor",
+    "GatewayExecutor",
+    "InProcessExecutor",
+    "Outcome",
+    "RunKey",
+    "read_rows",
+    "run_eval",
+    "seed_for",
+]
+
+RunKey = tuple[str, str, int]  # (problem id, policy, sample)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Outcome:
+    session_id: str
+    answer: str | None
+    end_reason: str
+    failed: bool
+    steps: list[dict[str, Any]]
+    stats: dict[str, Any]
+    error: str | None = None
+
+
+class Executor(Protocol):
+    async def solve(self, question: str, params: SessionParams, session_id: str) -> Outcome: ...
+
+
+class InProcessExecutor:
+    """The in-process runner: the same core as the cluster, no bus."""
+
+    def __init__(self, srm: Backend, lrm: Backend) -> None:
+        self._srm, self._lrm = srm, lrm
+
+    async def solve(self, question: str, params: SessionParams, session_id: str) -> Outcome:
+        res = await run_session(question, params, srm=self._srm, lrm=self._lrm, session_id=session_id)
+        return Outcome(
+            session_id=session_id,
+            answer=res.answer,
+            end_reason=res.end_reason,
+            failed=res.failed,
+            steps=[_step(s) for s in res.steps],
+            stats=msgspec.to_builtins(res.stats),
+            error=res.error,
+        )
+
+
+class GatewayExecutor:
+    """A running cluster: ``POST /v1/sessions``, then the session's event stream until it ends."""
+
+    def __init__(self, url: str, *, token: str | None = None, timeout_s: float = 3600.0) -> None:
+        self._url = url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_read=timeout_s)
+        self._http: aiohttp.ClientSession | None = None
+
+    async def solve(self, question: str, params: SessionParams, session_id: str) -> Outcome:
+        if self._http is None:
+            self._http = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout)
+        body = {"question": question, "params": msgspec.to_builtins(params)}
+        async with self._http.post(f"{self._url}/v1/sessions", json=body) as resp:
+            if resp.status != 202:
+                raise TrigReasonError(f"gateway: {resp.status} {await resp.text()}", code="gateway")
+            sid: str = (await resp.json())["session_id"]
+        steps: list[dict[str, Any]] = []
+        async with self._http.get(f"{self._url}/v1/sessions/{sid}/events") as resp:
+            if resp.status != 200:
+                raise TrigReasonError(f"gateway: {resp.status} {await resp.text()}", code="gateway")
+            kind = ""
+            async for raw in resp.content:
+                line = raw.decode().rstrip("\n")
+                if line.startswith("event: "):
+                    kind = line.removeprefix("event: ")
+                elif line.startswith("data: "):
+                    data = json.loads(line.removeprefix("data: "))
+                    if kind == "committed":
+                        steps.append(_step(msgspec.convert(data, CommittedStep)))
+                    elif kind in ("finished", "failed"):
+                        failed = kind == "failed"
+                        return Outcome(
+                            session_id=sid,
+                            answer=None if failed else data.get("answer"),
+                            end_reason="failed" if failed else data["reason"],
+                            failed=failed,
+                            steps=steps,
+                            stats=msgspec.to_builtins(msgspec.convert(data.get("stats", {}), SessionStats)),
+                            error=f"{data['code']}: {data['message']}" if failed else None,
+                        )
+        raise TrigReasonError(f"gateway: the event stream of {sid} ended early", code="gateway")
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+
+
+def _step(s: CommittedStep) -> dict[str, Any]:
+    return {"index": s.index, "role": s.role, "text": s.text, "tokens": s.tokens, "trigger": s.trigger}
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows already written; a line cut off by a crash is dropped (and its run redone)."""
+    rows: list[dict[str, Any]] = []
+    if not path.exists():
+        return rows
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def _prepare(out_dir: Path) -> tuple[Path, dict[RunKey, dict[str, Any]]]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = out_dir / "results.jsonl"
+    return results, {(r["problem_id"], r["policy"], r["sample"]): r for r in read_rows(results)}
+
+
+def seed_for(problem_id: str, sample: int, base_seed: int) -> int:
+    """The same seed for a problem's sample under every policy, independent of run order."""
+    digest = hashlib.sha256(f"{problem_id}#{sample}".encode()).digest()
+    return (base_seed + int.from_bytes(digest[:6], "big")) % (2**63)
+
+
+async def run_eval(
+    problems: list[Problem],
+    policies: Iterable[str],
+    *,
+    samples: int,
+    params: SessionParams,
+    executor: Executor,
+    out_dir: Path,
+    concurrency: int = 1,
+    on_progress: Callable[[dict[str, Any] | None, int, int], None] = lambda _row, _done, _total: None,
+) -> list[dict[str, Any]]:
+    """Run what ``out_dir/results.jsonl`` does not hold yet; return every row for these runs.
+
+    ``on_progress(row, done, total)`` is called once with ``row=None`` before the first run, then after
+    each finished run.
+    """
+    results, existing = _prepare(out_dir)
+    wanted: list[tuple[Problem, str, int]] = [
+        (p, policy, k) for p in problems for k in range(samples) for policy in policies
+    ]
+    todo = [w for w in wanted if (w[0].id, w[1], w[2]) not in existing]
+    done = len(wanted) - len(todo)
+    on_progress(None, done, len(wanted))
+    limit = asyncio.Semaphore(concurrency)
+    lock = asyncio.Lock()
+    new_rows: dict[RunKey, dict[str, Any]] = {}
+
+    async def one(problem: Problem, policy: str, sample: int) -> None:
+        nonlocal done
+        async with limit:
+            seed = seed_for(problem.id, sample, params.seed)
+            run_params = msgspec.structs.replace(params, policy=policy, seed=seed)
+            sid = f"eval-{hashlib.sha256(f'{problem.id}|{policy}|{sample}'.encode()).hexdigest()[:16]}"
+            started = time.perf_counter()
+            try:
+                outcome = await executor.solve(problem.question, run_params, sid)
+            except (BackendError, TrigReasonError, aiohttp.ClientError) as exc:
+                outcome = Outcome(
+                    session_id=sid, answer=None, end_reason="failed", failed=True, steps=[],
+                    stats=msgspec.to_builtins(SessionStats()), error=str(exc),
+                )  # fmt: skip
+            row = {
+                "problem_id": problem.id,
+                "policy": policy,
+                "sample": sample,
+                "seed": seed,
+                "question": problem.question,
+                "gold": problem.gold,
+                "answer": outcome.answer,
+                "correct": grade(outcome.answer, problem.gold, kind=problem.grade),
+                "end_reason": outcome.end_reason,
+                "failed": outcome.failed,
+                "error": outcome.error,
+                "session_id": outcome.session_id,
+                "run_s": time.perf_counter() - started,
+                "params": msgspec.to_builtins(run_params),
+                "stats": outcome.stats,
+                "steps": outcome.steps,
+            }
+            async with lock:
+                with results.open("a", encoding="utf-8") as f:
+                    f.write(json.dumps(row) + "\n")
+                new_rows[(problem.id, policy, sample)] = row
+                done += 1
+                on_progress(row, done, len(wanted))
+
+    await asyncio.gather(*(one(*w) for w in todo))
+    return [existing.get((p.id, pol, k)) or new_rows[(p.id, pol, k)] for p, pol, k in wanted]
