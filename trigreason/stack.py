@@ -12,7 +12,8 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 from opentelemetry.sdk.trace import TracerProvider
@@ -24,6 +25,7 @@ from trigreason.proto import Role
 from trigreason.services._host import SERVICES, ServiceName, ServiceSettings, run_service
 from trigreason.services._nats_server import LocalNatsServer
 from trigreason.services._topology import BusSettings
+from trigreason.services.gateway import GatewaySettings
 
 __all__ = ["StackSpec", "embedded_stack", "inference_servers"]
 
@@ -39,6 +41,7 @@ class StackSpec:
     lrm_model: str = "lrm"
     gateway_port: int | None = None  # None: no gateway
     concurrency: int = 8
+    default_params: dict[str, Any] = field(default_factory=dict)  # the gateway's (from a profile)
     server_start_timeout_s: float = 600.0
 
 
@@ -149,6 +152,7 @@ async def embedded_stack(
             bus=BusSettings(nats_url=nats_url, storage="memory" if nats_server else "file"),
             port=spec.gateway_port or 0,
             concurrency=spec.concurrency,
+            gateway=GatewaySettings(default_params=spec.default_params),
         )
         ready: asyncio.Queue[str] = asyncio.Queue()
         names: list[ServiceName] = [s for s in SERVICES if s != "gateway" or spec.gateway_port is not None]

@@ -17,6 +17,8 @@ from opentelemetry.trace import SpanKind
 from tests.services.cluster import Cluster, start_all
 from tests.support import step
 from trigreason.backends import ScriptedBackend
+from trigreason.eval import GatewayExecutor
+from trigreason.proto import SessionParams
 from trigreason.services._bus import Bus
 from trigreason.services.gateway import GatewaySettings, make_app
 
@@ -249,3 +251,42 @@ async def test_one_connected_trace_per_session_with_a_span_per_handoff(cluster: 
     assert (
         sum(s.name == "orchestrator decide" for s in in_trace) == 1 + stats["lrm_steps"] + stats["srm_calls"]
     )
+
+
+async def test_eval_through_the_gateway_gives_the_session_as_it_ran(gateway: Gateway) -> None:
+    executor = GatewayExecutor(gateway.url)
+    try:
+        params = SessionParams(policy="trigreason", priming_steps=1, rho=1.0)
+        outcome = await executor.solve("What is 3 + 4?", params, "ignored-the-gateway-picks-ids")
+    finally:
+        await executor.aclose()
+    assert outcome.answer == "7"
+    assert outcome.end_reason == "final_answer"
+    assert [(s["role"], s["trigger"]) for s in outcome.steps] == [
+        ("lrm", "priming"),
+        ("srm", None),
+        ("srm", None),
+    ]
+    assert (
+        sum(s["tokens"] for s in outcome.steps) == outcome.stats["srm_tokens"] + outcome.stats["lrm_tokens"]
+    )
+    async with gateway.http.get(f"{gateway.url}/v1/sessions/{outcome.session_id}") as resp:
+        assert (await resp.json())["status"] == "finished"
+
+
+async def test_a_profile_gives_defaults_that_a_request_overrides(cluster: Cluster) -> None:
+    await start_all(cluster, ScriptedBackend("srm", default=FINAL), ScriptedBackend("lrm", default=FINAL))
+    settings = GatewaySettings(default_params={"priming_steps": 0, "rho": 0.5, "max_tokens": 64})
+    async for g in _serve(cluster, settings):
+        async with g.http.post(
+            f"{g.url}/v1/sessions", json={"question": "q", "params": {"rho": 0.9}}
+        ) as resp:
+            sid = (await resp.json())["session_id"]
+        await _sse(g.http, f"{g.url}/v1/sessions/{sid}/events")
+        async with g.http.get(f"{g.url}/v1/sessions/{sid}") as resp:
+            view = await resp.json()
+        assert (view["params"]["priming_steps"], view["params"]["max_tokens"]) == (0, 64)  # from the profile
+        assert view["params"]["rho"] == 0.9  # from the request
+        # A profile's value out of range is still the request's problem: a 4xx, not a crash.
+        async with g.http.post(f"{g.url}/v1/sessions", json={"question": "q", "params": {"k": 0}}) as resp:
+            assert resp.status == 422

@@ -25,8 +25,11 @@ _Concurrency = Annotated[
 
 
 def _run(name: ServiceName, *, nats_url: str | None, concurrency: int | None, backend_url: str | None = None,
-         host: str | None = None, port: int | None = None, log_level: str = "INFO") -> None:  # fmt: skip
+         host: str | None = None, port: int | None = None, log_level: str = "INFO",
+         profile: str | None = None) -> None:  # fmt: skip
     env = dict(os.environ)
+    if profile is not None:
+        env["TRIGREASON_PROFILE"] = profile
     overrides: dict[str, object] = {}
     if concurrency is not None:
         overrides["concurrency"] = concurrency
@@ -36,7 +39,11 @@ def _run(name: ServiceName, *, nats_url: str | None, concurrency: int | None, ba
         overrides["port"] = port
     if nats_url is not None:
         env["TRIGREASON_NATS_URL"] = nats_url
-    settings = ServiceSettings.from_env(env, **overrides)
+    try:
+        settings = ServiceSettings.from_env(env, **overrides)
+    except TrigReasonError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from exc
     configure_logging(service=name, level=log_level)
     provider = configure_tracing(service=name, env=env)
 
@@ -69,9 +76,13 @@ def serve_gateway(
     host: Annotated[str | None, typer.Option(help="[env: TRIGREASON_HOST, default 127.0.0.1]")] = None,
     port: Annotated[int | None, typer.Option(help="[env: TRIGREASON_PORT, default 8080]")] = None,
     log_level: str = "INFO",
+    profile: Annotated[
+        str | None, typer.Option(help="default session parameters from a profile [env: TRIGREASON_PROFILE]")
+    ] = None,
 ) -> None:
     """The HTTP gateway: sessions, SSE events, OpenAI-compatible chat."""
-    _run("gateway", nats_url=nats_url, concurrency=None, host=host, port=port, log_level=log_level)
+    _run("gateway", nats_url=nats_url, concurrency=None, host=host, port=port, log_level=log_level,
+         profile=profile)  # fmt: skip
 
 
 @serve_app.command("orchestrator")

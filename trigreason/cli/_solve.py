@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from trigreason.core import TrigReasonError
+from trigreason.profiles import load_profile
 from trigreason.proto import (
     DEFAULT_HESITATION,
     SessionFailed,
@@ -223,9 +224,17 @@ def up(
     srm_url: Annotated[str | None, typer.Option(help="existing SRM server [env: TRIGREASON_SRM_URL]")] = None,
     lrm_url: Annotated[str | None, typer.Option(help="existing LRM server [env: TRIGREASON_LRM_URL]")] = None,
     nats_url: Annotated[str | None, typer.Option(help="existing NATS [env: TRIGREASON_NATS_URL]")] = None,
+    profile: Annotated[
+        str | None, typer.Option(help="gateway defaults from a profile [env: TRIGREASON_PROFILE]")
+    ] = None,
 ) -> None:
     """The whole stack with the gateway, until Ctrl-C."""
     env = os.environ
+    profile = profile or env.get("TRIGREASON_PROFILE")
+    try:
+        default_params = load_profile(profile, env=env) if profile else {}
+    except TrigReasonError as exc:
+        raise typer.BadParameter(exc.message, param_hint="--profile") from exc
     err = Console(stderr=True)
     configure_logging(service="up", level=env.get("TRIGREASON_LOG_LEVEL", "INFO"))
     provider = configure_tracing(service="up", env=env)
@@ -236,6 +245,7 @@ def up(
         srm_model=srm_model,
         lrm_model=lrm_model,
         gateway_port=port,
+        default_params=default_params,
     )
 
     async def main() -> None:

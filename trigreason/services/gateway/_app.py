@@ -18,6 +18,7 @@ from nats.js.errors import KeyNotFoundError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 from trigreason.core import session_stats
+from trigreason.profiles import load_profile
 from trigreason.proto import (
     PolicyName,
     SessionFailed,
@@ -41,12 +42,17 @@ _KEEPALIVE_S = 15.0
 class GatewaySettings(msgspec.Struct, kw_only=True, frozen=True):
     api_tokens: tuple[str, ...] = ()  # empty: no auth
     session_timeout_s: float = 3600.0  # how long a blocking chat completion waits
+    # Parameters a request does not set come from here first (a profile), then SessionParams' defaults.
+    default_params: dict[str, Any] = {}
 
     @classmethod
     def from_env(cls, env: dict[str, str]) -> GatewaySettings:
         tokens = tuple(t.strip() for t in env.get("TRIGREASON_API_TOKENS", "").split(",") if t.strip())
+        profile = env.get("TRIGREASON_PROFILE")
         return cls(
-            api_tokens=tokens, session_timeout_s=float(env.get("TRIGREASON_SESSION_TIMEOUT_S", "3600"))
+            api_tokens=tokens,
+            session_timeout_s=float(env.get("TRIGREASON_SESSION_TIMEOUT_S", "3600")),
+            default_params=load_profile(profile, env=env) if profile else {},
         )
 
 
@@ -135,7 +141,7 @@ def make_app(bus: Bus, settings: GatewaySettings) -> web.Application:
             raise HttpError(422, "invalid_request", str(exc)) from exc
 
     def _params(policy: str | None, overrides: dict[str, Any]) -> SessionParams:
-        merged = dict(overrides)
+        merged = {**settings.default_params, **overrides}
         if policy is not None:
             merged["policy"] = policy
         try:
