@@ -179,16 +179,28 @@ async def consume(
     while not stop.is_set():
         await limit.acquire()
         try:
-            # One message at a time, returned the moment it arrives: with a larger batch nats-py's lingering
-            # pull holds the first message until the batch fills or the wait ends (up to 0.5 s when idle).
-            raw = await _fetch_one(sub, log)
+            # One message, returned the moment it arrives: with a larger batch nats-py's lingering pull
+            # holds the first message until the batch fills or the wait ends (up to 0.5 s when idle).
+            first = await _fetch(sub, 1, _IDLE_WAIT_S, log)
         except BaseException:
             limit.release()
             raise
-        if raw is None:
+        if not first:
             limit.release()
             continue
-        start(raw)  # and fetch the next one while this runs, up to ``concurrency`` at once
+        start(first[0])
+        # Under load, take what is already waiting in one request (nats-py asks without waiting first, so
+        # a batch of messages that exist comes back at once), as many as there are free slots.
+        pending = first[0].metadata.num_pending or 0
+        while pending > 0 and not stop.is_set():
+            free = concurrency - len(in_flight)
+            if free <= 0:
+                break
+            more = await _fetch(sub, min(free, pending), _BUSY_WAIT_S, log)
+            for raw in more:
+                await limit.acquire()
+                start(raw)
+            pending = (more[-1].metadata.num_pending or 0) if more else 0
     # Drain: SIGTERM lets in-flight work finish; anything not acked is redelivered elsewhere.
     if in_flight:
         await asyncio.gather(*in_flight, return_exceptions=True)
@@ -196,19 +208,20 @@ async def consume(
         await sub.unsubscribe()
 
 
-async def _fetch_one(sub: Any, log: Any) -> Msg | None:
+async def _fetch(sub: Any, n: int, wait_s: float, log: Any) -> list[Msg]:
     try:
-        msgs: list[Msg] = await sub.fetch(1, timeout=_FETCH_WAIT_S)
-        return msgs[0] if msgs else None
+        msgs: list[Msg] = await sub.fetch(n, timeout=wait_s)
+        return msgs
     except (NatsTimeoutError, TimeoutError):
-        return None  # nothing to fetch (nats-py raises either, depending on where the wait ended)
+        return []  # nothing to fetch (nats-py raises either, depending on where the wait ended)
     except Exception as exc:
         log.warning("fetch_failed", error=repr(exc))
         await asyncio.sleep(0.2)
-        return None
+        return []
 
 
-_FETCH_WAIT_S = 0.5  # also how soon a stop request is noticed
+_IDLE_WAIT_S = 0.5  # a pull waits this long for a message (and a stop request is noticed this often)
+_BUSY_WAIT_S = 0.05  # bounds a batch pull that raced with another replica and found nothing
 
 
 async def _run(handler: Callable[[Delivery[T]], Awaitable[Ack]], delivery: Delivery[T], log: Any) -> str:
