@@ -39,4 +39,5 @@ def test_eval_of_two_problems_with_the_tiny_model(tmp_path: Path) -> None:
     assert summary["policies"]["trigreason"]["edge_cloud"]["api_cost_usd"] > 0
     report = (out / "report.html").read_text()
     assert report.count("<img") >= 3
+    assert (out / "plots" / "accuracy_vs_srm_ratio.png").read_bytes().startswith(b"\x89PNG")
     assert "srm-only" in proc.stdout  # the summary table

@@ -237,7 +237,7 @@ def eval_(
     summary["params"] = msgspec.to_builtins(params)
     _write_json(out / "summary.json", summary)
     with console.status("writing the report..."):
-        write_report(out / "report.html", rows, summary)
+        write_report(out / "report.html", rows, summary, plots_dir=out / "plots")
     Console(width=None if sys.stdout.isatty() else 160).print(_summary_table(summary))
     console.print(f"wrote {out / 'results.jsonl'}, {out / 'summary.json'}, {out / 'report.html'}")
 

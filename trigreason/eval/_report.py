@@ -13,9 +13,13 @@ __all__ = ["write_report"]
 _ROLE_COLOURS = {"srm": "#2a9d8f", "lrm": "#9b5de5"}
 _TRIGGER_MARKS = {"priming": "P", "offload": "O", "intervention": "I", "judge_reject": "R"}
 _MAX_TIMELINES = 12
+_PLOT_FILES = ("accuracy_vs_srm_ratio.png", "latency_cost.png", "triggers.png", "timelines.png")
 
 
-def write_report(path: Path, rows: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+def write_report(
+    path: Path, rows: list[dict[str, Any]], summary: dict[str, Any], *, plots_dir: Path | None = None
+) -> None:
+    """Write the HTML report; with ``plots_dir``, each plot also as a PNG file there (for docs)."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display: files only
@@ -25,6 +29,11 @@ def write_report(path: Path, rows: list[dict[str, Any]], summary: dict[str, Any]
         ("Triggers fired", _triggers(summary)),
         ("Step timelines", _timelines(rows)),
     ]
+    if plots_dir is not None:
+        plots_dir.mkdir(parents=True, exist_ok=True)
+        for name, (_title, png) in zip(_PLOT_FILES, figures, strict=True):
+            if png is not None:
+                (plots_dir / name).write_bytes(base64.b64decode(png))
     body = [
         "<h1>TrigReason evaluation</h1>",
         f"<p>Dataset <b>{html.escape(str(summary.get('dataset', '?')))}</b>: {summary['problems']} problems, "
@@ -106,7 +115,7 @@ def _accuracy_vs_ratio(summary: dict[str, Any]) -> str:
     ax.set_xlabel("SRM token ratio")
     ax.set_ylabel("accuracy")
     ax.set_xlim(-0.05, 1.05)
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(-0.05, 1.05)
     ax.grid(alpha=0.3)
     ax.legend()
     return _png(fig)
@@ -174,5 +183,9 @@ def _timelines(rows: list[dict[str, Any]]) -> str | None:
     ax.set_yticks(range(len(mixed)), [f"{r['problem_id']} {r['policy']}" for r in mixed], fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("committed tokens (P priming, O offload, I intervention, R judge reject)")
-    ax.legend(handles=[Patch(color=c, label=r.upper()) for r, c in _ROLE_COLOURS.items()], loc="lower right")
+    ax.legend(
+        handles=[Patch(color=c, label=r.upper()) for r, c in _ROLE_COLOURS.items()],
+        loc="upper left",
+        bbox_to_anchor=(1.04, 1),
+    )
     return _png(fig)
