@@ -6,7 +6,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
 RUN := $(UV) run --frozen --no-sync
 
-.PHONY: setup test test-fast lint fmt schemas demo bench clean models models-tiny replay-sample
+.PHONY: setup test test-fast lint fmt schemas demo bench clean models models-tiny replay-sample eval-local
 
 setup: .venv/.setup-done
 
@@ -50,6 +50,11 @@ schemas: setup
 DEMO_QUESTION := $(shell sed -n 1p trigreason/datasets/gsm8k_test.jsonl | python3 -c 'import json,sys; print(json.load(sys.stdin)["question"])')
 demo: setup models
 	$(RUN) trigreason solve "$(DEMO_QUESTION)" --priming-steps 2 --temperature 0 --max-tokens 1024
+
+# The published local-pair results (docs/results/gsm8k-local): calibrate, then evaluate 100 GSM8K test
+# problems under all four policies. About 2 hours on 2 cores; resumes where it stopped.
+eval-local: setup models
+	docs/results/gsm8k-local/run.sh
 
 replay-sample: setup
 	$(RUN) trigreason triggers replay examples/srm_steps.jsonl

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tests.support import step
 from trigreason.backends import ScriptedBackend
-from trigreason.eval import InProcessExecutor, Outcome, Problem, read_rows, run_eval
+from trigreason.eval import InProcessExecutor, Outcome, Problem, complete_rows, read_rows, run_eval
 from trigreason.proto import SessionParams
 
 PROBLEMS = [
@@ -90,3 +90,13 @@ async def test_a_failing_backend_is_a_failed_row_not_a_crash(tmp_path: Path) -> 
     assert rows[0]["failed"]
     assert not rows[0]["correct"]
     assert rows[0]["error"]
+
+
+async def test_a_report_of_a_run_under_way_compares_policies_on_the_same_problems(tmp_path: Path) -> None:
+    ex = CountingExecutor()
+    rows = await run_eval(
+        PROBLEMS, ["lrm-only", "srm-only"], samples=1, params=SessionParams(), executor=ex, out_dir=tmp_path
+    )
+    partial = [r for r in rows if not (r["problem_id"] == "t/1" and r["policy"] == "srm-only")]
+    done = complete_rows(partial, PROBLEMS, ["lrm-only", "srm-only"], 1)
+    assert [(r["problem_id"], r["policy"]) for r in done] == [("t/0", "lrm-only"), ("t/0", "srm-only")]

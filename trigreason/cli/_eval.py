@@ -27,8 +27,10 @@ from trigreason.eval import (
     GridPoint,
     InProcessExecutor,
     choose,
+    complete_rows,
     grid,
     load_problems,
+    read_rows,
     run_eval,
     summarize,
 )
@@ -194,6 +196,9 @@ def eval_(
     price_out: Annotated[float, typer.Option(help="LRM output, USD/M")] = _EC.lrm_output_usd_per_m,
     srm_price: Annotated[float, typer.Option(help="local SRM, USD/M tokens")] = _EC.srm_usd_per_m,
     rtt: Annotated[float, typer.Option(help="network round trip per LRM call (s)")] = _EC.round_trip_s,
+    report_only: Annotated[
+        bool, typer.Option(help="run nothing: summary and report from the problems whose runs are all done")
+    ] = False,
 ) -> None:
     """Run problems under every policy with the same seeds; grade; write results, summary and report."""
     wanted = [p.strip() for p in policies.split(",") if p.strip()]
@@ -224,14 +229,21 @@ def eval_(
                 out_dir=out, concurrency=concurrency,
             )  # fmt: skip
 
-    try:
-        rows = asyncio.run(main())
-    except TrigReasonError as exc:
-        console.print(f"[red]error:[/] {exc.message}")
-        raise typer.Exit(2) from exc
-    except KeyboardInterrupt:
-        console.print(f"interrupted: finished runs are in {out / 'results.jsonl'}; run again to resume")
-        raise typer.Exit(130) from None
+    if report_only:
+        rows = complete_rows(read_rows(out / "results.jsonl"), problems, wanted, samples)
+        if not rows:
+            console.print(f"[red]error:[/] {out / 'results.jsonl'} has no problem with every run done")
+            raise typer.Exit(2)
+        console.print(f"report from the {len(rows) // (len(wanted) * samples)} problems with every run done")
+    else:
+        try:
+            rows = asyncio.run(main())
+        except TrigReasonError as exc:
+            console.print(f"[red]error:[/] {exc.message}")
+            raise typer.Exit(2) from exc
+        except KeyboardInterrupt:
+            console.print(f"interrupted: finished runs are in {out / 'results.jsonl'}; run again to resume")
+            raise typer.Exit(130) from None
     summary = summarize(rows, model)
     summary["dataset"] = dataset
     summary["params"] = msgspec.to_builtins(params)

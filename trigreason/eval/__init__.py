@@ -4,7 +4,16 @@ from ._calibrate import GridPoint, choose, grid
 from ._cost import EdgeCloudModel, edge_cloud
 from ._data import DATASETS, Problem, load_problems
 from ._grading import grade, numeric_value
-from ._run import Executor, GatewayExecutor, InProcessExecutor, Outcome, read_rows, run_eval, seed_for
+from ._run import (
+    Executor,
+    GatewayExecutor,
+    InProcessExecutor,
+    Outcome,
+    complete_rows,
+    read_rows,
+    run_eval,
+    seed_for,
+)
 from ._summary import summarize
 
 __all__ = [
@@ -17,6 +26,7 @@ __all__ = [
     "Outcome",
     "Problem",
     "choose",
+    "complete_rows",
     "edge_cloud",
     "grade",
     "grid",

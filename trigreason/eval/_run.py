@@ -33,6 +33,7 @@ __all__ = [
     "InProcessExecutor",
     "Outcome",
     "RunKey",
+    "complete_rows",
     "read_rows",
     "run_eval",
     "seed_for",
@@ -138,6 +139,20 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue
     return rows
+
+
+def complete_rows(
+    rows: list[dict[str, Any]], problems: list[Problem], policies: list[str], samples: int
+) -> list[dict[str, Any]]:
+    """The rows of the problems that have every (policy, sample) run, in problem order: a fair comparison
+    of policies while a long evaluation is still under way."""
+    have = {(r["problem_id"], r["policy"], r["sample"]): r for r in rows}
+    out: list[dict[str, Any]] = []
+    for p in problems:
+        keys = [(p.id, pol, k) for k in range(samples) for pol in policies]
+        if all(key in have for key in keys):
+            out.extend(have[key] for key in keys)
+    return out
 
 
 def _prepare(out_dir: Path) -> tuple[Path, dict[RunKey, dict[str, Any]]]:
