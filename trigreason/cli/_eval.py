@@ -8,9 +8,9 @@ import json
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 import typer
@@ -44,6 +44,7 @@ from ._params import session_params
 
 __all__: list[str] = []
 
+_T = TypeVar("_T")
 _D = SessionParams()
 _EC = EdgeCloudModel()
 _POLICIES = ("trigreason", "specreason", "lrm-only", "srm-only")
@@ -150,6 +151,17 @@ def _summary_table(summary: dict[str, Any]) -> Table:
     return table
 
 
+def _run_async(main: Callable[[], Coroutine[Any, Any, _T]], console: Console, results: Path) -> _T:
+    try:
+        return asyncio.run(main())
+    except TrigReasonError as exc:
+        console.print(f"[red]error:[/] {exc.message}")
+        raise typer.Exit(2) from exc
+    except KeyboardInterrupt:
+        console.print(f"interrupted: finished runs are in {results}; run the same command again to resume")
+        raise typer.Exit(130) from None
+
+
 def _write_json(path: Path, doc: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -236,14 +248,7 @@ def eval_(
             raise typer.Exit(2)
         console.print(f"report from the {len(rows) // (len(wanted) * samples)} problems with every run done")
     else:
-        try:
-            rows = asyncio.run(main())
-        except TrigReasonError as exc:
-            console.print(f"[red]error:[/] {exc.message}")
-            raise typer.Exit(2) from exc
-        except KeyboardInterrupt:
-            console.print(f"interrupted: finished runs are in {out / 'results.jsonl'}; run again to resume")
-            raise typer.Exit(130) from None
+        rows = _run_async(main, console, out / "results.jsonl")
     summary = summarize(rows, model)
     summary["dataset"] = dataset
     summary["params"] = msgspec.to_builtins(params)
@@ -353,14 +358,7 @@ def calibrate(
             return lrm_acc, results
 
     started = time.time()
-    try:
-        lrm_acc, results = asyncio.run(main())
-    except TrigReasonError as exc:
-        console.print(f"[red]error:[/] {exc.message}")
-        raise typer.Exit(2) from exc
-    except KeyboardInterrupt:
-        console.print(f"interrupted: finished runs are under {out}; run again to resume")
-        raise typer.Exit(130) from None
+    lrm_acc, results = _run_async(main, console, out)
     best, feasible = choose(results, lrm_accuracy=lrm_acc, min_fraction=min_accuracy)
     table = Table(title=f"{dataset}, {len(problems)} problems; LRM-only accuracy {lrm_acc:.3f}")
     for col in ("point", "accuracy", "SRM token ratio", ""):
