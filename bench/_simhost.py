@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 from typing import Any
 
+from trigreason._eventloop import run as run_event_loop
 from trigreason.services.backend_sim import SimSettings, StepLength, make_app, start_server
 
 
@@ -47,4 +49,5 @@ async def main(specs: list[dict[str, Any]]) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(json.loads(sys.argv[1])))
+    spec = json.loads(sys.argv[1])
+    run_event_loop(lambda: main(spec), env=os.environ)

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from trigreason._eventloop import run as run_event_loop
 from trigreason.core import TrigReasonError
 from trigreason.proto import Role
 from trigreason.services._host import ServiceName, ServiceSettings, run_service, stop_on_signals
@@ -62,7 +63,7 @@ def _run(name: ServiceName, *, nats_url: str | None, concurrency: int | None, ba
         )
 
     try:
-        asyncio.run(main())
+        run_event_loop(main, env=env)
     except TrigReasonError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2) from exc

@@ -11,6 +11,7 @@ from typing import Annotated
 import structlog
 import typer
 
+from trigreason._eventloop import run as run_event_loop
 from trigreason.core import TrigReasonError
 
 from ._app import serve_app
@@ -116,7 +117,7 @@ def serve_backend_sim(
             await runner.cleanup()
 
     try:
-        asyncio.run(main())
+        run_event_loop(main, env=os.environ)
     except OSError as exc:  # e.g. the port is taken
         typer.echo(f"error: cannot listen on {settings.host}:{settings.port}: {exc.strerror}", err=True)
         raise typer.Exit(2) from exc

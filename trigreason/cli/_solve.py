@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from trigreason._eventloop import run as run_event_loop
 from trigreason.core import TrigReasonError
 from trigreason.profiles import load_profile
 from trigreason.proto import (
@@ -190,7 +191,7 @@ def solve(
             return await _solve_on_bus(stack.nats_url, question, params, show=show)
 
     try:
-        session_id, steps, end = asyncio.run(main())
+        session_id, steps, end = run_event_loop(main, env=os.environ)
     except TrigReasonError as exc:
         err.print(f"[red]error:[/] {exc.message}")
         raise typer.Exit(2) from exc
@@ -259,7 +260,7 @@ def up(
             await asyncio.Event().wait()
 
     try:
-        asyncio.run(main())
+        run_event_loop(main, env=os.environ)
     except (KeyboardInterrupt, asyncio.CancelledError):
         err.print("stopped")
     except TrigReasonError as exc:
