@@ -263,10 +263,22 @@ def machine() -> dict[str, Any]:
     load = os.getloadavg() if hasattr(os, "getloadavg") else (math.nan,) * 3
     return {
         "cpus": os.cpu_count(),
+        "cpu_model": _cpu_model(),
         "load_average_at_end": [round(x, 2) for x in load],
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
+
+
+def _cpu_model() -> str:
+    # Per-step CPU figures depend on the processor: record which one produced them.
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def write_results(name: str, doc: dict[str, Any]) -> Path:
