@@ -4,6 +4,7 @@ event observer, statistics, progress and results. Not a benchmark itself (``make
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import math
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -293,6 +294,21 @@ def write_results(name: str, doc: dict[str, Any]) -> Path:
     }
     path.write_text(json.dumps(full, indent=2, default=_jsonable) + "\n")
     return path
+
+
+def run_benchmark(
+    name: str,
+    measure: Callable[[argparse.Namespace], Coroutine[Any, Any, dict[str, Any]]],
+    report: Callable[[dict[str, Any]], None],
+    args: argparse.Namespace,
+) -> None:
+    """Measure, print the report, write ``bench/results/NAME.json`` with the run's duration."""
+    started = time.monotonic()
+    doc = asyncio.run(measure(args))
+    doc["duration_s"] = round(time.monotonic() - started, 1)
+    report(doc)
+    path = write_results(name, doc)
+    console.print(f"wrote {path} in {doc['duration_s']:.0f} s")
 
 
 def _jsonable(value: object) -> object:

@@ -23,7 +23,15 @@ import time
 from typing import Any
 
 import nats
-from _harness import Processes, Status, console, percentiles, service_env, start_service, write_results
+from _harness import (
+    Processes,
+    Status,
+    console,
+    percentiles,
+    run_benchmark,
+    service_env,
+    start_service,
+)
 from nats.aio.msg import Msg
 from rich.table import Table
 
@@ -140,12 +148,7 @@ def main() -> None:
     parser.add_argument("--gaps-ms", default="0,5,20,50", help="idle gaps between messages (0,5,20,50)")
     args = parser.parse_args()
     args.messages = args.messages or (60 if args.quick else 200)
-    started = time.monotonic()
-    doc = asyncio.run(measure(args))
-    doc["duration_s"] = round(time.monotonic() - started, 1)
-    report(doc)
-    path = write_results(NAME, doc)
-    console.print(f"wrote {path} in {doc['duration_s']:.0f} s")
+    run_benchmark(NAME, measure, report, args)
 
 
 if __name__ == "__main__":

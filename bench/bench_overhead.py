@@ -44,11 +44,11 @@ from _harness import (
     console,
     met,
     percentiles,
+    run_benchmark,
     service_env,
     start_service,
     start_simulators,
     submit,
-    write_results,
 )
 from nats.aio.msg import Msg
 from rich.table import Table
@@ -468,12 +468,7 @@ def main() -> None:
     args = parser.parse_args()
     args.sessions = args.sessions or (8 if args.quick else 16)
     args.rounds = args.rounds or (1 if args.quick else 3)
-    started = time.monotonic()
-    doc = asyncio.run(measure(args))
-    doc["duration_s"] = round(time.monotonic() - started, 1)
-    report(doc)
-    path = write_results(NAME, doc)
-    console.print(f"wrote {path} in {doc['duration_s']:.0f} s")
+    run_benchmark(NAME, measure, report, args)
 
 
 if __name__ == "__main__":

@@ -35,12 +35,12 @@ from _harness import (
     Status,
     console,
     met,
+    run_benchmark,
     service_env,
     simulator_calls,
     start_service,
     start_simulators,
     submit,
-    write_results,
 )
 from nats.aio.msg import Msg
 from rich.table import Table
@@ -223,12 +223,7 @@ def main() -> None:
     args.warmup = args.warmup if args.warmup is not None else (2.0 if args.quick else 3.0)
     args.window = args.window or (6.0 if args.quick else 10.0)
     args.rounds = args.rounds or (1 if args.quick else 2)
-    started = time.monotonic()
-    doc = asyncio.run(measure(args))
-    doc["duration_s"] = round(time.monotonic() - started, 1)
-    report(doc)
-    path = write_results(NAME, doc)
-    console.print(f"wrote {path} in {doc['duration_s']:.0f} s")
+    run_benchmark(NAME, measure, report, args)
 
 
 if __name__ == "__main__":

@@ -36,12 +36,12 @@ from _harness import (
     console,
     met,
     read_events,
+    run_benchmark,
     service_env,
     simulator_calls,
     start_service,
     start_simulators,
     submit,
-    write_results,
 )
 from nats.aio.msg import Msg
 from rich.table import Table
@@ -317,12 +317,7 @@ def main() -> None:
     args.levels = [int(x) for x in args.levels.split(",") if x.strip()]
     args.steps = args.steps or (4 if args.quick else 9)
     args.timeout = args.timeout or (30.0 if args.quick else 60.0)
-    started = time.monotonic()
-    doc = asyncio.run(measure(args))
-    doc["duration_s"] = round(time.monotonic() - started, 1)
-    report(doc)
-    path = write_results(NAME, doc)
-    console.print(f"wrote {path} in {doc['duration_s']:.0f} s")
+    run_benchmark(NAME, measure, report, args)
 
 
 if __name__ == "__main__":
