@@ -13,6 +13,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.trace import NoOpTracer, Tracer
 
 __all__ = ["configure_logging", "configure_tracing"]
 
@@ -44,6 +45,24 @@ def configure_logging(*, service: str, level: str = "INFO", json_logs: bool | No
     structlog.contextvars.bind_contextvars(service=service)
 
 
+class _ServiceTracerProvider(TracerProvider):
+    """Hands out a no-op tracer until a span processor is added.
+
+    Spans that no processor exports still cost about 0.2 ms per hop on the bus (bench/bench_hop.py); a
+    no-op tracer skips them and still passes the incoming trace context on (its spans carry the parent's
+    context), so a service without an exporter keeps the traces of the others connected.
+    """
+
+    _exporting = False
+
+    def add_span_processor(self, span_processor: SpanProcessor) -> None:
+        super().add_span_processor(span_processor)
+        self._exporting = True
+
+    def get_tracer(self, *args: Any, **kwargs: Any) -> Tracer:
+        return super().get_tracer(*args, **kwargs) if self._exporting else NoOpTracer()
+
+
 def configure_tracing(
     *, service: str, env: Mapping[str, str], extra_processor: SpanProcessor | None = None
 ) -> TracerProvider:
@@ -53,7 +72,7 @@ def configure_tracing(
     ``TRIGREASON_TRACE_CONSOLE=1`` prints spans; ``OTEL_SDK_DISABLED=true`` keeps tracing off.
     """
     resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME", f"trigreason-{service}")})
-    provider = TracerProvider(resource=resource)
+    provider = _ServiceTracerProvider(resource=resource)
     if env.get("OTEL_SDK_DISABLED", "").lower() != "true":
         if env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
