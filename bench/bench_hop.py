@@ -9,7 +9,7 @@ what it costs when the processes have gone idle in between, which is the situati
 steps arrive every few hundred milliseconds. Each configuration runs with ``TRIGREASON_EVENT_LOOP``
 ``asyncio`` and ``uvloop``, alternating, in one run.
 
-    uv run --frozen python bench/bench_hop.py [--quick] [--messages 200] [--gaps-ms 0,5,20,50]
+    uv run --frozen python bench/bench_hop.py [--quick] [--messages 200] [--gaps-ms 0,5,20,50] [--tracing-sdk]
 
 No target of its own: it explains the per-step overhead of ``bench_overhead.py`` (three hops per SRM
 step). Writes bench/results/hop.json.
@@ -100,6 +100,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         for loop_kind in LOOPS:
             with Processes() as procs:
                 env = {**service_env(server.url), "TRIGREASON_EVENT_LOOP": loop_kind}
+                if args.tracing_sdk:
+                    env.pop("OTEL_SDK_DISABLED")  # the default set-up: the SDK on, no exporter
                 start_service(procs, "trigger-evaluator", "trigger-evaluator", env)
                 await procs.wait_log(["trigger-evaluator"], "consuming")
                 await measure_config(nc, js, f"warmup{loop_kind}", 20, 0.0)
@@ -113,7 +115,12 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                     }
         await nc.close()
     return {
-        "settings": {"messages": args.messages, "gaps_ms": gaps, "loops": list(LOOPS)},
+        "settings": {
+            "messages": args.messages,
+            "gaps_ms": gaps,
+            "loops": list(LOOPS),
+            "tracing_sdk": args.tracing_sdk,
+        },
         "configs": configs,
         "uvloop_over_asyncio_p50": {
             f"{gap:g}": configs[f"uvloop gap {gap:g} ms"]["hop_ms"]["p50"]
@@ -145,10 +152,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="60 messages per configuration")
     parser.add_argument("--messages", type=int, default=None, help="messages per configuration (200)")
+    parser.add_argument(
+        "--tracing-sdk", action="store_true", help="OpenTelemetry SDK on, no exporter (the services default)"
+    )
     parser.add_argument("--gaps-ms", default="0,5,20,50", help="idle gaps between messages (0,5,20,50)")
     args = parser.parse_args()
     args.messages = args.messages or (60 if args.quick else 200)
-    run_benchmark(NAME, measure, report, args)
+    run_benchmark(f"{NAME}-tracing-sdk" if args.tracing_sdk else NAME, measure, report, args)
 
 
 if __name__ == "__main__":
