@@ -1,7 +1,7 @@
 """Run a service's main coroutine on the fastest event loop available.
 
-uvloop (libuv) cuts the per-message cost of every hop on the bus; ``TRIGREASON_EVENT_LOOP=asyncio``
-keeps the standard loop (for debugging, or to compare: ``bench/bench_overhead.py --event-loop``).
+uvloop (libuv) trims the per-message cost of a hop on the bus a little; ``TRIGREASON_EVENT_LOOP=asyncio``
+keeps the standard loop (for debugging; ``bench/bench_hop.py`` measures both side by side).
 """
 
 from __future__ import annotations
