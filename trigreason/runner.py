@@ -6,18 +6,19 @@ Evaluation and the benchmarks use it as the no-bus baseline; routing mirrors the
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
 from msgspec import Struct
 
 from .backends import Backend, GenerationRequest
-from .core import BackendError, decide, evaluate, initial_state
+from .core import BackendError, decide, evaluate, initial_state, judge_scored, step_failed, step_generated
 from .core.transitions import OrchestratorEvent
 from .proto import (
     CommittedStep,
+    DeadlineReached,
     GenerateStep,
-    JudgeScored,
     JudgeStep,
     SessionFailed,
     SessionFinished,
@@ -26,8 +27,6 @@ from .proto import (
     SessionSnapshot,
     SessionStats,
     StepCommitted,
-    StepFailed,
-    StepGenerated,
     Verdict,
 )
 
@@ -70,18 +69,29 @@ async def run_session(
     event: OrchestratorEvent = SessionRequested(
         session_id=session_id, question=question, params=params, requested_at=clock()
     )
+    deadline: DeadlineReached | None = None
     while True:
         state, outputs = decide(state, event)
         command: GenerateStep | None = None
         for out in outputs:
             if isinstance(out, SessionFinished | SessionFailed):
                 return _result(state, out)
+            if isinstance(out, DeadlineReached):
+                deadline = out  # the cluster arms a timer; here the step's wait is bounded instead
+                continue
             await notify(out)
             if isinstance(out, GenerateStep):
                 command = out
         if command is None:  # pragma: no cover - decide always owes a command or an end
             raise AssertionError("decide returned neither a command nor an end")
-        event = await _execute(command, srm=srm, lrm=lrm, clock=clock)
+        left = None if deadline is None else deadline.deadline_at - clock()
+        try:
+            async with asyncio.timeout(left):
+                event = await _execute(command, srm=srm, lrm=lrm, clock=clock)
+        except TimeoutError:
+            assert deadline is not None
+            event = deadline
+            continue
         if isinstance(event, Verdict):
             await notify(event)
 
@@ -89,6 +99,7 @@ async def run_session(
 async def _execute(
     command: GenerateStep, *, srm: Backend, lrm: Backend, clock: Callable[[], float]
 ) -> OrchestratorEvent:
+    """What a worker (and, for SRM steps, the trigger evaluator) would publish for ``command``."""
     backend = srm if command.role == "srm" else lrm
     request = GenerationRequest(
         prompt=command.prompt,
@@ -101,19 +112,8 @@ async def _execute(
     try:
         gen = await backend.generate(request)
     except BackendError as exc:
-        return _failed(command, exc, clock)
-    generated = StepGenerated(
-        session_id=command.session_id,
-        command_id=command.command_id,
-        step_index=command.step_index,
-        attempt=command.attempt,
-        role=command.role,
-        step=gen.step,
-        trigger=command.trigger,
-        context=command.context,
-        timings=gen.timings,
-        at=clock(),
-    )
+        return step_failed(command, code=exc.code, message=exc.message, at=clock())
+    generated = step_generated(command, gen.step, gen.timings, at=clock())
     if command.role == "lrm":
         return generated
     verdict_or_judge = evaluate(generated)
@@ -123,34 +123,11 @@ async def _execute(
     try:
         scored = await lrm.judge(judge.prompt, top_n=judge.top_n)
     except BackendError as exc:
-        return _failed(command, exc, clock)
-    verdict = evaluate(
-        JudgeScored(
-            session_id=judge.session_id,
-            command_id=judge.command_id,
-            step_index=judge.step_index,
-            attempt=judge.attempt,
-            top_logprobs=scored.top_logprobs,
-            candidate=generated,
-            timings=scored.timings,
-            at=clock(),
-        )
-    )
+        # As in the cluster: the judge call's failure, which the orchestrator maps to the judged step.
+        return step_failed(judge, code=exc.code, message=exc.message, at=clock())
+    verdict = evaluate(judge_scored(judge, scored.top_logprobs, scored.timings, at=clock()))
     assert isinstance(verdict, Verdict)
     return verdict
-
-
-def _failed(command: GenerateStep, exc: BackendError, clock: Callable[[], float]) -> StepFailed:
-    return StepFailed(
-        session_id=command.session_id,
-        command_id=command.command_id,
-        step_index=command.step_index,
-        attempt=command.attempt,
-        role=command.role,
-        code=exc.code,
-        message=exc.message,
-        at=clock(),
-    )
 
 
 def _result(state: SessionSnapshot, end: SessionFinished | SessionFailed) -> SessionResult:

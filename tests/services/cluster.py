@@ -45,6 +45,19 @@ class Cluster:
                 )
             )
         )
+        if isinstance(service, Orchestrator):  # the sessions' deadline timers
+            self.tasks.append(
+                asyncio.create_task(
+                    consume(
+                        bus,
+                        service.timer_consumer,
+                        service.timer_decoder,
+                        service.handle_timer,
+                        stop=self.stop,
+                        concurrency=concurrency,
+                    )
+                )
+            )
 
     async def close(self) -> None:
         self.stop.set()

@@ -8,6 +8,7 @@ import pytest
 from tests.support import CONFIDENT, Trace, drive, scripted, step
 from trigreason.core import IllegalEvent, Output, StaleEvent, decide, initial_state
 from trigreason.proto import (
+    DeadlineReached,
     GeneratedStep,
     GenerateStep,
     SessionFailed,
@@ -149,7 +150,8 @@ def test_commands_have_deterministic_ids_and_carry_the_trigger_context() -> None
         initial_state("abc"),
         SessionRequested(session_id="abc", question=Q, params=SessionParams(priming_steps=1)),
     )
-    (cmd,) = out
+    (timer, cmd) = out
+    assert timer == DeadlineReached(session_id="abc", deadline_at=3600.0)  # requested at 0, default 3600 s
     assert isinstance(cmd, GenerateStep)
     assert (cmd.command_id, cmd.role, cmd.trigger, cmd.context) == ("abc.0.0.lrm", "lrm", "priming", None)
     assert Q in cmd.prompt
@@ -162,11 +164,15 @@ def test_commands_have_deterministic_ids_and_carry_the_trigger_context() -> None
     assert out2 == out
 
 
-def _started() -> tuple[SessionSnapshot, tuple[Output, ...]]:
-    return decide(
+def _started(params: SessionParams | None = None) -> tuple[SessionSnapshot, tuple[Output, ...]]:
+    state, (timer, cmd) = decide(
         initial_state("s"),
-        SessionRequested(session_id="s", question=Q, params=SessionParams(priming_steps=1)),
+        SessionRequested(
+            session_id="s", question=Q, params=params or SessionParams(priming_steps=1), requested_at=10.0
+        ),
     )
+    assert isinstance(timer, DeadlineReached)
+    return state, (cmd,)
 
 
 def test_illegal_event_raises_and_leaves_state_untouched() -> None:

@@ -7,8 +7,9 @@ from ._accounting import session_stats
 from ._answers import extract_boxed, has_final_answer
 from ._errors import BackendError, ConfigError, IllegalEvent, StaleEvent, TrigReasonError
 from ._evaluator import evaluate
-from ._handlers import command_id
+from ._handlers import answered_command, command_id, judge_command_id
 from ._prompts import STEP_DELIMITER, render_generation_prompt, render_judge_prompt
+from ._results import judge_scored, step_failed, step_generated
 from ._triggers import TriggerDecision, confident_share, decide_trigreason, hesitates, judge_score
 from .transitions import TRANSITIONS, OrchestratorEvent, Output, decide, initial_state, render_diagram
 
@@ -23,6 +24,7 @@ __all__ = [
     "StaleEvent",
     "TrigReasonError",
     "TriggerDecision",
+    "answered_command",
     "command_id",
     "confident_share",
     "decide",
@@ -32,9 +34,13 @@ __all__ = [
     "has_final_answer",
     "hesitates",
     "initial_state",
+    "judge_command_id",
     "judge_score",
+    "judge_scored",
     "render_diagram",
     "render_generation_prompt",
     "render_judge_prompt",
     "session_stats",
+    "step_failed",
+    "step_generated",
 ]

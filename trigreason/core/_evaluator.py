@@ -6,6 +6,7 @@ from __future__ import annotations
 from trigreason.proto import JudgeScored, JudgeStep, StepGenerated, Verdict
 
 from ._errors import IllegalEvent
+from ._handlers import judge_command_id
 from ._triggers import decide_trigreason, hesitates, judge_score
 
 __all__ = ["evaluate"]
@@ -47,7 +48,7 @@ def evaluate(event: StepGenerated | JudgeScored) -> Verdict | JudgeStep:
     if params.policy == "specreason":
         return JudgeStep(
             session_id=event.session_id,
-            command_id=f"{event.command_id}.judge",
+            command_id=judge_command_id(event.command_id),
             step_index=event.step_index,
             attempt=event.attempt,
             prompt=ctx.judge_prompt_head + step.text + ctx.judge_prompt_tail,

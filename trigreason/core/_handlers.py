@@ -9,9 +9,12 @@ from __future__ import annotations
 import msgspec
 
 from trigreason.proto import (
+    MAX_CONTEXT_BYTES,
     CommittedStep,
+    DeadlineReached,
     GeneratedStep,
     GenerateStep,
+    MessageDeadLettered,
     Role,
     SessionFailed,
     SessionFinished,
@@ -30,9 +33,20 @@ from ._answers import extract_boxed
 from ._errors import StaleEvent
 from ._prompts import render_generation_prompt, render_judge_prompt
 
-__all__ = ["Output", "on_lrm_step", "on_session_requested", "on_step_failed", "on_verdict"]
+__all__ = [
+    "Output",
+    "answered_command",
+    "judge_command_id",
+    "on_dead_lettered",
+    "on_deadline",
+    "on_lrm_step",
+    "on_session_requested",
+    "on_step_failed",
+    "on_verdict",
+]
 
-Output = GenerateStep | StepCommitted | SessionFinished | SessionFailed
+# What a decision owes the bus; ``DeadlineReached`` arms the session's deadline timer.
+Output = GenerateStep | StepCommitted | SessionFinished | SessionFailed | DeadlineReached
 Decision = tuple[SessionSnapshot, tuple[Output, ...]]
 
 # Consecutive blank steps (nothing but whitespace before the delimiter) after which a session stops.
@@ -43,6 +57,19 @@ _SEED_MIX = 0x9E3779B97F4A7C15
 def command_id(session_id: str, index: int, attempt: int, role: Role) -> str:
     """Deterministic: the same decision always yields the same id, so JetStream de-duplicates it."""
     return f"{session_id}.{index}.{attempt}.{role}"
+
+
+_JUDGE_SUFFIX = ".judge"
+
+
+def judge_command_id(generate_command_id: str) -> str:
+    """SpecReason: the id of the judge call on the SRM step that ``generate_command_id`` produced."""
+    return generate_command_id + _JUDGE_SUFFIX
+
+
+def answered_command(command_id: str) -> str:
+    """The orchestrator's command that ``command_id`` works on: a judge call serves its SRM step."""
+    return command_id.removesuffix(_JUDGE_SUFFIX)
 
 
 def _step_seed(seed: int, index: int, attempt: int) -> int:
@@ -67,7 +94,8 @@ def on_session_requested(state: SessionSnapshot, event: SessionRequested) -> Dec
         requested_at=event.requested_at,
         last_event_at=event.requested_at,
     )
-    return _next_command(started, ())
+    timer = DeadlineReached(session_id=state.session_id, deadline_at=event.requested_at + params.deadline_s)
+    return _next_command(started, (timer,))
 
 
 def on_lrm_step(state: SessionSnapshot, event: StepGenerated) -> Decision:
@@ -139,16 +167,22 @@ def on_verdict(state: SessionSnapshot, event: Verdict) -> Decision:
 
 
 def on_step_failed(state: SessionSnapshot, event: StepFailed) -> Decision:
-    _check_awaited(state, event.command_id)
+    _check_awaited(state, answered_command(event.command_id))
     state = _seen(state, event.at)
-    failed = msgspec.structs.replace(state, phase="failed", awaiting=None, end_reason=event.code)
-    return failed, (
-        SessionFailed(
-            session_id=state.session_id,
-            code=event.code,
-            message=f"step {event.step_index} ({event.role}): {event.message}",
-            stats=session_stats(failed),
-        ),
+    what = "judge" if event.command_id != answered_command(event.command_id) else event.role
+    return _fail(state, event.code, f"step {event.step_index} ({what}): {event.message}")
+
+
+def on_deadline(state: SessionSnapshot, event: DeadlineReached) -> Decision:
+    """The deadline passed before the session ended (the service hands the timer over only when due)."""
+    seconds = event.deadline_at - state.requested_at
+    return _fail(state, "deadline_exceeded", f"the session did not end within its deadline ({seconds:g} s)")
+
+
+def on_dead_lettered(state: SessionSnapshot, event: MessageDeadLettered) -> Decision:
+    state = _seen(state, event.at)
+    return _fail(
+        state, "dead_lettered", f"a message on {event.origin_subject} was dead-lettered: {event.reason}"
     )
 
 
@@ -200,7 +234,20 @@ def _commit(state: SessionSnapshot, step: CommittedStep, generated: GeneratedSte
         return _finish(state, "token_budget", out)
     if len(state.steps) >= params.max_steps:
         return _finish(state, "step_cap", out)
+    if _context_bytes(state) >= MAX_CONTEXT_BYTES:
+        return _finish(state, "context_limit", out)  # the next prompt would not fit a message
     return _next_command(state, out)
+
+
+def _fail(state: SessionSnapshot, code: str, message: str) -> Decision:
+    failed = msgspec.structs.replace(state, phase="failed", awaiting=None, end_reason=code)
+    return failed, (
+        SessionFailed(session_id=state.session_id, code=code, message=message, stats=session_stats(failed)),
+    )
+
+
+def _context_bytes(state: SessionSnapshot) -> int:
+    return len(state.question.encode()) + sum(len(s.text.encode()) for s in state.steps)
 
 
 def _finish(state: SessionSnapshot, reason: str, out: tuple[Output, ...]) -> Decision:

@@ -26,11 +26,14 @@ StepVerdict = Literal["accept", "offload", "intervene"]
 def confident_share(token_logprobs: Sequence[float], tau: float) -> float:
     """``r_s``: the share of tokens whose perplexity ``exp(-logprob)`` is strictly below ``tau``.
 
-    A step with no tokens has ``r_s = 0``.
+    Compared in log space, ``logprob > -log(tau)``: ``exp(-logprob)`` overflows for log-probabilities
+    below -709, and servers report -9999.0 (vLLM) or -inf for an impossible token. Such a token, and a NaN,
+    is not confident. A step with no tokens has ``r_s = 0``.
     """
     if not token_logprobs:
         return 0.0
-    confident = sum(1 for lp in token_logprobs if math.exp(-lp) < tau)
+    threshold = -math.log(tau)
+    confident = sum(1 for lp in token_logprobs if lp > threshold)
     return confident / len(token_logprobs)
 
 

@@ -9,10 +9,28 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final, NamedTuple
 
-from trigreason.proto import Phase, SessionRequested, SessionSnapshot, StepFailed, StepGenerated, Verdict
+from trigreason.proto import (
+    DeadlineReached,
+    MessageDeadLettered,
+    Phase,
+    SessionRequested,
+    SessionSnapshot,
+    StepFailed,
+    StepGenerated,
+    Verdict,
+)
 
 from ._errors import IllegalEvent, StaleEvent
-from ._handlers import Output, on_lrm_step, on_session_requested, on_step_failed, on_verdict
+from ._handlers import (
+    Output,
+    answered_command,
+    on_dead_lettered,
+    on_deadline,
+    on_lrm_step,
+    on_session_requested,
+    on_step_failed,
+    on_verdict,
+)
 
 __all__ = [
     "TRANSITIONS",
@@ -24,7 +42,9 @@ __all__ = [
     "render_diagram",
 ]
 
-OrchestratorEvent = SessionRequested | StepGenerated | Verdict | StepFailed
+OrchestratorEvent = (
+    SessionRequested | StepGenerated | Verdict | StepFailed | DeadlineReached | MessageDeadLettered
+)
 
 
 class Transition(NamedTuple):
@@ -35,14 +55,22 @@ class Transition(NamedTuple):
 
 _RUNNING: Final[frozenset[Phase]] = frozenset({"awaiting_lrm", "awaiting_verdict"})
 _AFTER_STEP: Final[frozenset[Phase]] = _RUNNING | {"finished"}
+_FAILED: Final[frozenset[Phase]] = frozenset({"failed"})
 
 TRANSITIONS: Final[dict[tuple[Phase, type], Transition]] = {
     ("new", SessionRequested): Transition(on_session_requested, _RUNNING, "start: priming or first SRM step"),
     ("awaiting_lrm", StepGenerated): Transition(on_lrm_step, _AFTER_STEP, "commit LRM step"),
     ("awaiting_verdict", Verdict): Transition(on_verdict, _AFTER_STEP, "accept SRM step, or replace"),
-    ("awaiting_lrm", StepFailed): Transition(on_step_failed, frozenset({"failed"}), "backend gave up"),
-    ("awaiting_verdict", StepFailed): Transition(on_step_failed, frozenset({"failed"}), "backend gave up"),
+    ("awaiting_lrm", StepFailed): Transition(on_step_failed, _FAILED, "backend gave up"),
+    ("awaiting_verdict", StepFailed): Transition(on_step_failed, _FAILED, "backend or judge gave up"),
+    ("new", DeadlineReached): Transition(on_deadline, _FAILED, "deadline passed"),
+    ("awaiting_lrm", DeadlineReached): Transition(on_deadline, _FAILED, "deadline passed"),
+    ("awaiting_verdict", DeadlineReached): Transition(on_deadline, _FAILED, "deadline passed"),
+    ("new", MessageDeadLettered): Transition(on_dead_lettered, _FAILED, "request dead-lettered"),
+    ("awaiting_lrm", MessageDeadLettered): Transition(on_dead_lettered, _FAILED, "message dead-lettered"),
+    ("awaiting_verdict", MessageDeadLettered): Transition(on_dead_lettered, _FAILED, "message dead-lettered"),
 }
+_TERMINAL: Final[frozenset[Phase]] = frozenset({"finished", "failed"})
 
 
 def initial_state(session_id: str) -> SessionSnapshot:
@@ -55,10 +83,12 @@ def decide(state: SessionSnapshot, event: OrchestratorEvent) -> tuple[SessionSna
         raise IllegalEvent(f"event for session {event.session_id} applied to {state.session_id}")
     if isinstance(event, StepGenerated) and event.role != "lrm":
         raise IllegalEvent("SRM steps reach the orchestrator only as a Verdict")
-    cid = _answers_command(event)
-    if state.phase != "new" and (cid is None or cid != state.awaiting):
+    if _is_stale(state, event):
         # A redelivered or superseded event: everything it could cause has happened already.
-        raise StaleEvent(f"{type(event).__name__} ({cid}) is stale: session awaits {state.awaiting!r}")
+        raise StaleEvent(
+            f"{type(event).__name__} ({_answers_command(event)}) is stale: session is {state.phase}, "
+            f"awaits {state.awaiting!r}"
+        )
     transition = TRANSITIONS.get((state.phase, type(event)))
     if transition is None:
         raise IllegalEvent(f"{type(event).__name__} is not allowed in phase {state.phase!r}")
@@ -70,12 +100,32 @@ def decide(state: SessionSnapshot, event: OrchestratorEvent) -> tuple[SessionSna
     return new_state, outputs
 
 
+def _is_stale(state: SessionSnapshot, event: OrchestratorEvent) -> bool:
+    if state.phase in _TERMINAL:
+        return True  # a session ends once; nothing after its terminal event changes it
+    if isinstance(event, DeadlineReached):
+        return False
+    if isinstance(event, MessageDeadLettered):
+        # A dead message stops the session unless it belonged to an attempt the session has left behind.
+        cid = event.command_id
+        return state.phase != "new" and cid is not None and answered_command(cid) != state.awaiting
+    if state.phase == "new":
+        # Only a request starts a session; an answer to a command of a session with no snapshot (it
+        # expired) has nothing to continue.
+        return not isinstance(event, SessionRequested)
+    cid = _answers_command(event)
+    return cid is None or cid != state.awaiting
+
+
 def _answers_command(event: OrchestratorEvent) -> str | None:
-    """The command an event answers (``None`` for a session request)."""
+    """The orchestrator command an event answers (``None`` for a request, a timer or a dead letter).
+
+    A failed SpecReason judge call answers the SRM step it judged: the session waits for that step.
+    """
     if isinstance(event, Verdict):
         return event.candidate.command_id
     if isinstance(event, StepGenerated | StepFailed):
-        return event.command_id
+        return answered_command(event.command_id)
     return None
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Final
 
 from ._v1 import (
+    DeadlineReached,
     GenerateStep,
     JudgeScored,
     JudgeStep,
     Message,
+    MessageDeadLettered,
     Role,
     SessionFailed,
     SessionFinished,
@@ -24,11 +26,13 @@ __all__ = [
     "DEAD_LETTER_STREAM",
     "EVENT_STREAM",
     "SESSION_BUCKET",
+    "TIMER_STREAM",
     "command_subject",
     "dead_letter_subject",
     "event_kind",
     "event_subject",
     "subject_for",
+    "timer_subject",
 ]
 
 # Work queue of commands: one subject per role, one durable pull consumer per role shared by replicas.
@@ -37,6 +41,8 @@ COMMAND_STREAM: Final = "TRIG_CMD"
 EVENT_STREAM: Final = "TRIG_EVT"
 DEAD_LETTER_STREAM: Final = "TRIG_DLQ"
 SESSION_BUCKET: Final = "trig_sessions"
+# Work queue of session deadline timers (trig.timer.<session>): each waits, unacknowledged, until it is due.
+TIMER_STREAM: Final = "TRIG_TIMER"
 
 _EVENT_KINDS: Final[dict[type[Message], str]] = {
     SessionRequested: "requested",
@@ -46,6 +52,7 @@ _EVENT_KINDS: Final[dict[type[Message], str]] = {
     StepCommitted: "committed",
     SessionFinished: "finished",
     SessionFailed: "failed",
+    MessageDeadLettered: "dead_lettered",
 }
 
 
@@ -60,6 +67,10 @@ def event_kind(message: Message) -> str:
     return _EVENT_KINDS[type(message)]
 
 
+def timer_subject(session_id: str) -> str:
+    return f"trig.timer.{session_id}"
+
+
 def event_subject(session_id: str, kind: str) -> str:
     return f"trig.evt.{session_id}.{kind}"
 
@@ -70,6 +81,8 @@ def subject_for(message: Message) -> str:
         return command_subject(message.role)
     if isinstance(message, JudgeStep):
         return command_subject("lrm")
+    if isinstance(message, DeadlineReached):
+        return timer_subject(message.session_id)
     return event_subject(message.session_id, event_kind(message))
 
 

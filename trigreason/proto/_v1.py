@@ -20,9 +20,12 @@ from msgspec import Meta, Struct
 
 __all__ = [
     "DEFAULT_HESITATION",
+    "MAX_CONTEXT_BYTES",
+    "MAX_QUESTION_CHARS",
     "BackendTimings",
     "Command",
     "CommittedStep",
+    "DeadlineReached",
     "Event",
     "FinishReason",
     "GenerateStep",
@@ -31,6 +34,7 @@ __all__ = [
     "JudgeScored",
     "JudgeStep",
     "Message",
+    "MessageDeadLettered",
     "Phase",
     "PolicyName",
     "PromptFamily",
@@ -68,6 +72,15 @@ DEFAULT_HESITATION: tuple[str, ...] = (
     "actually",
 )
 
+# Size bounds that keep every message under NATS' default max_payload (1 MiB). The largest messages carry
+# the rendered context up to three times (snapshot: committed steps, the pending command's prompt and, under
+# SpecReason, the judge prompt), so the question plus the committed text is capped at MAX_CONTEXT_BYTES
+# (a session that reaches it finishes with reason ``context_limit``) and a step at 4,096 tokens.
+MAX_QUESTION_CHARS = 20_000
+MAX_CONTEXT_BYTES = 192 * 1024
+_MAX_STEP_TOKENS = 4096
+_MAX_BUDGET_TOKENS = 65_536
+
 _Id = Annotated[str, Meta(min_length=1, max_length=256)]
 # A session id is one NATS subject token: letters, digits, '_' and '-'.
 SessionId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
@@ -87,22 +100,26 @@ class SessionParams(Struct, kw_only=True, frozen=True, forbid_unknown_fields=Fal
     # Intervention: k consecutive hesitating SRM steps hand the next m steps to the LRM.
     k: Annotated[int, Meta(ge=1, le=1024)] = 2
     m: Annotated[int, Meta(ge=1, le=1024)] = 1
-    hesitation: tuple[Annotated[str, Meta(min_length=1, max_length=64)], ...] = DEFAULT_HESITATION
+    hesitation: Annotated[
+        tuple[Annotated[str, Meta(min_length=1, max_length=64)], ...], Meta(max_length=64)
+    ] = DEFAULT_HESITATION
     # SpecReason: accept an SRM step when the LRM's 0-9 score is at least this.
     judge_threshold: Annotated[float, Meta(ge=0, le=9)] = 7.0
     judge_mode: JudgeMode = "greedy"
     judge_top_n: Annotated[int, Meta(ge=1, le=100)] = 20
     # Termination: committed-token budget and step cap.
-    max_tokens: Annotated[int, Meta(ge=1, le=1_000_000)] = 8192
+    max_tokens: Annotated[int, Meta(ge=1, le=_MAX_BUDGET_TOKENS)] = 8192
     max_steps: Annotated[int, Meta(ge=1, le=100_000)] = 512
     # Decoding, per step.
-    step_max_tokens: Annotated[int, Meta(ge=1, le=32768)] = 512
+    step_max_tokens: Annotated[int, Meta(ge=1, le=_MAX_STEP_TOKENS)] = 512
     temperature: Annotated[float, Meta(ge=0, le=10)] = 0.6
     top_p: Annotated[float, Meta(gt=0, le=1)] = 0.95
     seed: Annotated[int, Meta(ge=0, le=2**63 - 1)] = 0
     # Prompt rendering per model family: the chat template is applied by the orchestrator.
     srm_prompt: PromptFamily = "chatml"
     lrm_prompt: PromptFamily = "chatml"
+    # Wall-clock seconds from the request after which an unfinished session fails (`deadline_exceeded`).
+    deadline_s: Annotated[float, Meta(ge=1, le=7 * 24 * 3600)] = 3600.0
 
 
 class BackendTimings(Struct, kw_only=True, frozen=True):
@@ -157,7 +174,7 @@ class _Msg(Struct, kw_only=True, frozen=True, tag_field="type"):
 
 
 class SessionRequested(_Msg, tag="SessionRequested.v1", kw_only=True, frozen=True):
-    question: Annotated[str, Meta(min_length=1, max_length=100_000)]
+    question: Annotated[str, Meta(min_length=1, max_length=MAX_QUESTION_CHARS)]
     params: SessionParams = SessionParams()
     requested_at: float = 0.0
 
@@ -278,7 +295,7 @@ class SessionStats(Struct, kw_only=True, frozen=True):
 
 class SessionFinished(_Msg, tag="SessionFinished.v1", kw_only=True, frozen=True):
     answer: str | None
-    # final_answer | eos | token_budget | step_cap | stalled
+    # final_answer | eos | token_budget | step_cap | context_limit | stalled
     reason: str
     steps: _NonNegInt
     stats: SessionStats
@@ -288,6 +305,23 @@ class SessionFailed(_Msg, tag="SessionFailed.v1", kw_only=True, frozen=True):
     code: str
     message: str
     stats: SessionStats = SessionStats()
+
+
+class DeadlineReached(_Msg, tag="DeadlineReached.v1", kw_only=True, frozen=True):
+    """The session's deadline timer. Armed by the orchestrator when a session starts (on the timer
+    subject), it is handed back to the orchestrator once ``deadline_at`` has passed."""
+
+    deadline_at: float
+
+
+class MessageDeadLettered(_Msg, tag="MessageDeadLettered.v1", kw_only=True, frozen=True):
+    """A message of this session went to the dead-letter stream: the session cannot go on."""
+
+    origin_subject: str
+    reason: str
+    # The command the dead message was or answered, where it could be read; None for unreadable bytes.
+    command_id: str | None = None
+    at: float = 0.0
 
 
 Command = GenerateStep | JudgeStep
@@ -303,6 +337,8 @@ Message = (
     | StepCommitted
     | SessionFinished
     | SessionFailed
+    | DeadlineReached
+    | MessageDeadLettered
 )
 
 
@@ -340,5 +376,8 @@ class SessionSnapshot(Struct, kw_only=True, frozen=True):
     last_event_at: float = 0.0
     answer: str | None = None
     end_reason: str | None = None
-    # What the last decision owes the bus (outbox): published again when a redelivery finds it stale.
-    outbox: tuple[GenerateStep | StepCommitted | SessionFinished | SessionFailed, ...] = ()
+    # What the last decision owes the bus (outbox), and the message id of the event that caused it: when
+    # exactly that event is redelivered (a crash between the compare-and-set and the publish), whatever of
+    # the outbox is not on the bus yet is published again. Any other stale event publishes nothing.
+    outbox: tuple[GenerateStep | StepCommitted | SessionFinished | SessionFailed | DeadlineReached, ...] = ()
+    outbox_cause: str | None = None

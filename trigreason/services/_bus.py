@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
@@ -21,16 +22,49 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Tracer
 
 from trigreason.core import StaleEvent, TrigReasonError
-from trigreason.proto import Message, TypedDecoder, dead_letter_subject, encode, subject_for
+from trigreason.proto import (
+    Message,
+    MessageDeadLettered,
+    SessionId,
+    TypedDecoder,
+    dead_letter_subject,
+    encode,
+    subject_for,
+)
 from trigreason.services._metrics import ServiceMetrics
 from trigreason.services._topology import CONSUMERS, BusSettings, ensure_topology
 
-__all__ = ["Ack", "Bus", "Delivery", "consume"]
+__all__ = ["Ack", "Bus", "Defer", "Delivery", "consume"]
 
 T = TypeVar("T")
 
 # What a handler tells the consumer loop to do with the message it was given.
 Ack = Literal["ack", "retry"]
+
+
+@dataclass(frozen=True, slots=True)
+class Defer:
+    """Not yet: hand the message back to JetStream, to be delivered again in ``delay_s`` (timers).
+
+    Unlike ``retry`` it is not a failure: it never counts towards the dead-letter limit."""
+
+    delay_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Retry:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class _DeadLetter:
+    reason: str
+
+
+_Outcome = Literal["ack"] | Defer | _Retry | _DeadLetter
+
+# Messages whose loss ends nothing further: their own dead letters must not start another round.
+_NO_NOTICE_KINDS = frozenset({"dead_lettered", "failed", "finished"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,24 +132,73 @@ class Bus:
             propagate.inject(headers)
             await self.js.publish(subject, encode(message), headers=headers)
 
-    async def dead_letter(self, raw: Msg, reason: str) -> None:
+    async def dead_letter(self, raw: Msg, reason: str, *, clock: Callable[[], float] = time.time) -> None:
+        """Move ``raw`` to the dead-letter stream; if it belongs to a session, tell that session's
+        orchestrator (``MessageDeadLettered``), which ends it: a session never waits for a dead message."""
         headers = {
             "Trig-Dead-Letter-Reason": reason[:1000],
             "Trig-Origin-Subject": raw.subject,
         }
+        sequence = 0
         with contextlib.suppress(Exception):
             headers["Trig-Deliveries"] = str(raw.metadata.num_delivered)
+            sequence = raw.metadata.sequence.stream
         await self.js.publish(dead_letter_subject(raw.subject), raw.data, headers=headers)
         self.log.warning("dead_lettered", subject=raw.subject, reason=reason[:200])
         if self.metrics is not None:
             self.metrics.dead_letters.labels(raw.subject.split(".")[1]).inc()
+        owner = _owner(raw.subject, raw.data)
+        if owner is None:
+            return
+        session_id, command_id = owner
+        notice = MessageDeadLettered(
+            session_id=session_id,
+            origin_subject=raw.subject,
+            reason=reason[:1000],
+            command_id=command_id,
+            at=clock(),
+        )
+        await self.publish(notice, msg_id=f"{session_id}.dead.{raw.subject}.{sequence}")
+
+
+class _Owner(msgspec.Struct):
+    """The fields that tie a message to a session, read leniently from bytes that failed to decode."""
+
+    session_id: SessionId
+    command_id: str | None = None
+    candidate: dict[str, Any] | None = None
+
+
+_owner_decoder = msgspec.json.Decoder(_Owner)
+_session_token = msgspec.json.Decoder(SessionId)
+
+
+def _owner(subject: str, data: bytes) -> tuple[str, str | None] | None:
+    """(session id, command id) of a dead message, or None when it belongs to no session we can name."""
+    tokens = subject.split(".")
+    if tokens[:2] == ["trig", "evt"] and len(tokens) == 4 and tokens[3] in _NO_NOTICE_KINDS:
+        return None
+    try:
+        owner = _owner_decoder.decode(data)
+    except msgspec.DecodeError:
+        owner = None
+    if owner is not None:
+        cid = owner.command_id
+        if cid is None and owner.candidate is not None:
+            candidate_cid = owner.candidate.get("command_id")
+            cid = candidate_cid if isinstance(candidate_cid, str) else None
+        return owner.session_id, cid
+    if tokens[:2] in (["trig", "evt"], ["trig", "timer"]) and len(tokens) >= 3:
+        with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+            return msgspec.convert(tokens[2], SessionId), None
+    return None
 
 
 async def consume(
     bus: Bus,
     consumer: str,
     decoder: TypedDecoder[T],
-    handler: Callable[[Delivery[T]], Awaitable[Ack]],
+    handler: Callable[[Delivery[T]], Awaitable[Ack | Defer]],
     *,
     stop: asyncio.Event,
     concurrency: int = 1,
@@ -133,6 +216,7 @@ async def consume(
     in_flight: set[asyncio.Task[None]] = set()
     log = bus.log.bind(consumer=consumer)
     backoff = bus.settings.backoff_s or (1.0,)
+    max_deliver = spec.max_deliver if spec.max_deliver is not None else bus.settings.max_deliver
 
     async def process(raw: Msg) -> None:
         try:
@@ -158,16 +242,19 @@ async def consume(
                 },
             ):
                 outcome = await _run(handler, Delivery(message, raw.subject, delivered, raw), log)
-            if outcome == "ack":
-                await raw.ack()
-            elif isinstance(outcome, str) and outcome.startswith("dead:"):
-                await bus.dead_letter(raw, outcome.removeprefix("dead:"))
-                await raw.term()
-            elif delivered >= bus.settings.max_deliver:
-                await bus.dead_letter(raw, f"delivery limit {bus.settings.max_deliver} reached: {outcome}")
-                await raw.term()
-            else:
-                await raw.nak(delay=backoff[min(delivered - 1, len(backoff) - 1)])
+            match outcome:
+                case "ack":
+                    await raw.ack()
+                case Defer(delay_s=delay):
+                    await raw.nak(delay=max(0.001, delay))
+                case _DeadLetter(reason=reason):
+                    await bus.dead_letter(raw, reason)
+                    await raw.term()
+                case _Retry(reason=reason) if delivered >= max_deliver:
+                    await bus.dead_letter(raw, f"delivery limit {max_deliver} reached: {reason}")
+                    await raw.term()
+                case _Retry():
+                    await raw.nak(delay=backoff[min(delivered - 1, len(backoff) - 1)])
         finally:
             limit.release()
 
@@ -224,18 +311,21 @@ _IDLE_WAIT_S = 0.5  # a pull waits this long for a message (and a stop request i
 _BUSY_WAIT_S = 0.05  # bounds a batch pull that raced with another replica and found nothing
 
 
-async def _run(handler: Callable[[Delivery[T]], Awaitable[Ack]], delivery: Delivery[T], log: Any) -> str:
+async def _run(
+    handler: Callable[[Delivery[T]], Awaitable[Ack | Defer]], delivery: Delivery[T], log: Any
+) -> _Outcome:
     try:
-        return await handler(delivery)
+        result = await handler(delivery)
     except StaleEvent as exc:
         log.info("stale_event_dropped", reason=exc.message)
         return "ack"
     except TrigReasonError as exc:
         if exc.retryable:
             log.warning("retryable_error", code=exc.code, error=exc.message)
-            return f"retry: {exc.code}: {exc.message}"
+            return _Retry(f"{exc.code}: {exc.message}")
         log.error("non_retryable_error", code=exc.code, error=exc.message)
-        return f"dead:{exc.code}: {exc.message}"
+        return _DeadLetter(f"{exc.code}: {exc.message}")
     except Exception as exc:
         log.exception("handler_crashed")
-        return f"retry: {type(exc).__name__}: {exc}"
+        return _Retry(f"{type(exc).__name__}: {exc}")
+    return _Retry("handler asked for a retry") if result == "retry" else result

@@ -118,14 +118,28 @@ async def run_service(
         log.info("consuming", consumer=service.consumer)
         if on_ready:
             on_ready(service.consumer)
-        await consume(  # type: ignore[misc]  # each service pairs its own decoder and handler
-            bus,
-            service.consumer,
-            service.decoder,
-            service.handle,
-            stop=stop,
-            concurrency=settings.concurrency,
-        )
+        loops = [
+            consume(  # type: ignore[misc]  # each service pairs its own decoder and handler
+                bus,
+                service.consumer,
+                service.decoder,
+                service.handle,
+                stop=stop,
+                concurrency=settings.concurrency,
+            )
+        ]
+        if isinstance(service, Orchestrator):  # it also runs the sessions' deadline timers
+            loops.append(
+                consume(
+                    bus,
+                    service.timer_consumer,
+                    service.timer_decoder,
+                    service.handle_timer,
+                    stop=stop,
+                    concurrency=settings.concurrency,
+                )
+            )
+        await asyncio.gather(*loops)
         log.info("drained")
         for task in side_tasks:
             task.cancel()

@@ -22,7 +22,7 @@ from nats.js.errors import BadRequestError
 from nats.js.kv import KeyValue
 
 from trigreason.core import ConfigError
-from trigreason.proto import COMMAND_STREAM, DEAD_LETTER_STREAM, EVENT_STREAM, SESSION_BUCKET
+from trigreason.proto import COMMAND_STREAM, DEAD_LETTER_STREAM, EVENT_STREAM, SESSION_BUCKET, TIMER_STREAM
 
 __all__ = ["CONSUMERS", "BusSettings", "ConsumerSpec", "ensure_topology"]
 
@@ -36,8 +36,15 @@ class BusSettings:
 
     nats_url: str = "nats://127.0.0.1:4222"
     replicas: int = 1
+    # Retention: a session's events and its snapshot expire together, so a session either answers in
+    # full or is gone (404); sizes are bounded so a busy cluster cannot fill the NATS store.
     event_max_age_s: float = 7 * 24 * 3600.0
+    event_max_bytes: int = 2 * 1024**3
+    session_max_bytes: int = 1024**3
+    command_max_bytes: int = 512 * 1024**2
     dead_letter_max_age_s: float = 30 * 24 * 3600.0
+    dead_letter_max_bytes: int = 256 * 1024**2
+    max_message_bytes: int = 1024**2  # NATS' default max_payload
     duplicate_window_s: float = 120.0
     ack_wait_s: float = 30.0  # workers send in_progress more often than this during long generations
     max_deliver: int = 5
@@ -88,6 +95,11 @@ class BusSettings:
         if token is not None and user is not None:
             raise ConfigError("set TRIGREASON_NATS_TOKEN or TRIGREASON_NATS_USER/PASSWORD, not both")
         inbox_prefix = env.get("TRIGREASON_NATS_INBOX_PREFIX") or defaults.inbox_prefix
+        raw_backoff = env.get("TRIGREASON_RETRY_BACKOFF_S", "")
+        try:
+            backoff = tuple(float(x) for x in raw_backoff.split(",") if x.strip()) or defaults.backoff_s
+        except ValueError as exc:
+            raise ConfigError(f"TRIGREASON_RETRY_BACKOFF_S={raw_backoff!r}: comma-separated seconds") from exc
         if not _INBOX_PREFIX.fullmatch(inbox_prefix):
             raise ConfigError(f"TRIGREASON_NATS_INBOX_PREFIX={inbox_prefix!r}: subject tokens, no wildcards")
         return cls(
@@ -99,8 +111,18 @@ class BusSettings:
             inbox_prefix=inbox_prefix,
             replicas=int(num("TRIGREASON_NATS_REPLICAS", defaults.replicas)),
             event_max_age_s=num("TRIGREASON_EVENT_MAX_AGE_S", defaults.event_max_age_s),
+            event_max_bytes=int(num("TRIGREASON_EVENT_MAX_BYTES", defaults.event_max_bytes)),
+            session_max_bytes=int(num("TRIGREASON_SESSION_MAX_BYTES", defaults.session_max_bytes)),
+            command_max_bytes=int(num("TRIGREASON_COMMAND_MAX_BYTES", defaults.command_max_bytes)),
+            dead_letter_max_age_s=num("TRIGREASON_DEAD_LETTER_MAX_AGE_S", defaults.dead_letter_max_age_s),
+            dead_letter_max_bytes=int(
+                num("TRIGREASON_DEAD_LETTER_MAX_BYTES", defaults.dead_letter_max_bytes)
+            ),
+            max_message_bytes=int(num("TRIGREASON_MAX_MESSAGE_BYTES", defaults.max_message_bytes)),
+            duplicate_window_s=num("TRIGREASON_DUPLICATE_WINDOW_S", defaults.duplicate_window_s),
             ack_wait_s=num("TRIGREASON_ACK_WAIT_S", defaults.ack_wait_s),
             max_deliver=int(num("TRIGREASON_MAX_DELIVER", defaults.max_deliver)),
+            backoff_s=backoff,
             storage=storage,
         )
 
@@ -110,6 +132,7 @@ class ConsumerSpec:
     stream: str
     durable: str
     subjects: tuple[str, ...]
+    max_deliver: int | None = None  # None: the bus settings' max_deliver; -1: unlimited (timers)
 
 
 # One durable pull consumer per role, shared by all of that role's replicas: adding replicas scales it.
@@ -124,7 +147,12 @@ CONSUMERS: Mapping[str, ConsumerSpec] = {
             "trig.evt.*.lrm_step",
             "trig.evt.*.verdict",
             "trig.evt.*.step_failed",
+            "trig.evt.*.dead_lettered",
         ),
+    ),
+    # Deadline timers: each is handed back (``Defer``) until due, so deliveries are not failures.
+    "orchestrator-timer": ConsumerSpec(
+        stream=TIMER_STREAM, durable="orchestrator-timer", subjects=("trig.timer.>",), max_deliver=-1
     ),
     "trigger-evaluator": ConsumerSpec(
         stream=EVENT_STREAM,
@@ -154,6 +182,21 @@ async def ensure_topology(js: JetStreamContext, settings: BusSettings) -> KeyVal
             storage=storage,
             num_replicas=settings.replicas,
             duplicate_window=settings.duplicate_window_s,
+            max_bytes=settings.command_max_bytes,
+            max_msg_size=settings.max_message_bytes,
+        ),
+    )
+    await _ensure_stream(
+        js,
+        StreamConfig(
+            name=TIMER_STREAM,
+            subjects=["trig.timer.>"],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=storage,
+            num_replicas=settings.replicas,
+            duplicate_window=settings.duplicate_window_s,
+            max_msgs_per_subject=1,  # one deadline per session
+            max_age=settings.event_max_age_s,
         ),
     )
     await _ensure_stream(
@@ -166,6 +209,9 @@ async def ensure_topology(js: JetStreamContext, settings: BusSettings) -> KeyVal
             num_replicas=settings.replicas,
             max_age=settings.event_max_age_s,
             duplicate_window=settings.duplicate_window_s,
+            max_bytes=settings.event_max_bytes,
+            max_msg_size=settings.max_message_bytes,
+            discard=DiscardPolicy.OLD,
         ),
     )
     await _ensure_stream(
@@ -177,6 +223,7 @@ async def ensure_topology(js: JetStreamContext, settings: BusSettings) -> KeyVal
             storage=storage,
             num_replicas=settings.replicas,
             max_age=settings.dead_letter_max_age_s,
+            max_bytes=settings.dead_letter_max_bytes,
             discard=DiscardPolicy.OLD,
         ),
     )
@@ -186,7 +233,7 @@ async def ensure_topology(js: JetStreamContext, settings: BusSettings) -> KeyVal
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
             ack_wait=settings.ack_wait_s,
-            max_deliver=settings.max_deliver,
+            max_deliver=spec.max_deliver if spec.max_deliver is not None else settings.max_deliver,
             # No server-side backoff: it would replace ack_wait as the redelivery timer of in-flight
             # messages (a long generation would be redelivered after backoff[0]). Failed messages are
             # nak'ed with a delay from `backoff_s` by the consumer loop instead.
@@ -197,9 +244,23 @@ async def ensure_topology(js: JetStreamContext, settings: BusSettings) -> KeyVal
         else:
             config.filter_subjects = list(spec.subjects)
         await js.add_consumer(spec.stream, config)
+    bucket = KeyValueConfig(
+        bucket=SESSION_BUCKET,
+        history=1,
+        storage=storage,
+        replicas=settings.replicas,
+        ttl=settings.event_max_age_s,  # a snapshot lives as long as the session's events
+        max_bytes=settings.session_max_bytes,
+        max_value_size=settings.max_message_bytes,
+    )
     try:
+        return await js.create_key_value(bucket)
+    except BadRequestError:
+        # Exists with other limits (an older deployment): bring its retention and sizes up to date.
+        info = await js.stream_info(f"KV_{SESSION_BUCKET}")
+        stream = info.config
+        stream.max_age = bucket.ttl
+        stream.max_bytes = bucket.max_bytes
+        stream.max_msg_size = bucket.max_value_size
+        await js.update_stream(stream)
         return await js.key_value(SESSION_BUCKET)
-    except Exception:
-        return await js.create_key_value(
-            KeyValueConfig(bucket=SESSION_BUCKET, history=1, storage=storage, replicas=settings.replicas)
-        )

@@ -12,7 +12,7 @@ from opentelemetry import propagate
 from opentelemetry.trace import SpanKind
 
 from trigreason.backends import Backend, GenerationRequest
-from trigreason.core import BackendError
+from trigreason.core import BackendError, judge_scored, step_failed, step_generated
 from trigreason.proto import (
     GenerateStep,
     JudgeScored,
@@ -72,16 +72,7 @@ class Worker:
                     span.record_exception(exc)
                     if exc.retryable and delivery.delivered < self._bus.settings.max_deliver:
                         raise
-                    result = StepFailed(
-                        session_id=command.session_id,
-                        command_id=command.command_id,
-                        step_index=command.step_index,
-                        attempt=command.attempt,
-                        role=self.role,
-                        code=exc.code,
-                        message=exc.message,
-                        at=self._clock(),
-                    )
+                    result = step_failed(command, code=exc.code, message=exc.message, at=self._clock())
                 if isinstance(result, StepGenerated):
                     span.set_attribute("trigreason.tokens", result.step.tokens)
                     self._metrics.step_latency.labels(self.role, "generate").observe(result.timings.backend_s)
@@ -99,16 +90,7 @@ class Worker:
     ) -> StepGenerated | JudgeScored:
         if isinstance(command, JudgeStep):
             judged = await self._backend.judge(command.prompt, top_n=command.top_n, headers=headers)
-            return JudgeScored(
-                session_id=command.session_id,
-                command_id=command.command_id,
-                step_index=command.step_index,
-                attempt=command.attempt,
-                top_logprobs=judged.top_logprobs,
-                candidate=command.candidate,
-                timings=judged.timings,
-                at=self._clock(),
-            )
+            return judge_scored(command, judged.top_logprobs, judged.timings, at=self._clock())
         gen = await self._backend.generate(
             GenerationRequest(
                 prompt=command.prompt,
@@ -120,18 +102,7 @@ class Worker:
                 headers=headers,
             )
         )
-        return StepGenerated(
-            session_id=command.session_id,
-            command_id=command.command_id,
-            step_index=command.step_index,
-            attempt=command.attempt,
-            role=command.role,
-            step=gen.step,
-            trigger=command.trigger,
-            context=command.context,
-            timings=gen.timings,
-            at=self._clock(),
-        )
+        return step_generated(command, gen.step, gen.timings, at=self._clock())
 
 
 async def _keep_alive(tick: Callable[[], Awaitable[None]], every_s: float) -> None:
