@@ -6,7 +6,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
 RUN := $(UV) run --frozen --no-sync
 
-.PHONY: setup test test-fast lint fmt schemas demo bench clean models models-tiny replay-sample eval-local
+.PHONY: setup test test-fast lint fmt schemas demo bench chaos clean models models-tiny replay-sample eval-local
 
 setup: .venv/.setup-done
 
@@ -61,6 +61,12 @@ replay-sample: setup
 
 bench: setup
 	@ls bench/*.py >/dev/null 2>&1 && for b in bench/bench_*.py; do $(RUN) python $$b || exit 1; done
+
+# The fault-injection suite (bench/README.md): kill -9 of every service, nats-server restart, a 3-node
+# cluster losing a node, backend faults, malformed messages, 1,000 sessions; writes bench/results/chaos.json
+# and fails if any case does. About 5 minutes on 2 cores.
+chaos: setup
+	$(RUN) python bench/chaos.py
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache
