@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -28,6 +28,11 @@ class Cluster:
         self.stop = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
         self.buses: list[Bus] = []
+        self._closers: list[Callable[[], Awaitable[None]]] = []
+
+    def on_close(self, *closers: Callable[[], Awaitable[None]]) -> None:
+        """Also run these when the cluster closes (backends' HTTP clients)."""
+        self._closers.extend(closers)
 
     async def start(self, name: str, make: Callable[[Bus], Any], concurrency: int = 4) -> None:
         bus = await Bus.connect(self.settings, name=name, tracer=self.tracer)
@@ -64,6 +69,8 @@ class Cluster:
         await asyncio.gather(*self.tasks, return_exceptions=True)
         for bus in self.buses:
             await bus.close()
+        for closer in self._closers:
+            await closer()
 
 
 async def start_all(cluster: Cluster, srm: Backend, lrm: Backend) -> None:

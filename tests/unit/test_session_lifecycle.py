@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from tests.support import CONFIDENT, scripted, step
-from trigreason.backends import Backend, GenerationRequest, Generation, JudgeResult
+from trigreason.backends import Backend, Generation, GenerationRequest, JudgeResult
 from trigreason.core import (
     BackendError,
     StaleEvent,
@@ -75,14 +75,16 @@ def _srm_command(policy: str = "specreason") -> tuple[SessionSnapshot, GenerateS
 def test_a_failed_judge_call_fails_the_session_it_judged() -> None:
     state, cmd = _srm_command()
     judge = evaluate(step_generated(cmd, step("We add."), BackendTimings(), at=6.0))
-    assert isinstance(judge, JudgeStep) and judge.command_id == judge_command_id(cmd.command_id)
+    assert isinstance(judge, JudgeStep)
+    assert judge.command_id == judge_command_id(cmd.command_id)
     failed = step_failed(judge, code="backend_rejected", message="top_n 20 > 5", at=7.0)
     assert failed.role == "lrm"
     end_state, out = decide(state, failed)
     assert end_state.phase == "failed"
     (end,) = out
     assert isinstance(end, SessionFailed)
-    assert end.code == "backend_rejected" and "judge" in end.message
+    assert end.code == "backend_rejected"
+    assert "judge" in end.message
     with pytest.raises(StaleEvent):
         decide(end_state, failed)
 
@@ -101,9 +103,12 @@ def test_deadline_fails_a_running_session_and_is_stale_after_the_end() -> None:
     state, _cmd = _srm_command("srm-only")
     timer = DeadlineReached(session_id="s", deadline_at=5.0 + 3600.0)
     failed, out = decide(state, timer)
-    assert failed.phase == "failed" and failed.end_reason == "deadline_exceeded"
+    assert failed.phase == "failed"
+    assert failed.end_reason == "deadline_exceeded"
     (end,) = out
-    assert isinstance(end, SessionFailed) and end.code == "deadline_exceeded" and "3600 s" in end.message
+    assert isinstance(end, SessionFailed)
+    assert end.code == "deadline_exceeded"
+    assert "3600 s" in end.message
     with pytest.raises(StaleEvent):
         decide(failed, timer)
 
@@ -135,15 +140,23 @@ def test_dead_letters_end_the_session_unless_left_behind(command_id: str | None,
         with pytest.raises(StaleEvent):
             decide(state, notice)
         return
-    failed, (end,) = decide(state, notice)
-    assert isinstance(end, SessionFailed) and end.code == "dead_lettered"
+    _failed, (end,) = decide(state, notice)
+    assert isinstance(end, SessionFailed)
+    assert end.code == "dead_lettered"
     assert "trig.cmd.srm" in end.message
 
 
 def test_a_dead_lettered_request_fails_the_session_it_would_have_started() -> None:
     notice = MessageDeadLettered(session_id="s", origin_subject="trig.evt.s.requested", reason="bad")
     failed, (end,) = decide(initial_state("s"), notice)
-    assert failed.phase == "failed" and isinstance(end, SessionFailed)
+    assert failed.phase == "failed"
+    assert isinstance(end, SessionFailed)
+
+
+def test_a_dead_letter_for_a_session_that_never_started_is_stale() -> None:
+    notice = MessageDeadLettered(session_id="s", origin_subject="trig.evt.s.verdict", reason="garbage")
+    with pytest.raises(StaleEvent):
+        decide(initial_state("s"), notice)
 
 
 def test_answers_for_a_session_without_snapshot_are_stale() -> None:
@@ -189,7 +202,7 @@ class _RejectingJudge:
 
 
 def test_runner_and_cluster_paths_agree_on_a_failed_judge() -> None:
-    backend: Backend = _RejectingJudge()  # type: ignore[assignment]
+    backend: Backend = _RejectingJudge()
     result = asyncio.run(
         run_session(
             Q,
@@ -199,8 +212,10 @@ def test_runner_and_cluster_paths_agree_on_a_failed_judge() -> None:
             session_id="s",
         )
     )
-    assert result.failed and result.error is not None
-    assert result.error.startswith("backend_rejected") and "judge" in result.error
+    assert result.failed
+    assert result.error is not None
+    assert result.error.startswith("backend_rejected")
+    assert "judge" in result.error
 
 
 def test_runner_fails_a_session_past_its_deadline() -> None:
@@ -210,7 +225,7 @@ def test_runner_fails_a_session_past_its_deadline() -> None:
             raise AssertionError("unreachable")
 
     ticks = iter([0.0, *([0.5] * 10)])  # requested at 0, the step starts at 0.5 of a 1 s deadline
-    backend: Backend = _Slow()  # type: ignore[assignment]
+    backend: Backend = _Slow()
     result = asyncio.run(
         run_session(
             Q,
@@ -221,10 +236,12 @@ def test_runner_fails_a_session_past_its_deadline() -> None:
             clock=lambda: next(ticks),
         )
     )
-    assert result.failed and result.end_reason == "deadline_exceeded"
+    assert result.failed
+    assert result.end_reason == "deadline_exceeded"
 
 
 def test_step_committed_is_what_a_commit_emits() -> None:
     state, cmd = _srm_command("lrm-only")
     _state, out = decide(state, step_generated(cmd, step("L0"), BackendTimings(), at=1.0))
-    assert isinstance(out[0], StepCommitted) and out[0].index == 0
+    assert isinstance(out[0], StepCommitted)
+    assert out[0].index == 0

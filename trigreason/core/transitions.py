@@ -106,9 +106,12 @@ def _is_stale(state: SessionSnapshot, event: OrchestratorEvent) -> bool:
     if isinstance(event, DeadlineReached):
         return False
     if isinstance(event, MessageDeadLettered):
+        if state.phase == "new":
+            # No snapshot: only the session's own request, dead, means a session that will never start.
+            return not event.origin_subject.endswith(".requested")
         # A dead message stops the session unless it belonged to an attempt the session has left behind.
         cid = event.command_id
-        return state.phase != "new" and cid is not None and answered_command(cid) != state.awaiting
+        return cid is not None and answered_command(cid) != state.awaiting
     if state.phase == "new":
         # Only a request starts a session; an answer to a command of a session with no snapshot (it
         # expired) has nothing to continue.

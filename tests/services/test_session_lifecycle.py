@@ -1,0 +1,290 @@
+"""A session's life on a real nats-server with the services on the bus: whatever fails, it ends in
+exactly one terminal event, and a late redelivery re-emits nothing. Backends are the load simulator
+speaking the TGI protocol over HTTP (these tests are about the bus and the lifecycle, not the models)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import msgspec
+import nats
+import pytest
+from nats.js.api import KeyValueConfig
+
+from tests.services.cluster import Cluster, start_all
+from trigreason.backends import TgiBackend
+from trigreason.core import StaleEvent
+from trigreason.proto import (
+    DEAD_LETTER_STREAM,
+    EVENT_STREAM,
+    SESSION_BUCKET,
+    Message,
+    SessionFailed,
+    SessionFinished,
+    SessionParams,
+    SessionRequested,
+    SessionSnapshot,
+    StepCommitted,
+    StepFailed,
+    StepGenerated,
+    Verdict,
+    decode_message,
+    encode,
+)
+from trigreason.services._bus import Bus, Delivery
+from trigreason.services._nats_server import LocalNatsServer
+from trigreason.services._topology import BusSettings, ensure_topology
+from trigreason.services.backend_sim import SimSettings, StepLength, make_app, start_server
+from trigreason.services.orchestrator import Orchestrator, event_key
+
+
+async def _sim(**overrides: object) -> AsyncIterator[str]:
+    settings = SimSettings(
+        **{  # type: ignore[arg-type]
+            "time_per_token_ms": 1.0,
+            "step_tokens": StepLength("fixed", 8, 8),
+            "concurrency": 16,
+            "answer_after": 3,
+            "answer_p": 1.0,
+            **overrides,
+        }
+    )
+    runner, url = await start_server(make_app(settings), host="127.0.0.1", port=0)
+    try:
+        yield url
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[str]:
+    async for url in _sim():
+        yield url
+
+
+@pytest.fixture
+async def slow_sim() -> AsyncIterator[str]:
+    async for url in _sim(time_per_token_ms=500.0):  # 4 s a step
+        yield url
+
+
+@pytest.fixture
+async def strict_judge_sim() -> AsyncIterator[str]:
+    async for url in _sim(max_top_n_tokens=5):  # stock TGI's --max-top-n-tokens
+        yield url
+
+
+async def _start(cluster: Cluster, url: str) -> None:
+    srm, lrm = TgiBackend(url), TgiBackend(url)
+    cluster.on_close(srm.aclose, lrm.aclose)
+    await start_all(cluster, srm, lrm)
+
+
+async def _events(url: str, session_id: str, *, wait_s: float = 20.0) -> list[Message]:
+    """The session's stored events once it has a terminal one."""
+    nc = await nats.connect(url)
+    try:
+        sub = await nc.jetstream().subscribe(f"trig.evt.{session_id}.>", ordered_consumer=True)
+        events: list[Message] = []
+        async with asyncio.timeout(wait_s):
+            async for msg in sub.messages:
+                try:
+                    events.append(decode_message(msg.data))
+                except msgspec.DecodeError:
+                    continue  # bytes a test published on purpose
+                if isinstance(events[-1], SessionFinished | SessionFailed):
+                    return events
+    finally:
+        await nc.close()
+    raise AssertionError("unreachable")
+
+
+async def _request(url: str, session_id: str, params: SessionParams) -> None:
+    nc = await nats.connect(url)
+    try:
+        request = SessionRequested(session_id=session_id, question="What is 3 + 4?", params=params)
+        await nc.jetstream().publish(
+            f"trig.evt.{session_id}.requested", encode(request), headers={"Nats-Msg-Id": f"{session_id}.req"}
+        )
+    finally:
+        await nc.close()
+
+
+def _terminal(events: list[Message]) -> SessionFinished | SessionFailed:
+    ends = [e for e in events if isinstance(e, SessionFinished | SessionFailed)]
+    assert len(ends) == 1
+    return ends[0]
+
+
+async def test_a_rejected_judge_call_fails_the_session(cluster: Cluster, strict_judge_sim: str) -> None:
+    """Regression: the judge's StepFailed carried the judge command's id and was dropped as stale."""
+    await _start(cluster, strict_judge_sim)
+    await _request(cluster.server.url, "j1", SessionParams(policy="specreason", judge_top_n=20))
+    end = _terminal(await _events(cluster.server.url, "j1"))
+    assert isinstance(end, SessionFailed)
+    assert end.code.startswith("backend")
+    assert "judge" in end.message
+    assert "top_n" in end.message
+    # Within the server's limit the same session works.
+    await _request(cluster.server.url, "j2", SessionParams(policy="specreason", judge_top_n=5))
+    assert isinstance(_terminal(await _events(cluster.server.url, "j2")), SessionFinished)
+
+
+async def test_a_session_past_its_deadline_fails(cluster: Cluster, slow_sim: str) -> None:
+    await _start(cluster, slow_sim)
+    started = asyncio.get_running_loop().time()
+    await _request(cluster.server.url, "d1", SessionParams(priming_steps=1, deadline_s=1.0))
+    end = _terminal(await _events(cluster.server.url, "d1", wait_s=10.0))
+    assert isinstance(end, SessionFailed)
+    assert end.code == "deadline_exceeded"
+    assert asyncio.get_running_loop().time() - started < 3.5  # the first step alone takes 4 s
+
+
+async def test_a_dead_lettered_message_ends_its_session(cluster: Cluster, slow_sim: str) -> None:
+    await _start(cluster, slow_sim)
+    url = cluster.server.url
+    await _request(url, "x1", SessionParams(priming_steps=1))
+    await asyncio.sleep(0.5)  # the priming step is under way
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        # Bytes that name the session but decode as nothing the orchestrator knows.
+        await js.publish(
+            "trig.evt.x1.lrm_step", b'{"type": "StepGenerated.v1", "session_id": "x1", "step": 7}'
+        )
+        # Garbage that names no session: dead-lettered, and nothing else happens.
+        await js.publish("trig.evt.zz.verdict", b"\xff\x00 not json")
+        end = _terminal(await _events(url, "x1", wait_s=10.0))
+        assert isinstance(end, SessionFailed)
+        assert end.code == "dead_lettered"
+        assert "trig.evt.x1.lrm_step" in end.message
+        info = await js.stream_info(DEAD_LETTER_STREAM)
+        assert info.state.messages == 2
+        # It names no session that exists: nothing is started or failed.
+        assert not await _has_subject(js, "trig.evt.zz.failed")
+    finally:
+        await nc.close()
+
+
+async def _has_subject(js: nats.js.JetStreamContext, subject: str) -> bool:
+    info = await js.stream_info(EVENT_STREAM, subjects_filter=subject)
+    return bool(info.state.subjects)
+
+
+async def _count(js: nats.js.JetStreamContext, session_id: str) -> int:
+    info = await js.stream_info(EVENT_STREAM, subjects_filter=f"trig.evt.{session_id}.>")
+    return sum((info.state.subjects or {}).values())
+
+
+async def test_a_late_redelivery_re_emits_nothing(nats_server: LocalNatsServer, sim: str) -> None:
+    """Regression: every stale event republished the outbox, so after JetStream's duplicate window a
+    redelivery stored StepCommitted and SessionFinished again."""
+    settings = BusSettings(nats_url=nats_server.url, storage="memory", duplicate_window_s=1.0, ack_wait_s=2.0)
+    cluster = Cluster(nats_server, settings)
+    try:
+        await _start(cluster, sim)
+        await _request(nats_server.url, "r1", SessionParams(priming_steps=1))
+        events = await _events(nats_server.url, "r1")
+        assert isinstance(_terminal(events), SessionFinished)
+    finally:
+        await cluster.close()
+    bus = await Bus.connect(settings, name="redeliver")
+    try:
+        orchestrator = Orchestrator(bus)
+        before = await _count(bus.js, "r1")
+        await asyncio.sleep(1.5)  # past the duplicate window
+        # Every event the orchestrator took, delivered once more: each is stale now.
+        stored = await _stored(bus, "r1")
+        for event in stored:
+            await _redeliver(orchestrator, event)
+        assert await _count(bus.js, "r1") == before
+        committed = [e for e in await _stored_all(bus, "r1") if isinstance(e, StepCommitted)]
+        assert len({c.index for c in committed}) == len(committed)
+    finally:
+        await bus.close()
+
+
+async def test_a_crash_between_snapshot_and_publish_is_completed_once(
+    nats_server: LocalNatsServer, sim: str
+) -> None:
+    """The outbox's own cause, redelivered, publishes exactly what is missing from the stream."""
+    settings = BusSettings(nats_url=nats_server.url, storage="memory", duplicate_window_s=1.0, ack_wait_s=2.0)
+    cluster = Cluster(nats_server, settings)
+    try:
+        await _start(cluster, sim)
+        await _request(nats_server.url, "c1", SessionParams(priming_steps=1))
+        assert isinstance(_terminal(await _events(nats_server.url, "c1")), SessionFinished)
+    finally:
+        await cluster.close()
+    bus = await Bus.connect(settings, name="crash")
+    try:
+        # The crash: the final decision's events never reached the stream (purge the terminal event).
+        await bus.js.purge_stream(EVENT_STREAM, subject="trig.evt.c1.finished")
+        before = await _count(bus.js, "c1")
+        await asyncio.sleep(1.5)
+        snapshot = await _snapshot(bus, "c1")
+        (cause,) = [e for e in await _stored(bus, "c1") if event_key(e) == snapshot.outbox_cause]  # type: ignore[arg-type]
+        orchestrator = Orchestrator(bus)
+        await _redeliver(orchestrator, cause)
+        await _redeliver(orchestrator, cause)
+        assert await _count(bus.js, "c1") == before + 1  # the finished event, once
+        assert isinstance(_terminal(await _stored_all(bus, "c1")), SessionFinished)
+    finally:
+        await bus.close()
+
+
+async def _snapshot(bus: Bus, session_id: str) -> SessionSnapshot:
+    entry = await bus.kv.get(session_id)
+    assert entry.value is not None
+    return msgspec.json.decode(entry.value, type=SessionSnapshot)
+
+
+async def _stored_all(bus: Bus, session_id: str) -> list[Message]:
+    sub = await bus.js.subscribe(f"trig.evt.{session_id}.>", ordered_consumer=True)
+    out: list[Message] = []
+    try:
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=0.5)
+            except nats.errors.TimeoutError:
+                return out
+            with contextlib.suppress(msgspec.DecodeError):
+                out.append(decode_message(msg.data))
+    finally:
+        await sub.unsubscribe()
+
+
+async def _stored(bus: Bus, session_id: str) -> list[Message]:
+    """The events of a session that the orchestrator consumes."""
+    return [
+        e
+        for e in await _stored_all(bus, session_id)
+        if isinstance(e, SessionRequested | Verdict | StepFailed)
+        or (isinstance(e, StepGenerated) and e.role == "lrm")
+    ]
+
+
+async def _redeliver(orchestrator: Orchestrator, event: Message) -> None:
+    with pytest.raises(StaleEvent):
+        await orchestrator.handle(Delivery(event, "redelivery", 2, None))  # type: ignore[arg-type]
+
+
+async def test_session_snapshots_expire_with_the_events(nats_server: LocalNatsServer) -> None:
+    """Regression: the session bucket had no TTL while events expired after 7 days; an existing bucket
+    from an older deployment is brought up to date."""
+    nc = await nats.connect(nats_server.url)
+    try:
+        js = nc.jetstream()
+        await js.create_key_value(KeyValueConfig(bucket=SESSION_BUCKET, history=1))  # the old, unbounded one
+        settings = BusSettings(nats_url=nats_server.url, event_max_age_s=3600.0, session_max_bytes=10**8)
+        await ensure_topology(js, settings)
+        kv_info = await js.stream_info(f"KV_{SESSION_BUCKET}")
+        events_info = await js.stream_info(EVENT_STREAM)
+        assert kv_info.config.max_age == events_info.config.max_age == 3600.0
+        assert kv_info.config.max_bytes == 10**8
+        assert events_info.config.max_bytes == settings.event_max_bytes
+        assert kv_info.config.max_msg_size == events_info.config.max_msg_size == settings.max_message_bytes
+    finally:
+        await nc.close()
