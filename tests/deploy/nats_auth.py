@@ -36,9 +36,11 @@ from trigreason.proto import (
     DEAD_LETTER_STREAM,
     EVENT_STREAM,
     SESSION_BUCKET,
+    TIMER_STREAM,
     command_subject,
     dead_letter_subject,
     event_subject,
+    timer_subject,
 )
 from trigreason.services._host import SERVICES
 from trigreason.services._topology import CONSUMERS
@@ -70,6 +72,7 @@ def _evt(kind: str) -> str:
 
 
 # What each service publishes to the streams (see trigreason/proto/_subjects.py and docs/cluster.md).
+# Every service that consumes also tells a session when it dead-letters one of its messages.
 PRODUCES: dict[str, list[str]] = {
     "gateway": [_evt("requested")],
     "orchestrator": [
@@ -78,10 +81,21 @@ PRODUCES: dict[str, list[str]] = {
         _evt("committed"),
         _evt("finished"),
         _evt("failed"),
+        timer_subject("*"),  # the session's deadline timer
+        _evt("dead_lettered"),
     ],
-    "trigger-evaluator": [_evt("verdict"), command_subject("lrm")],  # a JudgeStep under SpecReason
-    "srm-worker": [_evt("srm_step"), _evt("step_failed")],
-    "lrm-worker": [_evt("lrm_step"), _evt("judged"), _evt("step_failed")],
+    # a JudgeStep under SpecReason
+    "trigger-evaluator": [_evt("verdict"), command_subject("lrm"), _evt("dead_lettered")],
+    "srm-worker": [_evt("srm_step"), _evt("step_failed"), _evt("dead_lettered")],
+    "lrm-worker": [_evt("lrm_step"), _evt("judged"), _evt("step_failed"), _evt("dead_lettered")],
+}
+# The consumers each service pulls from (the orchestrator also runs the deadline timers).
+CONSUMES: dict[str, tuple[str, ...]] = {
+    "gateway": (),
+    "orchestrator": ("orchestrator", "orchestrator-timer"),
+    "trigger-evaluator": ("trigger-evaluator",),
+    "srm-worker": ("srm-worker",),
+    "lrm-worker": ("lrm-worker",),
 }
 
 _KV_READ = [f"{API}.DIRECT.GET.{KV_STREAM}.>", f"{API}.STREAM.MSG.GET.{KV_STREAM}"]
@@ -90,24 +104,29 @@ _KV_READ = [f"{API}.DIRECT.GET.{KV_STREAM}.>", f"{API}.STREAM.MSG.GET.{KV_STREAM
 def _topology() -> list[str]:
     """``ensure_topology``: every service creates the layout idempotently at start-up."""
     subjects: list[str] = []
-    for stream in (COMMAND_STREAM, EVENT_STREAM, DEAD_LETTER_STREAM):
+    for stream in (COMMAND_STREAM, TIMER_STREAM, EVENT_STREAM, DEAD_LETTER_STREAM):
         subjects += [f"{API}.STREAM.CREATE.{stream}", f"{API}.STREAM.UPDATE.{stream}"]
-    subjects += [f"{API}.STREAM.INFO.{KV_STREAM}", f"{API}.STREAM.CREATE.{KV_STREAM}"]
+    subjects += [
+        f"{API}.STREAM.INFO.{KV_STREAM}",
+        f"{API}.STREAM.CREATE.{KV_STREAM}",
+        f"{API}.STREAM.UPDATE.{KV_STREAM}",  # retention and sizes of a bucket from an older release
+    ]
     subjects += [f"{API}.CONSUMER.DURABLE.CREATE.{c.stream}.{c.durable}" for c in CONSUMERS.values()]
     return subjects
 
 
 def _consumer(service: str) -> list[str]:
-    """Pull, acknowledge, watch the lag of, and dead-letter from the service's own durable consumer."""
-    if service not in CONSUMERS:
-        return []
-    spec = CONSUMERS[service]
-    return [
-        f"{API}.CONSUMER.MSG.NEXT.{spec.stream}.{spec.durable}",
-        f"{API}.CONSUMER.INFO.{spec.stream}.{spec.durable}",
-        f"$JS.ACK.{spec.stream}.{spec.durable}.>",
-        *(dead_letter_subject(s) for s in spec.subjects),
-    ]
+    """Pull, acknowledge, watch the lag of, and dead-letter from the service's own durable consumers."""
+    subjects: list[str] = []
+    for name in CONSUMES[service]:
+        spec = CONSUMERS[name]
+        subjects += [
+            f"{API}.CONSUMER.MSG.NEXT.{spec.stream}.{spec.durable}",
+            f"{API}.CONSUMER.INFO.{spec.stream}.{spec.durable}",
+            f"$JS.ACK.{spec.stream}.{spec.durable}.>",
+            *(dead_letter_subject(s) for s in spec.subjects),
+        ]
+    return subjects
 
 
 def _extra(service: str) -> list[str]:
@@ -120,7 +139,8 @@ def _extra(service: str) -> list[str]:
             *_KV_READ,  # session snapshots for GET /v1/sessions/{id}
         ]
     if service == "orchestrator":
-        return [*_KV_READ, f"$KV.{SESSION_BUCKET}.>"]  # snapshots, compare-and-set
+        # snapshots, compare-and-set; is an outbox's event on the stream already (after a crash)
+        return [*_KV_READ, f"$KV.{SESSION_BUCKET}.>", f"{API}.STREAM.MSG.GET.{EVENT_STREAM}"]
     return []
 
 

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from tests.deploy.nats_auth import ROOT, inbox_prefix
+from trigreason.proto import SessionParams
 from trigreason.services._host import SERVICES
 from trigreason.services._topology import CONSUMERS
 
@@ -220,6 +221,9 @@ def test_tgi_on_gpus_or_external_urls(rendered: tuple[str, list[Manifest]]) -> N
         }
         assert args["srm"][1] == "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"
         assert args["lrm"][1] == "Qwen/QwQ-32B"
+        # The LRM judges SpecReason steps with the default top_n, which stock TGI refuses above 5.
+        top_n = args["lrm"].index("--max-top-n-tokens") + 1
+        assert int(args["lrm"][top_n]) >= SessionParams().judge_top_n
 
 
 def test_nats_bundled_or_external_with_passwords_from_a_secret(rendered: tuple[str, list[Manifest]]) -> None:

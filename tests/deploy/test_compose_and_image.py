@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from tests.deploy.nats_auth import ROOT, inbox_prefix, password_variable
+from trigreason.proto import SessionParams
 from trigreason.services._host import SERVICES
 
 COMPOSE = ROOT / "infra" / "compose.yaml"
@@ -176,3 +177,10 @@ def test_image_is_multi_stage_non_root_with_a_cpu_target() -> None:
         assert flag in pyproject
     ignored = (ROOT / ".dockerignore").read_text().splitlines()
     assert ignored[1:5] == ["*", "!pyproject.toml", "!uv.lock", "!README.md"]
+
+
+def test_the_lrm_server_allows_the_judges_top_n(compose: dict[str, Any]) -> None:
+    """Regression: stock TGI refuses top_n_tokens above 5, and SpecReason's judge asks for 20."""
+    flags = [str(a) for a in compose["services"]["tgi-lrm"]["command"]]
+    (flag,) = [f for f in flags if f.startswith("--max-top-n-tokens=")]
+    assert int(flag.split("=", 1)[1]) >= SessionParams().judge_top_n

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import yaml
 
-from tests.deploy.nats_auth import AUTH_CONF, VALUES, auth_conf, authorization, nats_values, values_yaml
+from tests.deploy.nats_auth import (
+    AUTH_CONF,
+    CONSUMES,
+    VALUES,
+    auth_conf,
+    authorization,
+    nats_values,
+    values_yaml,
+)
 from trigreason.services._host import SERVICES
 from trigreason.services._topology import CONSUMERS
 
@@ -33,7 +41,8 @@ def test_one_user_per_service_with_its_own_consumer() -> None:
     for service, user in users.items():
         allowed = user["permissions"]["publish"]["allow"]
         pulls = {s for s in allowed if s.startswith("$JS.API.CONSUMER.MSG.NEXT.")}
-        spec = CONSUMERS.get(service)
-        assert pulls == ({f"$JS.API.CONSUMER.MSG.NEXT.{spec.stream}.{spec.durable}"} if spec else set())
+        specs = [CONSUMERS[name] for name in CONSUMES[service]]
+        assert pulls == {f"$JS.API.CONSUMER.MSG.NEXT.{spec.stream}.{spec.durable}" for spec in specs}
+        assert all(spec.durable.startswith(service) for spec in specs)  # only its own
         assert user["permissions"]["subscribe"]["allow"] == [f"_INBOX.{service}.>"]
         assert not any(s in (">", "$JS.API.>", "_INBOX.>") for s in allowed)

@@ -47,6 +47,13 @@ PUBLISH: dict[str, set[str]] = {
     "trig.evt.s1.judged": {LRM},
     "trig.evt.s1.step_failed": WORKERS,
     "trig.evt.s1.made_up": set(),
+    # a consumer that dead-letters a session's message tells that session
+    "trig.evt.s1.dead_lettered": {ORCH, EVAL, SRM, LRM},
+    # the session's deadline timer: armed and consumed by the orchestrator only
+    "trig.timer.s1": {ORCH},
+    "$JS.API.CONSUMER.MSG.NEXT.TRIG_TIMER.orchestrator-timer": {ORCH},
+    "$JS.ACK.TRIG_TIMER.orchestrator-timer.1.5.5.0.1": {ORCH},
+    "trig.dlq.trig.timer.s1": {ORCH},
     "trig.cmd.srm": {ORCH},
     "trig.cmd.lrm": {ORCH, EVAL},
     # pulling from a durable consumer, and acknowledging its messages
@@ -75,6 +82,8 @@ PUBLISH: dict[str, set[str]] = {
     # the layout, created idempotently by everyone at start-up; nothing deletes or purges
     "$JS.API.STREAM.CREATE.TRIG_CMD": EVERYONE,
     "$JS.API.STREAM.UPDATE.TRIG_EVT": EVERYONE,
+    "$JS.API.STREAM.CREATE.TRIG_TIMER": EVERYONE,
+    "$JS.API.STREAM.UPDATE.KV_trig_sessions": EVERYONE,
     "$JS.API.CONSUMER.DURABLE.CREATE.TRIG_CMD.srm-worker": EVERYONE,
     "$JS.API.CONSUMER.DURABLE.CREATE.TRIG_CMD.someone-else": set(),
     "$JS.API.STREAM.CREATE.OTHER": set(),

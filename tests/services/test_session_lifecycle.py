@@ -284,7 +284,7 @@ async def test_session_snapshots_expire_with_the_events(nats_server: LocalNatsSe
         events_info = await js.stream_info(EVENT_STREAM)
         assert kv_info.config.max_age == events_info.config.max_age == 3600.0
         assert kv_info.config.max_bytes == 10**8
-        assert events_info.config.max_bytes == settings.event_max_bytes
+        assert events_info.config.max_bytes == settings.max_bytes("events") == 4 * 1024**3  # file storage
         assert kv_info.config.max_msg_size == events_info.config.max_msg_size == settings.max_message_bytes
     finally:
         await nc.close()

@@ -30,6 +30,21 @@ __all__ = ["CONSUMERS", "BusSettings", "ConsumerSpec", "ensure_topology"]
 _INBOX_PREFIX = re.compile(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*")
 
 
+_MiB = 1024**2
+_MAX_BYTES_FIELDS = {
+    "events": "event_max_bytes",
+    "sessions": "session_max_bytes",
+    "commands": "command_max_bytes",
+    "dead_letters": "dead_letter_max_bytes",
+}
+_DEFAULT_MAX_BYTES = {  # (file, memory)
+    "events": (4096 * _MiB, 128 * _MiB),
+    "sessions": (1024 * _MiB, 64 * _MiB),
+    "commands": (512 * _MiB, 32 * _MiB),
+    "dead_letters": (256 * _MiB, 8 * _MiB),
+}
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class BusSettings:
     """How the streams are sized and how redelivery behaves. ``from_env`` reads ``TRIGREASON_*``."""
@@ -37,13 +52,15 @@ class BusSettings:
     nats_url: str = "nats://127.0.0.1:4222"
     replicas: int = 1
     # Retention: a session's events and its snapshot expire together, so a session either answers in
-    # full or is gone (404); sizes are bounded so a busy cluster cannot fill the NATS store.
+    # full or is gone (404); sizes are bounded so a busy cluster cannot fill the NATS store. JetStream
+    # reserves each stream's max_bytes in the server's store, so the defaults (None) depend on the
+    # storage: 5.75 GiB in all on file (the chart's 10 Gi volume), 232 MiB in memory.
     event_max_age_s: float = 7 * 24 * 3600.0
-    event_max_bytes: int = 2 * 1024**3
-    session_max_bytes: int = 1024**3
-    command_max_bytes: int = 512 * 1024**2
+    event_max_bytes: int | None = None  # file 4 GiB, memory 128 MiB
+    session_max_bytes: int | None = None  # file 1 GiB, memory 64 MiB
+    command_max_bytes: int | None = None  # file 512 MiB, memory 32 MiB
     dead_letter_max_age_s: float = 30 * 24 * 3600.0
-    dead_letter_max_bytes: int = 256 * 1024**2
+    dead_letter_max_bytes: int | None = None  # file 256 MiB, memory 8 MiB
     max_message_bytes: int = 1024**2  # NATS' default max_payload
     duplicate_window_s: float = 120.0
     ack_wait_s: float = 30.0  # workers send in_progress more often than this during long generations
@@ -59,6 +76,14 @@ class BusSettings:
     # Replies (JetStream API answers, pulled messages) arrive under this prefix; a per-service prefix lets
     # the server's permissions keep one service from reading another's replies.
     inbox_prefix: str = "_INBOX"
+
+    def max_bytes(self, kind: str) -> int:
+        """The byte limit of the ``events``, ``sessions``, ``commands`` or ``dead_letters`` store."""
+        value: int | None = getattr(self, _MAX_BYTES_FIELDS[kind])
+        if value is not None:
+            return value
+        file_bytes, memory_bytes = _DEFAULT_MAX_BYTES[kind]
+        return file_bytes if self.storage == "file" else memory_bytes
 
     def connect_options(self) -> dict[str, Any]:
         """Credentials and inbox prefix as keyword arguments of ``nats.connect``."""
@@ -82,6 +107,9 @@ class BusSettings:
                 return float(raw)
             except ValueError as exc:
                 raise ConfigError(f"{name}={raw!r} is not a number") from exc
+
+        def size(name: str) -> int | None:
+            return int(num(name, -2)) if env.get(name) else None
 
         defaults = cls()
         storage = env.get("TRIGREASON_NATS_STORAGE", defaults.storage)
@@ -111,13 +139,11 @@ class BusSettings:
             inbox_prefix=inbox_prefix,
             replicas=int(num("TRIGREASON_NATS_REPLICAS", defaults.replicas)),
             event_max_age_s=num("TRIGREASON_EVENT_MAX_AGE_S", defaults.event_max_age_s),
-            event_max_bytes=int(num("TRIGREASON_EVENT_MAX_BYTES", defaults.event_max_bytes)),
-            session_max_bytes=int(num("TRIGREASON_SESSION_MAX_BYTES", defaults.session_max_bytes)),
-            command_max_bytes=int(num("TRIGREASON_COMMAND_MAX_BYTES", defaults.command_max_bytes)),
+            event_max_bytes=size("TRIGREASON_EVENT_MAX_BYTES"),
+            session_max_bytes=size("TRIGREASON_SESSION_MAX_BYTES"),
+            command_max_bytes=size("TRIGREASON_COMMAND_MAX_BYTES"),
             dead_letter_max_age_s=num("TRIGREASON_DEAD_LETTER_MAX_AGE_S", defaults.dead_letter_max_age_s),
-            dead_letter_max_bytes=int(
-                num("TRIGREASON_DEAD_LETTER_MAX_BYTES", defaults.dead_letter_max_bytes)
-            ),
+            dead_letter_max_bytes=size("TRIGREASON_DEAD_LETTER_MAX_BYTES"),
             max_message_bytes=int(num("TRIGREASON_MAX_MESSAGE_BYTES", defaults.max_message_bytes)),
             duplicate_window_s=num("TRIGREASON_DUPLICATE_WINDOW_S", defaults.duplicate_window_s),
             ack_wait_s=num("TRIGREASON_ACK_WAIT_S", defaults.ack_wait_s),
@@ -182,7 +208,7 @@ async def ensure_topology(js: JetStreamContext, settings: BusSettings) -> KeyVal
             storage=storage,
             num_replicas=settings.replicas,
             duplicate_window=settings.duplicate_window_s,
-            max_bytes=settings.command_max_bytes,
+            max_bytes=settings.max_bytes("commands"),
             max_msg_size=settings.max_message_bytes,
         ),
     )
@@ -209,7 +235,7 @@ async def ensure_topology(js: JetStreamContext, settings: BusSettings) -> KeyVal
             num_replicas=settings.replicas,
             max_age=settings.event_max_age_s,
             duplicate_window=settings.duplicate_window_s,
-            max_bytes=settings.event_max_bytes,
+            max_bytes=settings.max_bytes("events"),
             max_msg_size=settings.max_message_bytes,
             discard=DiscardPolicy.OLD,
         ),
@@ -223,7 +249,7 @@ async def ensure_topology(js: JetStreamContext, settings: BusSettings) -> KeyVal
             storage=storage,
             num_replicas=settings.replicas,
             max_age=settings.dead_letter_max_age_s,
-            max_bytes=settings.dead_letter_max_bytes,
+            max_bytes=settings.max_bytes("dead_letters"),
             discard=DiscardPolicy.OLD,
         ),
     )
@@ -250,7 +276,7 @@ async def ensure_topology(js: JetStreamContext, settings: BusSettings) -> KeyVal
         storage=storage,
         replicas=settings.replicas,
         ttl=settings.event_max_age_s,  # a snapshot lives as long as the session's events
-        max_bytes=settings.session_max_bytes,
+        max_bytes=settings.max_bytes("sessions"),
         max_value_size=settings.max_message_bytes,
     )
     try:
