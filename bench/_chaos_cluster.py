@@ -26,7 +26,14 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from trigreason._process import die_with_parent
-from trigreason.proto import DEAD_LETTER_STREAM, EVENT_STREAM, SessionFailed, SessionFinished, StepCommitted
+from trigreason.proto import (
+    DEAD_LETTER_STREAM,
+    EVENT_STREAM,
+    SessionFailed,
+    SessionFinished,
+    StepCommitted,
+    decode_message,
+)
 from trigreason.services._nats_server import find_nats_server
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -283,6 +290,8 @@ class SessionRecord:
 
     submitted_at: float = 0.0
     seqs: list[int] = field(default_factory=list)  # stream sequences of all its events, in order
+    kinds: dict[int, str] = field(default_factory=dict)  # sequence -> last subject token
+    garbage: set[int] = field(default_factory=set)  # sequences that are no valid message (chaos input)
     committed: Counter[int] = field(default_factory=Counter)
     terminals: list[tuple[str, str, float]] = field(default_factory=list)  # (kind, code or reason, at)
     finished_steps: int | None = None
@@ -295,9 +304,8 @@ class SessionRecord:
 
     def seqs_until_terminal(self) -> list[int]:
         """What an SSE client must see: every event up to and including the first terminal one."""
-        if self.terminal_seq is None:
-            return list(self.seqs)
-        return [s for s in self.seqs if s <= self.terminal_seq]
+        end = self.terminal_seq if self.terminal_seq is not None else self.seqs[-1] if self.seqs else 0
+        return [s for s in self.seqs if s <= end and s not in self.garbage]
 
 
 _committed = msgspec.json.Decoder(StepCommitted)
@@ -361,7 +369,13 @@ class Ledger:
             return  # not one of ours (garbage on made-up ids, other runs)
         rec.seqs.append(seq)
         kind = parts[3]
+        rec.kinds[seq] = kind
         at = meta.timestamp.timestamp() if meta.timestamp is not None else time.time()
+        try:
+            decode_message(data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            rec.garbage.add(seq)  # the malformed case's own input: a gateway may or may not relay it
+            return
         try:
             if kind == "committed":
                 rec.committed[_committed.decode(data).index] += 1
@@ -422,6 +436,7 @@ class SseRecord:
     # The stream ended (cleanly or not) before the terminal event.
     drops: list[str] = field(default_factory=list)
     statuses: Counter[int] = field(default_factory=Counter)  # non-200 answers to a (re)connect
+    stalled: bool = False  # set by the harness: still waiting when its session had ended
 
 
 async def follow_sse(http: aiohttp.ClientSession, base_url: str, sid: str, deadline: float) -> SseRecord:
@@ -463,7 +478,7 @@ async def follow_sse(http: aiohttp.ClientSession, base_url: str, sid: str, deadl
                                 rec.done = True
                                 break
                         ev_id, ev_kind = None, "message"
-        except (aiohttp.ClientError, ConnectionError, TimeoutError, ValueError) as exc:
+        except Exception as exc:  # refused, reset, a broken chunk, a bad line: reconnect
             if streaming:  # an open stream broke (a refused reconnect is not another drop)
                 rec.drops.append(type(exc).__name__)
         if not rec.done:
@@ -471,13 +486,15 @@ async def follow_sse(http: aiohttp.ClientSession, base_url: str, sid: str, deadl
     return rec
 
 
-def check_sse(rec: SseRecord, expected: list[int]) -> dict[str, int]:
-    """Compare the ids a client saw with the session's event sequences (up to its first terminal)."""
+def check_sse(rec: SseRecord, session: SessionRecord) -> dict[str, list[int]]:
+    """Compare the ids a client saw with the session's valid events up to its first terminal one."""
     seen = Counter(rec.ids)
+    expected = session.seqs_until_terminal()
+    want = set(expected) | session.garbage
     return {
-        "missing": sum(1 for s in expected if s not in seen),
-        "duplicated": sum(n - 1 for n in seen.values() if n > 1),
-        "unexpected": sum(1 for s in seen if s not in set(expected)),
+        "missing": [s for s in expected if s not in seen],
+        "duplicated": [s for s, n in seen.items() if n > 1],
+        "unexpected": [s for s in seen if s not in want],
     }
 
 

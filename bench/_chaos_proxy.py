@@ -10,7 +10,9 @@ protocol probe at start-up, always passes), injects one kind of fault into a sha
 - ``hang``: no answer at all until the client gives up (past any timeout);
 - ``truncated``: a ``Content-Length`` the body never reaches, then the connection closes;
 - ``nonjson``: ``200`` with an HTML body;
-- ``oversized``: the simulator's real answer with about 2 MB of text put in front of the step.
+- ``oversized``: the simulator's real answer with about 2 MB of text put in front of the step. Which
+  requests get it depends on the request body only, so a retried command gets it again (a step whose
+  result can never be published must still end its session).
 
 The proxy runs inside the chaos harness's own event loop; ``mode`` and ``rate`` can change between
 phases. ``injected`` counts the faults by mode.
@@ -20,7 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
+import zlib
 from collections import Counter
 from typing import Any, Literal
 
@@ -61,6 +65,8 @@ class FaultProxy:
         self._http = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=120), connector=aiohttp.TCPConnector(limit=256)
         )
+        # The injected resets and hangs are on purpose: no tracebacks from aiohttp's server about them.
+        logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         # handler_cancellation: a client that gives up on a hung request cancels its handler.
@@ -95,18 +101,19 @@ class FaultProxy:
         if self._http is not None:
             await self._http.close()
 
-    def _fault(self, request: web.Request) -> FaultMode:
+    def _fault(self, request: web.Request, body: bytes) -> FaultMode:
         if request.method != "POST" or request.path != "/generate":
             return "pass"
         if self.refusing:
             return "refused"
-        if self.mode in ("pass", "refused") or self._rng.random() >= self.rate:
+        if self.mode in ("pass", "refused"):
             return "pass"
-        return self.mode
+        draw = (zlib.crc32(body) % 10_000) / 10_000 if self.mode == "oversized" else self._rng.random()
+        return self.mode if draw < self.rate else "pass"
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        fault = self._fault(request)
         body = await request.read()
+        fault = self._fault(request, body)
         if fault != "pass":
             self.injected[fault] += 1
         if fault == "refused":

@@ -207,7 +207,12 @@ async def open_stack(
     cluster = NatsCluster(nodes, new_tmp(f"trig-chaos-{name}-"))
     await cluster.start()
     nc = await nats.connect(
-        cluster.urls, max_reconnect_attempts=-1, reconnect_time_wait=0.25, name="chaos-harness"
+        cluster.urls,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.25,
+        name="chaos-harness",
+        error_cb=_quiet,  # a restarted server is expected here: no tracebacks on the console
+        disconnected_cb=_nothing,
     )
     js = nc.jetstream()
     await wait_jetstream(js)
@@ -264,6 +269,14 @@ async def open_stack(
         stack.start_service(service)
     await stack.ready(list(SERVICE_NAMES))
     return stack
+
+
+async def _quiet(exc: Exception) -> None:
+    del exc
+
+
+async def _nothing() -> None:
+    return None
 
 
 async def close_stack(stack: Stack) -> dict[str, float]:
@@ -380,7 +393,17 @@ async def run_batch(
     sse_done, pending = await asyncio.wait(followers, timeout=5) if followers else (set(), set())
     for task in pending:
         task.cancel()
-    records = [t.result() for t in followers if t in sse_done and not t.cancelled() and t.exception() is None]
+    records: list[SseRecord] = []
+    for sid, task in zip(sids, followers, strict=False):
+        if task in sse_done and not task.cancelled() and task.exception() is None:
+            records.append(task.result())
+        else:  # still waiting at the deadline, or the client itself broke: counts as not exactly once
+            broken = SseRecord(sid)
+            if task not in sse_done:
+                broken.stalled = True  # its session ended, but the stream never delivered the end
+            else:
+                broken.drops.append(repr(task.exception()))
+            records.append(broken)
     await ledger.poll()
     return Batch(sids, errors, records, detail, time.monotonic() - started)
 
@@ -439,16 +462,28 @@ def evaluate(
     sse_drops = 0
     sse_reconnects = 0
     sse_statuses: Counter[int] = Counter()
+    sse_reasons: Counter[str] = Counter()
+    sse_stalled = 0
+    sse_mismatch: Counter[str] = Counter()  # e.g. "missing requested": events a client never saw
     for rec_sse in batch.sse:
+        sse_reasons.update(rec_sse.drops)
+        sse_stalled += rec_sse.stalled
         sess = ledger.sessions[rec_sse.sid]
-        cmp = check_sse(rec_sse, sess.seqs_until_terminal())
+        cmp = check_sse(rec_sse, sess)
         if any(cmp.values()) or (sess.terminal is not None and not rec_sse.done):
             sse_bad += 1
+            for what, seqs in cmp.items():
+                for seq in seqs:
+                    sse_mismatch[f"{what} {sess.kinds.get(seq, '?')}"] += 1
         sse_drops += len(rec_sse.drops)
         sse_reconnects += max(0, rec_sse.connects - 1)
         sse_statuses.update(rec_sse.statuses)
     if sse_bad:
         problems.append(f"SSE: {sse_bad} of {len(batch.sse)} clients did not see every event exactly once")
+    if sse_stalled:
+        problems.append(
+            f"SSE: {sse_stalled} streams still open without the terminal event 5 s after their sessions ended"
+        )
     if sse_drops and not sse_drops_allowed:
         problems.append(f"SSE: {sse_drops} streams ended before the terminal event")
     exits = stack.procs.unexpected_exits()
@@ -474,6 +509,9 @@ def evaluate(
             "not_exactly_once": sse_bad,
             "reconnects": sse_reconnects,
             "ended_early": sse_drops,
+            "ended_early_how": dict(sse_reasons.most_common(5)),
+            "stalled": sse_stalled,
+            "mismatched_events": dict(sse_mismatch),
             "error_statuses": {str(k): v for k, v in sse_statuses.items()},
         },
         "elapsed_s": round(batch.elapsed_s, 1),
@@ -716,7 +754,7 @@ BACKEND_CASES: list[tuple[str, FaultMode, float]] = [
     ("backend-429", "http429", 0.3),
     ("backend-truncated", "truncated", 0.2),
     ("backend-nonjson", "nonjson", 0.05),
-    ("backend-oversized", "oversized", 0.05),
+    ("backend-oversized", "oversized", 0.1),
     ("backend-refused", "refused", 0.0),
     ("backend-hang", "hang", 0.15),
 ]
@@ -792,8 +830,15 @@ async def group_backend(cfg: Config, rows: list[dict[str, Any]]) -> None:
             checks: list[str] = []
             if mode == "hang":
                 # Did the worker give up on a hung request after TRIGREASON_BACKEND_TIMEOUT_S?
-                honoured = bool(stack.log_lines(f"no response within {float(BACKEND_TIMEOUT_S)}s", 1))
-                batch.detail["backend_timeout_env_honoured"] = honoured
+                timed_out = stack.log_lines("no response within", 1)
+                batch.detail["backend_timeout_env_honoured"] = bool(
+                    stack.log_lines(f"no response within {float(BACKEND_TIMEOUT_S)}s", 1)
+                )
+                if not timed_out:
+                    checks.append(
+                        "no worker timed out a hung backend request (TRIGREASON_BACKEND_TIMEOUT_S="
+                        f"{BACKEND_TIMEOUT_S} not applied; sessions ended only by their deadline)"
+                    )
             if not stack.proxy.injected:
                 checks.append("no fault was injected")
             rows.append(evaluate(stack, case, batch, checks=checks))
