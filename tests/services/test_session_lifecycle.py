@@ -288,3 +288,42 @@ async def test_session_snapshots_expire_with_the_events(nats_server: LocalNatsSe
         assert kv_info.config.max_msg_size == events_info.config.max_msg_size == settings.max_message_bytes
     finally:
         await nc.close()
+
+
+@pytest.fixture
+async def long_step_sim() -> AsyncIterator[str]:
+    # 4,096-token steps (the per-step cap) that never reach an answer.
+    async for url in _sim(
+        time_per_token_ms=0.0,
+        step_tokens=StepLength("fixed", 4096, 4096),
+        answer_after=10**6,
+        max_total_tokens=200_000,
+    ):
+        yield url
+
+
+@pytest.mark.parametrize("policy", ["specreason", "lrm-only"])
+async def test_a_session_at_the_size_bounds_finishes_within_nats_limits(
+    cluster: Cluster, long_step_sim: str, policy: str
+) -> None:
+    """The largest request allowed (max_tokens and step_max_tokens at their bounds, SpecReason's judge
+    prompts the biggest messages) ends cleanly: no message exceeds NATS' max_payload on the way."""
+    await _start(cluster, long_step_sim)
+    params = SessionParams(
+        policy=policy,  # type: ignore[arg-type]
+        judge_threshold=0.0,  # SpecReason accepts every SRM step: every message carries the context twice
+        max_tokens=65_536,
+        step_max_tokens=4096,
+        max_steps=100_000,
+    )
+    await _request(cluster.server.url, f"big-{policy}", params)
+    events = await _events(cluster.server.url, f"big-{policy}", wait_s=60.0)
+    end = _terminal(events)
+    assert isinstance(end, SessionFinished), end
+    assert end.reason == "context_limit"
+    nc = await nats.connect(cluster.server.url)
+    try:
+        info = await nc.jetstream().stream_info(DEAD_LETTER_STREAM)
+        assert info.state.messages == 0
+    finally:
+        await nc.close()
