@@ -25,7 +25,6 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from trigreason._process import die_with_parent
 from trigreason.proto import (
     DEAD_LETTER_STREAM,
     EVENT_STREAM,
@@ -34,7 +33,8 @@ from trigreason.proto import (
     StepCommitted,
     decode_message,
 )
-from trigreason.services._nats_server import find_nats_server
+from trigreason.services.runtime import die_with_parent
+from trigreason.stack import find_nats_server
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent

@@ -17,8 +17,8 @@ import signal
 import sys
 from typing import Any
 
-from trigreason._eventloop import run as run_event_loop
 from trigreason.services.backend_sim import SimSettings, StepLength, make_app, start_server
+from trigreason.services.runtime import run_event_loop
 
 
 def settings_from(raw: dict[str, Any]) -> SimSettings:

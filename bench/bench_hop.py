@@ -36,8 +36,8 @@ from nats.aio.msg import Msg
 from rich.table import Table
 
 from trigreason.proto import GeneratedStep, SessionParams, StepGenerated, TriggerContext, encode, subject_for
-from trigreason.services._nats_server import LocalNatsServer
-from trigreason.services._topology import BusSettings, ensure_topology
+from trigreason.services.runtime import BusSettings, ensure_topology
+from trigreason.stack import LocalNatsServer
 
 NAME = "hop"
 LOOPS = ("asyncio", "uvloop")

@@ -53,7 +53,6 @@ from _harness import (
 from nats.aio.msg import Msg
 from rich.table import Table
 
-from trigreason.backends import Backend, Generation, GenerationRequest, JudgeResult, make_backend
 from trigreason.proto import (
     GenerateStep,
     SessionFailed,
@@ -65,8 +64,15 @@ from trigreason.proto import (
     decode_message,
 )
 from trigreason.runner import run_session
-from trigreason.services._nats_server import LocalNatsServer
-from trigreason.services._topology import BusSettings, ensure_topology
+from trigreason.services.runtime import BusSettings, ensure_topology
+from trigreason.services.worker.backends import (
+    Backend,
+    Generation,
+    GenerationRequest,
+    JudgeResult,
+    make_backend,
+)
+from trigreason.stack import LocalNatsServer
 
 NAME = "overhead"
 SERVICES = ("orchestrator", "trigger-evaluator", "srm-worker", "lrm-worker")

@@ -46,8 +46,8 @@ from nats.aio.msg import Msg
 from rich.table import Table
 
 from trigreason.proto import SessionParams
-from trigreason.services._nats_server import LocalNatsServer
-from trigreason.services._topology import BusSettings, ensure_topology
+from trigreason.services.runtime import BusSettings, ensure_topology
+from trigreason.stack import LocalNatsServer
 
 NAME = "scaling"
 STEP_MS = 50.0

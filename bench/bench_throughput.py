@@ -47,8 +47,8 @@ from nats.aio.msg import Msg
 from rich.table import Table
 
 from trigreason.proto import SessionFailed, SessionFinished, SessionParams, StepCommitted, decode_message
-from trigreason.services._nats_server import LocalNatsServer
-from trigreason.services._topology import BusSettings, ensure_topology
+from trigreason.services.runtime import BusSettings, ensure_topology
+from trigreason.stack import LocalNatsServer
 
 NAME = "throughput"
 TARGET_STEPS_S = 1000.0

@@ -75,8 +75,7 @@ from nats.js import JetStreamContext
 from rich.table import Table
 
 from trigreason.proto import EVENT_STREAM, GenerateStep, SessionParams, SessionRequested, encode
-from trigreason.services._bus import Bus
-from trigreason.services._topology import BusSettings, ensure_topology
+from trigreason.services.runtime import Bus, BusSettings, ensure_topology
 
 # Sessions get a deadline when the contract has one (SessionParams.deadline_s); the case waits this long
 # on top of it before it calls a session hung.

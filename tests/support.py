@@ -6,8 +6,6 @@ from collections.abc import Callable, Sequence
 
 from msgspec import Struct
 
-from trigreason.core import decide, evaluate, initial_state
-from trigreason.core.transitions import OrchestratorEvent, Output
 from trigreason.proto import (
     GeneratedStep,
     GenerateStep,
@@ -21,6 +19,8 @@ from trigreason.proto import (
     TokenLogprob,
     Verdict,
 )
+from trigreason.services.orchestrator import OrchestratorEvent, Output, decide, initial_state
+from trigreason.services.trigger_evaluator import evaluate
 
 CONFIDENT = -0.001  # perplexity 1.001: below any tau > 1.001
 UNSURE = -1.0  # perplexity 2.72

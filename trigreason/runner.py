@@ -12,10 +12,8 @@ from collections.abc import Awaitable, Callable
 
 from msgspec import Struct
 
-from .backends import Backend, GenerationRequest
-from .core import BackendError, decide, evaluate, initial_state, judge_scored, step_failed, step_generated
-from .core.transitions import OrchestratorEvent
-from .proto import (
+from trigreason.proto import (
+    BackendError,
     CommittedStep,
     DeadlineReached,
     GenerateStep,
@@ -29,6 +27,10 @@ from .proto import (
     StepCommitted,
     Verdict,
 )
+from trigreason.services.orchestrator import OrchestratorEvent, decide, initial_state
+from trigreason.services.trigger_evaluator import evaluate
+from trigreason.services.worker import judge_scored, step_failed, step_generated
+from trigreason.services.worker.backends import Backend, GenerationRequest
 
 __all__ = ["SessionResult", "run_session"]
 

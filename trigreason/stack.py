@@ -18,16 +18,14 @@ from typing import Any
 import aiohttp
 from opentelemetry.sdk.trace import TracerProvider
 
-from trigreason._process import die_with_parent
-from trigreason.backends import Backend, make_backend
-from trigreason.core import TrigReasonError
-from trigreason.proto import Role
-from trigreason.services._host import SERVICES, ServiceName, ServiceSettings, run_service
-from trigreason.services._nats_server import LocalNatsServer
-from trigreason.services._topology import BusSettings
+from trigreason._host import SERVICES, ServiceName, ServiceSettings, run_service
+from trigreason._nats_server import LocalNatsServer, find_nats_server
+from trigreason.proto import Role, TrigReasonError
 from trigreason.services.gateway import GatewaySettings
+from trigreason.services.runtime import BusSettings, die_with_parent
+from trigreason.services.worker.backends import Backend, make_backend
 
-__all__ = ["StackSpec", "embedded_stack", "inference_servers"]
+__all__ = ["LocalNatsServer", "StackSpec", "embedded_stack", "find_nats_server", "inference_servers"]
 
 _DRAIN_S = 5.0
 

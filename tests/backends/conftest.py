@@ -24,13 +24,16 @@ _START_TIMEOUT_S = 180.0
 
 @pytest.fixture(scope="session")
 def tiny_model() -> Path:
-    """``trigreason.models.resolve_model("tiny")``, else the GGUF named by ``TRIGREASON_TEST_MODEL``."""
+    """``resolve_model("tiny")`` (trigreason.services.tgi_cpu.models), else the GGUF named by
+    ``TRIGREASON_TEST_MODEL``."""
     reasons = []
     try:
-        resolve = importlib.import_module("trigreason.models").resolve_model
+        resolve = importlib.import_module("trigreason.services.tgi_cpu.models").resolve_model
         return Path(resolve("tiny"))
     except Exception as exc:  # not there yet, offline, ...: fall back to the variable
-        reasons.append(f'trigreason.models.resolve_model("tiny") failed: {type(exc).__name__}: {exc}')
+        reasons.append(
+            f'trigreason.services.tgi_cpu.models.resolve_model("tiny") failed: {type(exc).__name__}: {exc}'
+        )
     env = os.environ.get("TRIGREASON_TEST_MODEL")
     if env and Path(env).is_file():
         return Path(env)

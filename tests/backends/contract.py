@@ -24,8 +24,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from trigreason.backends import BackendSettings, GenerationRequest, TgiBackend, make_backend
-from trigreason.core import BackendError
+from trigreason.proto import BackendError
+from trigreason.services.worker.backends import BackendSettings, GenerationRequest, TgiBackend, make_backend
 
 __all__ = ["ContractServer", "TgiContract"]
 

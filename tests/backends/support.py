@@ -8,8 +8,8 @@ from typing import Any
 
 from aiohttp import web
 
-from trigreason.backends import BackendSettings
 from trigreason.services.backend_sim import SimSettings, make_app, start_server
+from trigreason.services.worker.backends import BackendSettings
 
 __all__ = ["fast_retries", "serve_app", "serve_sim"]
 

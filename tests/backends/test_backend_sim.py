@@ -13,12 +13,11 @@ import aiohttp
 import pytest
 from typer.testing import CliRunner
 
-from trigreason.backends import GenerationRequest, TgiBackend
 from trigreason.cli import _app
-from trigreason.core import BackendError, ConfigError
-from trigreason.core._triggers import hesitates
-from trigreason.proto import DEFAULT_HESITATION
+from trigreason.proto import DEFAULT_HESITATION, BackendError, ConfigError
 from trigreason.services.backend_sim import SimParams, SimSettings, Simulator, StepLength
+from trigreason.services.trigger_evaluator import hesitates
+from trigreason.services.worker.backends import GenerationRequest, TgiBackend
 
 from .contract import ContractServer, TgiContract
 from .support import fast_retries, serve_sim

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from trigreason.backends import (
+from trigreason.proto import BackendError, ConfigError
+from trigreason.services.worker.backends import (
     BackendSettings,
     GenerationRequest,
     OpenAIBackend,
@@ -20,7 +21,6 @@ from trigreason.backends import (
     detect_protocol,
     make_backend,
 )
-from trigreason.core import BackendError, ConfigError
 
 from .support import fast_retries, serve_app
 

@@ -9,8 +9,13 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from trigreason.backends import BackendSettings, GenerationRequest, OpenAIBackend, make_backend
-from trigreason.core import BackendError
+from trigreason.proto import BackendError
+from trigreason.services.worker.backends import (
+    BackendSettings,
+    GenerationRequest,
+    OpenAIBackend,
+    make_backend,
+)
 
 from .support import serve_app
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.deploy.nats_auth import ROOT, password_variable
-from trigreason.services._host import SERVICES
-from trigreason.services._nats_server import find_nats_server
+from trigreason._host import SERVICES
+from trigreason.stack import find_nats_server
 
 NATS_CONF = ROOT / "infra" / "nats" / "nats.conf"
 

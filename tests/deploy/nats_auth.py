@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from trigreason._host import SERVICES
 from trigreason.proto import (
     COMMAND_STREAM,
     DEAD_LETTER_STREAM,
@@ -42,8 +43,7 @@ from trigreason.proto import (
     event_subject,
     timer_subject,
 )
-from trigreason.services._host import SERVICES
-from trigreason.services._topology import CONSUMERS
+from trigreason.services.runtime import CONSUMERS
 
 ROOT = Path(__file__).resolve().parents[2]
 AUTH_CONF = ROOT / "infra" / "nats" / "auth.conf"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from trigreason.core import ConfigError
-from trigreason.services._topology import BusSettings
+from trigreason.proto import ConfigError
+from trigreason.services.runtime import BusSettings
 
 
 def test_no_credentials_by_default() -> None:

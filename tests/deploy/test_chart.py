@@ -21,9 +21,9 @@ import pytest
 import yaml
 
 from tests.deploy.nats_auth import ROOT, inbox_prefix
+from trigreason._host import SERVICES
 from trigreason.proto import SessionParams
-from trigreason.services._host import SERVICES
-from trigreason.services._topology import CONSUMERS
+from trigreason.services.runtime import CONSUMERS
 
 CHART = ROOT / "k8s" / "trigreason"
 CI = CHART / "ci"

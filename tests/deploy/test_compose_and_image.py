@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from tests.deploy.nats_auth import ROOT, inbox_prefix, password_variable
+from trigreason._host import SERVICES
 from trigreason.proto import SessionParams
-from trigreason.services._host import SERVICES
 
 COMPOSE = ROOT / "infra" / "compose.yaml"
 EXAMPLE_ENV = ROOT / "infra" / "example.env"

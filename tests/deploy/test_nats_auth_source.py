@@ -14,8 +14,8 @@ from tests.deploy.nats_auth import (
     nats_values,
     values_yaml,
 )
-from trigreason.services._host import SERVICES
-from trigreason.services._topology import CONSUMERS
+from trigreason._host import SERVICES
+from trigreason.services.runtime import CONSUMERS
 
 REGENERATE = "run: uv run --frozen --no-sync python -m tests.deploy.nats_auth"
 

@@ -21,9 +21,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from tests.deploy.conftest import AuthNats
 from tests.deploy.nats_auth import inbox_prefix
 from tests.support import step
-from trigreason.backends import Backend, ScriptedBackend
+from trigreason._host import SERVICES, ServiceSettings, run_service
 from trigreason.proto import Role
-from trigreason.services._host import SERVICES, ServiceSettings, run_service
+from trigreason.services.worker.backends import Backend, ScriptedBackend
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -14,15 +14,14 @@ import pytest
 from aiohttp import web
 
 from tests.services.cluster import Cluster, start_all
-from trigreason.backends import make_backend
-from trigreason.models import resolve_model
 from trigreason.proto import decode_message
-from trigreason.services._bus import Bus
-from trigreason.services._nats_server import LocalNatsServer
-from trigreason.services._topology import BusSettings
 from trigreason.services.gateway import GatewaySettings, make_app
+from trigreason.services.runtime import Bus, BusSettings
 from trigreason.services.tgi_cpu import LlamaEngine, TgiCpuSettings, start_server
 from trigreason.services.tgi_cpu import make_app as make_tgi_app
+from trigreason.services.tgi_cpu.models import resolve_model
+from trigreason.services.worker.backends import make_backend
+from trigreason.stack import LocalNatsServer
 
 # Generous limits: a loaded 2-core machine decodes a few tokens per second.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]

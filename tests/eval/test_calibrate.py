@@ -10,9 +10,9 @@ import typer
 from typer.testing import CliRunner
 
 from trigreason.cli._params import session_params
-from trigreason.core import ConfigError
 from trigreason.eval import GridPoint, choose, grid
 from trigreason.profiles import load_profile
+from trigreason.proto import ConfigError
 
 
 def _p(rho: float, acc: float, ratio: float) -> GridPoint:

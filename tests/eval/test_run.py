@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 from tests.support import step
-from trigreason.backends import ScriptedBackend
 from trigreason.eval import InProcessExecutor, Outcome, Problem, complete_rows, read_rows, run_eval
 from trigreason.proto import SessionParams
+from trigreason.services.worker.backends import ScriptedBackend
 
 PROBLEMS = [
     Problem(id="t/0", question="What is 3 + 4?", gold="7", grade="numeric"),

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from trigreason.models import ModelSpec, WheelRef
+from trigreason.services.tgi_cpu.models import ModelSpec, WheelRef
 
 
 class FakeIndex:

@@ -14,7 +14,14 @@ import pytest
 from typer.testing import CliRunner
 
 from trigreason.cli import app
-from trigreason.models import DEFAULT_MODELS, ModelError, ModelSpec, _http, cached_model, resolve_model
+from trigreason.services.tgi_cpu.models import (
+    DEFAULT_MODELS,
+    ModelError,
+    ModelSpec,
+    _http,
+    cached_model,
+    resolve_model,
+)
 
 from .conftest import PARTS, FakeIndex, leftovers, publish_model
 

@@ -10,14 +10,13 @@ import msgspec
 import nats
 from opentelemetry.trace import Tracer
 
-from trigreason.backends import Backend
 from trigreason.proto import SessionFailed, SessionFinished, SessionParams, SessionRequested, decode_message
-from trigreason.services._bus import Bus, consume
-from trigreason.services._nats_server import LocalNatsServer
-from trigreason.services._topology import BusSettings
 from trigreason.services.orchestrator import Orchestrator
+from trigreason.services.runtime import Bus, BusSettings, consume
 from trigreason.services.trigger_evaluator import TriggerEvaluator
 from trigreason.services.worker import Worker
+from trigreason.services.worker.backends import Backend
+from trigreason.stack import LocalNatsServer
 
 
 class Cluster:

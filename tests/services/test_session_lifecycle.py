@@ -14,8 +14,6 @@ import pytest
 from nats.js.api import KeyValueConfig
 
 from tests.services.cluster import Cluster, start_all
-from trigreason.backends import TgiBackend
-from trigreason.core import StaleEvent
 from trigreason.proto import (
     DEAD_LETTER_STREAM,
     EVENT_STREAM,
@@ -26,6 +24,7 @@ from trigreason.proto import (
     SessionParams,
     SessionRequested,
     SessionSnapshot,
+    StaleEvent,
     StepCommitted,
     StepFailed,
     StepGenerated,
@@ -33,11 +32,11 @@ from trigreason.proto import (
     decode_message,
     encode,
 )
-from trigreason.services._bus import Bus, Delivery
-from trigreason.services._nats_server import LocalNatsServer
-from trigreason.services._topology import BusSettings, ensure_topology
 from trigreason.services.backend_sim import SimSettings, StepLength, make_app, start_server
 from trigreason.services.orchestrator import Orchestrator, event_key
+from trigreason.services.runtime import Bus, BusSettings, Delivery, ensure_topology
+from trigreason.services.worker.backends import TgiBackend
+from trigreason.stack import LocalNatsServer
 
 
 async def _sim(**overrides: object) -> AsyncIterator[str]:

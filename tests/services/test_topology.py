@@ -9,8 +9,8 @@ import pytest
 from nats.js.errors import KeyWrongLastSequenceError
 
 from trigreason.proto import COMMAND_STREAM, EVENT_STREAM
-from trigreason.services._nats_server import LocalNatsServer
-from trigreason.services._topology import CONSUMERS, BusSettings, ensure_topology
+from trigreason.services.runtime import CONSUMERS, BusSettings, ensure_topology
+from trigreason.stack import LocalNatsServer
 
 
 async def test_topology_is_idempotent_and_deduplicates_commands(nats_server: LocalNatsServer) -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from trigreason.models import resolve_model
 from trigreason.services.tgi_cpu import LlamaEngine, TgiCpuSettings, make_app, start_server
+from trigreason.services.tgi_cpu.models import resolve_model
 
 CTX = 1024
 THREADS = 2
@@ -58,12 +58,15 @@ def _probe_llama_cpp(model: Path) -> None:
 
 @pytest.fixture(scope="session")
 def tiny_model() -> Path:
-    """``trigreason.models.resolve_model("tiny")``, else the GGUF named by ``TRIGREASON_TEST_MODEL``."""
+    """``resolve_model("tiny")`` (trigreason.services.tgi_cpu.models), else the GGUF named by
+    ``TRIGREASON_TEST_MODEL``."""
     reasons = []
     try:
         path = resolve_model("tiny")
     except Exception as exc:  # offline, no cache yet, ...: fall back to the variable
-        reasons.append(f'trigreason.models.resolve_model("tiny") failed: {type(exc).__name__}: {exc}')
+        reasons.append(
+            f'trigreason.services.tgi_cpu.models.resolve_model("tiny") failed: {type(exc).__name__}: {exc}'
+        )
     else:
         _probe_llama_cpp(path)
         return path

@@ -1,6 +1,6 @@
 import pytest
 
-from trigreason.core import extract_boxed
+from trigreason.services.orchestrator import extract_boxed
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from trigreason._eventloop import event_loop_kind, run
-from trigreason.core import ConfigError
+from trigreason.proto import ConfigError
+from trigreason.services.runtime import event_loop_kind, run_event_loop
 
 
 @pytest.mark.parametrize(
@@ -36,4 +36,4 @@ def test_run_uses_the_chosen_loop(kind: str, module: str) -> None:
         await asyncio.sleep(0)
         return type(asyncio.get_running_loop()).__module__
 
-    assert run(main, env={"TRIGREASON_EVENT_LOOP": kind}).startswith(module)
+    assert run_event_loop(main, env={"TRIGREASON_EVENT_LOOP": kind}).startswith(module)

@@ -6,20 +6,22 @@ import msgspec
 import pytest
 
 from tests.support import CONFIDENT, Trace, drive, scripted, step
-from trigreason.core import IllegalEvent, Output, StaleEvent, decide, initial_state
 from trigreason.proto import (
     DeadlineReached,
     GeneratedStep,
     GenerateStep,
+    IllegalEvent,
     SessionFailed,
     SessionFinished,
     SessionParams,
     SessionRequested,
     SessionSnapshot,
+    StaleEvent,
     StepCommitted,
     StepFailed,
     StepGenerated,
 )
+from trigreason.services.orchestrator import Output, decide, initial_state
 
 Q = "What is 3 + 4?"
 CALM = step("We add 3 and 4.")

@@ -10,7 +10,6 @@ import msgspec
 import pytest
 
 from tests.support import step
-from trigreason.core import render_diagram
 from trigreason.proto import (
     SCHEMA_DIR,
     DecodeError,
@@ -36,6 +35,7 @@ from trigreason.proto import (
     render_schemas,
     subject_for,
 )
+from trigreason.services.orchestrator import render_diagram
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from tests.support import CONFIDENT, step
-from trigreason.backends import ScriptedBackend
 from trigreason.proto import GenerateStep, SessionParams, StepCommitted, Verdict
 from trigreason.runner import run_session
+from trigreason.services.worker.backends import ScriptedBackend
 
 
 async def test_runner_routes_srm_steps_through_the_evaluator() -> None:

@@ -10,20 +10,9 @@ import msgspec
 import pytest
 
 from tests.support import CONFIDENT, scripted, step
-from trigreason.backends import Backend, Generation, GenerationRequest, JudgeResult
-from trigreason.core import (
-    BackendError,
-    StaleEvent,
-    confident_share,
-    decide,
-    evaluate,
-    initial_state,
-    judge_command_id,
-    step_failed,
-    step_generated,
-)
 from trigreason.proto import (
     MAX_CONTEXT_BYTES,
+    BackendError,
     BackendTimings,
     DeadlineReached,
     GenerateStep,
@@ -34,9 +23,15 @@ from trigreason.proto import (
     SessionParams,
     SessionRequested,
     SessionSnapshot,
+    StaleEvent,
     StepCommitted,
+    judge_command_id,
 )
 from trigreason.runner import run_session
+from trigreason.services.orchestrator import decide, initial_state
+from trigreason.services.trigger_evaluator import confident_share, evaluate
+from trigreason.services.worker import step_failed, step_generated
+from trigreason.services.worker.backends import Backend, Generation, GenerationRequest, JudgeResult
 
 Q = "What is 3 + 4?"
 

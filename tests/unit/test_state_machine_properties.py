@@ -8,7 +8,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.support import Trace, drive
-from trigreason.core import Output, decide, initial_state
 from trigreason.proto import (
     FinishReason,
     GeneratedStep,
@@ -18,6 +17,7 @@ from trigreason.proto import (
     SessionParams,
     StepCommitted,
 )
+from trigreason.services.orchestrator import Output, decide, initial_state
 
 params_strategy = st.builds(
     SessionParams,

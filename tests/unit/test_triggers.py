@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from trigreason.core import confident_share, decide_trigreason, hesitates, judge_score
 from trigreason.proto import DEFAULT_HESITATION, TokenLogprob
+from trigreason.services.trigger_evaluator import confident_share, decide_trigreason, hesitates, judge_score
 
 LN_105 = math.log(1.05)  # 0.04879...
 

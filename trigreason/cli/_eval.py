@@ -18,8 +18,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from trigreason.backends import make_backend
-from trigreason.core import TrigReasonError
 from trigreason.eval import (
     EdgeCloudModel,
     Executor,
@@ -36,7 +34,8 @@ from trigreason.eval import (
 )
 from trigreason.eval._report import write_report
 from trigreason.profiles import user_profile_path
-from trigreason.proto import SessionParams
+from trigreason.proto import SessionParams, TrigReasonError
+from trigreason.services.worker.backends import make_backend
 from trigreason.stack import StackSpec, inference_servers
 
 from ._app import app

@@ -10,7 +10,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from trigreason.models import DEFAULT_MODELS, ModelError, cached_model, model_cache_dir, resolve_model
+from trigreason.services.tgi_cpu.models import (
+    DEFAULT_MODELS,
+    ModelError,
+    cached_model,
+    model_cache_dir,
+    resolve_model,
+)
 
 from ._app import models_app
 

@@ -8,9 +8,8 @@ from typing import Any
 import msgspec
 import typer
 
-from trigreason.core import ConfigError
 from trigreason.profiles import load_profile
-from trigreason.proto import SessionParams
+from trigreason.proto import ConfigError, SessionParams
 
 __all__ = ["session_params"]
 

@@ -7,7 +7,7 @@ from typing import IO, Annotated
 
 import msgspec
 
-from trigreason.core import decide_trigreason
+from trigreason.services.trigger_evaluator import decide_trigreason
 
 __all__ = ["RecordedStep", "ReplayError", "ReplayRow", "read_steps", "replay"]
 

@@ -8,11 +8,9 @@ from typing import Annotated
 
 import typer
 
-from trigreason._eventloop import run as run_event_loop
-from trigreason.core import TrigReasonError
-from trigreason.proto import Role
-from trigreason.services._host import ServiceName, ServiceSettings, run_service, stop_on_signals
-from trigreason.services._observability import configure_logging, configure_tracing
+from trigreason._host import ServiceName, ServiceSettings, run_service, stop_on_signals
+from trigreason.proto import Role, TrigReasonError
+from trigreason.services.runtime import configure_logging, configure_tracing, run_event_loop
 
 from ._app import serve_app
 
@@ -49,7 +47,7 @@ def _run(name: ServiceName, *, nats_url: str | None, concurrency: int | None, ba
     provider = configure_tracing(service=name, env=env)
 
     async def backend_factory(role: Role):  # type: ignore[no-untyped-def]
-        from trigreason.backends import make_backend
+        from trigreason.services.worker.backends import make_backend
 
         if not backend_url:
             raise TrigReasonError(f"{role}-worker needs --backend-url (or TRIGREASON_{role.upper()}_URL)")

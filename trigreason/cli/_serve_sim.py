@@ -11,8 +11,8 @@ from typing import Annotated
 import structlog
 import typer
 
-from trigreason._eventloop import run as run_event_loop
-from trigreason.core import TrigReasonError
+from trigreason.proto import TrigReasonError
+from trigreason.services.runtime import run_event_loop
 
 from ._app import serve_app
 
@@ -67,8 +67,8 @@ def serve_backend_sim(
     """Simulate a TGI server (/generate, /generate_stream, /info, /health, /metrics) with configurable
     latency, step lengths, log-probabilities and errors. Its text is not a model's: benchmarks only.
     Every option can also be set as TRIGREASON_SIM_<OPTION> (e.g. TRIGREASON_SIM_STEP_TOKENS)."""
-    from trigreason.services._observability import configure_logging
     from trigreason.services.backend_sim import SimSettings, make_app, start_server
+    from trigreason.services.runtime import configure_logging
 
     try:
         settings = SimSettings.from_env(

@@ -15,8 +15,8 @@ import structlog
 import typer
 from rich.console import Console
 
-from trigreason._eventloop import run as run_event_loop
-from trigreason.core import TrigReasonError
+from trigreason.proto import TrigReasonError
+from trigreason.services.runtime import run_event_loop
 
 from ._app import serve_app
 
@@ -50,7 +50,7 @@ def serve_tgi_cpu(
 ) -> None:
     """Serve one GGUF model over Hugging Face TGI's protocol (/generate, /generate_stream, /info, ...)."""
     # Imported here: the engine needs llama-cpp-python, which other commands do not.
-    from trigreason.services._observability import configure_logging
+    from trigreason.services.runtime import configure_logging
     from trigreason.services.tgi_cpu import (
         LlamaEngine,
         TgiCpuSettings,

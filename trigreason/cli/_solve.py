@@ -16,8 +16,6 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from trigreason._eventloop import run as run_event_loop
-from trigreason.core import TrigReasonError
 from trigreason.profiles import load_profile
 from trigreason.proto import (
     DEFAULT_HESITATION,
@@ -26,11 +24,12 @@ from trigreason.proto import (
     SessionParams,
     SessionRequested,
     StepCommitted,
+    TrigReasonError,
     decode_message,
     encode,
     event_subject,
 )
-from trigreason.services._observability import configure_logging, configure_tracing
+from trigreason.services.runtime import configure_logging, configure_tracing, run_event_loop
 from trigreason.stack import StackSpec, embedded_stack
 
 from ._app import app

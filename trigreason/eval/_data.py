@@ -8,7 +8,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from trigreason.core import ConfigError
+from trigreason.proto import ConfigError
 
 __all__ = ["DATASETS", "Problem", "load_problems"]
 

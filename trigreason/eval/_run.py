@@ -19,10 +19,9 @@ from typing import Any, Protocol
 import aiohttp
 import msgspec
 
-from trigreason.backends import Backend
-from trigreason.core import BackendError, TrigReasonError
-from trigreason.proto import CommittedStep, SessionParams, SessionStats
+from trigreason.proto import BackendError, CommittedStep, SessionParams, SessionStats, TrigReasonError
 from trigreason.runner import run_session
+from trigreason.services.worker.backends import Backend
 
 from ._data import Problem
 from ._grading import grade

@@ -18,8 +18,7 @@ from typing import Any
 import msgspec
 import platformdirs
 
-from trigreason.core import ConfigError
-from trigreason.proto import SessionParams
+from trigreason.proto import ConfigError, SessionParams
 
 __all__ = ["load_profile", "profile_dirs", "user_profile_path"]
 

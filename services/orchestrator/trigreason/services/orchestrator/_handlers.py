@@ -1,0 +1,295 @@
+"""The orchestrator's transition functions. Pure: no I/O, no clock, no random ids.
+
+Each takes the snapshot and one event and returns the new snapshot and what the service must publish.
+``transitions.TRANSITIONS`` says which function handles which event in which phase.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from trigreason.proto import (
+    MAX_CONTEXT_BYTES,
+    CommittedStep,
+    DeadlineReached,
+    GeneratedStep,
+    GenerateStep,
+    MessageDeadLettered,
+    Role,
+    SessionFailed,
+    SessionFinished,
+    SessionRequested,
+    SessionSnapshot,
+    StaleEvent,
+    StepCommitted,
+    StepFailed,
+    StepGenerated,
+    TriggerContext,
+    TriggerKind,
+    Verdict,
+    answered_command,
+)
+
+from ._accounting import add_call, add_trigger, session_stats
+from ._answers import extract_boxed
+from ._prompts import render_generation_prompt, render_judge_prompt
+
+__all__ = [
+    "Output",
+    "on_dead_lettered",
+    "on_deadline",
+    "on_lrm_step",
+    "on_session_requested",
+    "on_step_failed",
+    "on_verdict",
+]
+
+# What a decision owes the bus; ``DeadlineReached`` arms the session's deadline timer.
+Output = GenerateStep | StepCommitted | SessionFinished | SessionFailed | DeadlineReached
+Decision = tuple[SessionSnapshot, tuple[Output, ...]]
+
+# Consecutive blank steps (nothing but whitespace before the delimiter) after which a session stops.
+_MAX_BLANK_RUN = 3
+_SEED_MIX = 0x9E3779B97F4A7C15
+
+
+def command_id(session_id: str, index: int, attempt: int, role: Role) -> str:
+    """Deterministic: the same decision always yields the same id, so JetStream de-duplicates it."""
+    return f"{session_id}.{index}.{attempt}.{role}"
+
+
+def _step_seed(seed: int, index: int, attempt: int) -> int:
+    # A distinct, reproducible seed per (step, attempt): a retried blank step does not repeat itself.
+    return (seed + _SEED_MIX * (index * 1024 + attempt + 1)) % (2**63)
+
+
+def on_session_requested(state: SessionSnapshot, event: SessionRequested) -> Decision:
+    params = event.params
+    counters = state.counters
+    run_left, run_reason = 0, None
+    if params.policy == "trigreason" and params.priming_steps > 0:
+        run_left, run_reason = params.priming_steps, "priming"
+        counters = add_trigger(counters, "priming")
+    started = msgspec.structs.replace(
+        state,
+        question=event.question,
+        params=params,
+        lrm_run_left=run_left,
+        lrm_run_reason=run_reason,
+        counters=counters,
+        requested_at=event.requested_at,
+        last_event_at=event.requested_at,
+    )
+    timer = DeadlineReached(session_id=state.session_id, deadline_at=event.requested_at + params.deadline_s)
+    return _next_command(started, (timer,))
+
+
+def on_lrm_step(state: SessionSnapshot, event: StepGenerated) -> Decision:
+    _check_awaited(state, event.command_id)
+    state = _seen(state, event.at)
+    counters = add_call(state.counters, "lrm", event.timings)
+    state = msgspec.structs.replace(state, counters=counters)
+    if _is_blank(event.step):
+        return _on_blank(state, event.step)
+    committed = CommittedStep(
+        index=event.step_index,
+        role="lrm",
+        text=event.step.text,
+        tokens=event.step.tokens,
+        trigger=event.trigger,
+    )
+    run_left = max(0, state.lrm_run_left - 1)
+    state = msgspec.structs.replace(
+        state,
+        counters=msgspec.structs.replace(
+            state.counters,
+            lrm_tokens=state.counters.lrm_tokens + committed.tokens,
+            lrm_steps=state.counters.lrm_steps + 1,
+        ),
+        lrm_run_left=run_left,
+        lrm_run_reason=state.lrm_run_reason if run_left else None,
+        hesitation_run=0,  # the LRM wrote a step: the hesitation run starts over
+    )
+    return _commit(state, committed, event.step)
+
+
+def on_verdict(state: SessionSnapshot, event: Verdict) -> Decision:
+    candidate = event.candidate
+    _check_awaited(state, candidate.command_id)
+    state = _seen(state, max(event.at, candidate.at))
+    counters = add_call(state.counters, "srm", candidate.timings)
+    if event.judge_score is not None and event.judge_timings is not None:
+        counters = add_call(counters, "lrm", event.judge_timings, judge=True)
+    tokens = candidate.step.tokens
+    if event.decision == "replace":
+        reason: TriggerKind = event.reason or "offload"
+        counters = add_trigger(counters, reason)
+        counters = msgspec.structs.replace(counters, srm_wasted_tokens=counters.srm_wasted_tokens + tokens)
+        state = msgspec.structs.replace(
+            state,
+            counters=counters,
+            attempt=state.attempt + 1,
+            lrm_run_left=max(1, event.lrm_steps),
+            lrm_run_reason=reason,
+            hesitation_run=0,
+        )
+        return _next_command(state, ())
+    state = msgspec.structs.replace(state, counters=counters)
+    if _is_blank(candidate.step):
+        return _on_blank(state, candidate.step)
+    committed = CommittedStep(
+        index=event.step_index, role="srm", text=candidate.step.text, tokens=tokens, r_s=event.r_s
+    )
+    state = msgspec.structs.replace(
+        state,
+        counters=msgspec.structs.replace(
+            state.counters,
+            srm_tokens=state.counters.srm_tokens + tokens,
+            srm_steps=state.counters.srm_steps + 1,
+        ),
+        hesitation_run=event.hesitation_run,
+    )
+    return _commit(state, committed, candidate.step)
+
+
+def on_step_failed(state: SessionSnapshot, event: StepFailed) -> Decision:
+    _check_awaited(state, answered_command(event.command_id))
+    state = _seen(state, event.at)
+    what = "judge" if event.command_id != answered_command(event.command_id) else event.role
+    return _fail(state, event.code, f"step {event.step_index} ({what}): {event.message}")
+
+
+def on_deadline(state: SessionSnapshot, event: DeadlineReached) -> Decision:
+    """The deadline passed before the session ended (the service hands the timer over only when due)."""
+    seconds = event.deadline_at - state.requested_at
+    return _fail(state, "deadline_exceeded", f"the session did not end within its deadline ({seconds:g} s)")
+
+
+def on_dead_lettered(state: SessionSnapshot, event: MessageDeadLettered) -> Decision:
+    state = _seen(state, event.at)
+    return _fail(
+        state, "dead_lettered", f"a message on {event.origin_subject} was dead-lettered: {event.reason}"
+    )
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def _check_awaited(state: SessionSnapshot, cid: str) -> None:
+    if state.awaiting != cid:
+        raise StaleEvent(f"session {state.session_id} awaits {state.awaiting!r}, not {cid!r}")
+
+
+def _seen(state: SessionSnapshot, at: float) -> SessionSnapshot:
+    return msgspec.structs.replace(state, last_event_at=max(state.last_event_at, at))
+
+
+def _is_blank(step: GeneratedStep) -> bool:
+    return not step.text.strip() and step.finish_reason != "eos_token"
+
+
+def _on_blank(state: SessionSnapshot, step: GeneratedStep) -> Decision:
+    """A blank step is not committed; it is retried with a new seed, and too many in a row end the session."""
+    blank_run = state.blank_run + 1
+    state = msgspec.structs.replace(state, blank_run=blank_run, attempt=state.attempt + 1)
+    if blank_run >= _MAX_BLANK_RUN:
+        return _finish(state, "stalled", ())
+    return _next_command(state, ())
+
+
+def _commit(state: SessionSnapshot, step: CommittedStep, generated: GeneratedStep) -> Decision:
+    state = msgspec.structs.replace(state, steps=(*state.steps, step), attempt=0, blank_run=0)
+    out: tuple[Output, ...] = (
+        StepCommitted(
+            session_id=state.session_id,
+            index=step.index,
+            role=step.role,
+            text=step.text,
+            tokens=step.tokens,
+            trigger=step.trigger,
+            r_s=step.r_s,
+        ),
+    )
+    params = state.params
+    committed_tokens = state.counters.srm_tokens + state.counters.lrm_tokens
+    if extract_boxed(step.text) is not None:
+        return _finish(state, "final_answer", out)
+    if generated.finish_reason == "eos_token":
+        return _finish(state, "eos", out)
+    if committed_tokens >= params.max_tokens:
+        return _finish(state, "token_budget", out)
+    if len(state.steps) >= params.max_steps:
+        return _finish(state, "step_cap", out)
+    if _context_bytes(state) >= MAX_CONTEXT_BYTES:
+        return _finish(state, "context_limit", out)  # the next prompt would not fit a message
+    return _next_command(state, out)
+
+
+def _fail(state: SessionSnapshot, code: str, message: str) -> Decision:
+    failed = msgspec.structs.replace(state, phase="failed", awaiting=None, end_reason=code)
+    return failed, (
+        SessionFailed(session_id=state.session_id, code=code, message=message, stats=session_stats(failed)),
+    )
+
+
+def _context_bytes(state: SessionSnapshot) -> int:
+    return len(state.question.encode()) + sum(len(s.text.encode()) for s in state.steps)
+
+
+def _finish(state: SessionSnapshot, reason: str, out: tuple[Output, ...]) -> Decision:
+    answer = None
+    for step in reversed(state.steps):
+        answer = extract_boxed(step.text)
+        if answer is not None:
+            break
+    done = msgspec.structs.replace(state, phase="finished", awaiting=None, answer=answer, end_reason=reason)
+    finished = SessionFinished(
+        session_id=state.session_id,
+        answer=answer,
+        reason=reason,
+        steps=len(done.steps),
+        stats=session_stats(done),
+    )
+    return done, (*out, finished)
+
+
+def _next_command(state: SessionSnapshot, out: tuple[Output, ...]) -> Decision:
+    params = state.params
+    index = len(state.steps)
+    trigger: TriggerKind | None = None
+    if state.lrm_run_left > 0:
+        role: Role = "lrm"
+        trigger = state.lrm_run_reason
+    elif params.policy == "lrm-only":
+        role = "lrm"
+    else:
+        role = "srm"
+    texts = [s.text for s in state.steps]
+    family = params.srm_prompt if role == "srm" else params.lrm_prompt
+    context = None
+    if role == "srm":
+        head, tail = ("", "")
+        if params.policy == "specreason":
+            head, tail = render_judge_prompt(params.lrm_prompt, state.question, texts)
+        context = TriggerContext(
+            params=params, hesitation_run=state.hesitation_run, judge_prompt_head=head, judge_prompt_tail=tail
+        )
+    committed_tokens = state.counters.srm_tokens + state.counters.lrm_tokens
+    cid = command_id(state.session_id, index, state.attempt, role)
+    command = GenerateStep(
+        session_id=state.session_id,
+        command_id=cid,
+        step_index=index,
+        attempt=state.attempt,
+        role=role,
+        prompt=render_generation_prompt(family, state.question, texts),
+        # Capped by what is left of the budget, so the committed total never exceeds max_tokens.
+        max_new_tokens=max(1, min(params.step_max_tokens, params.max_tokens - committed_tokens)),
+        temperature=params.temperature,
+        top_p=params.top_p,
+        seed=_step_seed(params.seed, index, state.attempt),
+        trigger=trigger,
+        context=context,
+    )
+    phase = "awaiting_lrm" if role == "lrm" else "awaiting_verdict"
+    return msgspec.structs.replace(state, phase=phase, awaiting=cid), (*out, command)

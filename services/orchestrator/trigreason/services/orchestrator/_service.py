@@ -1,0 +1,246 @@
+"""The session-orchestrator: the pure ``decide`` wrapped in load snapshot → decide → compare-and-set the
+snapshot together with the outputs it owes → publish them with deterministic ids (outbox pattern).
+
+A crash anywhere is safe: before the CAS nothing happened and the event is redelivered; after it, the
+redelivered event is stale for the new snapshot. If it is the very event that caused the stored outbox,
+what of the outbox is not on the bus yet is published again (checked against the event stream, so a late
+redelivery after JetStream's duplicate window re-emits nothing). Any other stale event publishes nothing.
+
+The same service runs each session's deadline timer: a ``DeadlineReached`` message waits, unacknowledged,
+on the timer work queue and is handed to ``decide`` once it is due (the session then fails, unless it
+ended before).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+import msgspec
+import structlog
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+
+from trigreason.proto import (
+    EVENT_STREAM,
+    DeadlineReached,
+    GenerateStep,
+    MessageDeadLettered,
+    SessionFailed,
+    SessionFinished,
+    SessionRequested,
+    SessionSnapshot,
+    StaleEvent,
+    StepCommitted,
+    StepFailed,
+    StepGenerated,
+    TrigReasonError,
+    TypedDecoder,
+    Verdict,
+    decode_message,
+    encode,
+    event_kind,
+    event_subject,
+)
+from trigreason.services.runtime import Ack, Bus, Defer, Delivery, ServiceMetrics
+
+from .transitions import OrchestratorEvent, Output, decide, initial_state
+
+__all__ = ["Orchestrator", "event_key", "output_msg_id"]
+
+_CAS_ATTEMPTS = 32
+_TERMINAL = frozenset({"finished", "failed"})
+# A timer that is not due yet is looked at again after at most this long: a session that ended meanwhile
+# has its timer dropped then, so the timer queue holds about one timer per running session.
+_TIMER_RECHECK_S = 300.0
+
+
+def output_msg_id(output: Output) -> str:
+    match output:
+        case GenerateStep(command_id=cid):
+            return cid
+        case DeadlineReached(session_id=sid):
+            return f"{sid}.deadline"
+        case StepCommitted(session_id=sid, index=index):
+            return f"{sid}.committed.{index}"
+        case SessionFinished(session_id=sid):
+            return f"{sid}.finished"
+        case SessionFailed(session_id=sid):
+            return f"{sid}.failed"
+    raise AssertionError(f"no id for {output!r}")  # pragma: no cover
+
+
+def event_key(event: OrchestratorEvent) -> str:
+    """Names the event that caused an outbox: the same message redelivered has the same key."""
+    match event:
+        case SessionRequested():
+            return "requested"
+        case Verdict(candidate=candidate):
+            return f"verdict:{candidate.command_id}"
+        case StepGenerated(command_id=cid) | StepFailed(command_id=cid):
+            return f"out:{cid}"
+        case DeadlineReached():
+            return "deadline"
+        case MessageDeadLettered(origin_subject=subject, command_id=cid):
+            return f"dead:{subject}:{cid}"
+    raise AssertionError(f"no key for {event!r}")  # pragma: no cover
+
+
+class Orchestrator:
+    consumer = "orchestrator"
+    timer_consumer = "orchestrator-timer"
+
+    def __init__(
+        self,
+        bus: Bus,
+        metrics: ServiceMetrics | None = None,
+        *,
+        cache_size: int = 4096,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._bus = bus
+        self._metrics = metrics or ServiceMetrics()
+        self._clock = clock
+        self._snapshots = msgspec.json.Decoder(SessionSnapshot)
+        self.decoder: TypedDecoder[OrchestratorEvent] = TypedDecoder(
+            SessionRequested | StepGenerated | Verdict | StepFailed | MessageDeadLettered
+        )
+        self.timer_decoder: TypedDecoder[DeadlineReached] = TypedDecoder(DeadlineReached)
+        self._log = structlog.get_logger("trigreason.orchestrator")
+        # Snapshots this replica wrote last, by session: saves the read before each decision.
+        self._cache: OrderedDict[str, tuple[int, SessionSnapshot]] = OrderedDict()
+        self._cache_size = cache_size
+
+    async def handle_timer(self, delivery: Delivery[DeadlineReached]) -> Ack | Defer:
+        """A session's deadline timer: wait until it is due, then let ``decide`` fail the session."""
+        timer = delivery.message
+        left = timer.deadline_at - self._clock()
+        if left > 0:
+            _, state = await self._load(timer.session_id)
+            if state.phase in _TERMINAL:
+                return "ack"  # the session ended in time: the timer is done
+            return Defer(min(left, _TIMER_RECHECK_S))
+        return await self._apply(timer)
+
+    async def handle(self, delivery: Delivery[OrchestratorEvent]) -> Ack:
+        event = delivery.message
+        if isinstance(event, SessionRequested) and event.requested_at <= 0:
+            # Not stamped by its publisher: the deadline counts from when this service first sees it.
+            event = msgspec.structs.replace(event, requested_at=self._clock())
+        return await self._apply(event)
+
+    async def _load(self, sid: str) -> tuple[int | None, SessionSnapshot]:
+        try:
+            entry = await self._bus.kv.get(sid)
+        except KeyNotFoundError:
+            entry = None
+        if entry is None or not entry.value:
+            return None, initial_state(sid)
+        return entry.revision, self._snapshots.decode(entry.value)
+
+    async def _apply(self, event: OrchestratorEvent) -> Ack:
+        sid = event.session_id
+        kv = self._bus.kv
+        for _ in range(_CAS_ATTEMPTS):
+            cached = self._cache.pop(sid, None)
+            revision: int | None
+            if cached is not None:
+                revision, state = cached
+            else:
+                revision, state = await self._load(sid)
+            with self._bus.tracer.start_as_current_span(
+                "orchestrator decide",
+                attributes={"trigreason.session_id": sid, "trigreason.event": type(event).__name__},
+            ) as span:
+                try:
+                    new_state, outputs = decide(state, event)
+                except TrigReasonError as exc:
+                    if cached is not None:
+                        continue  # judged on a cached snapshot that may be behind: judge on the stored one
+                    if isinstance(exc, StaleEvent) and state.outbox_cause == event_key(event):
+                        await self._republish(state.outbox)  # finish what a crash may have interrupted
+                    raise
+                span.set_attribute("trigreason.phase", new_state.phase)
+                span.set_attribute("trigreason.steps", len(new_state.steps))
+            new_state = msgspec.structs.replace(new_state, outbox=outputs, outbox_cause=event_key(event))
+            try:
+                if revision is None:
+                    revision = await kv.create(sid, encode(new_state))
+                else:
+                    revision = await kv.update(sid, encode(new_state), last=revision)
+            except (KeyWrongLastSequenceError, KeyNotFoundError):
+                continue  # another replica moved the session on: decide again on the stored snapshot
+            if new_state.phase not in _TERMINAL:
+                self._remember(sid, revision, new_state)
+            await self._publish(outputs)
+            self._record(state, new_state, outputs)
+            return "ack"
+        raise TrigReasonError(f"session {sid}: snapshot contention", code="cas_contention", retryable=True)
+
+    def _remember(self, sid: str, revision: int, state: SessionSnapshot) -> None:
+        # The compare-and-set validates a cached snapshot, so a stale one costs a retry, never a wrong step.
+        self._cache[sid] = (revision, state)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+    def _record(self, before: SessionSnapshot, after: SessionSnapshot, outputs: tuple[Output, ...]) -> None:
+        m = self._metrics
+        for kind, count in after.counters.triggers.items():
+            fired = count - before.counters.triggers.get(kind, 0)
+            if fired > 0:
+                m.triggers.labels(kind).inc(fired)
+        for out in outputs:
+            if isinstance(out, StepCommitted):
+                m.steps.labels(out.role).inc()
+            elif isinstance(out, SessionFinished):
+                m.sessions.labels("finished").inc()
+                m.srm_token_ratio.observe(out.stats.srm_token_ratio)
+            elif isinstance(out, SessionFailed):
+                m.sessions.labels("failed").inc()
+
+    async def _republish(self, outputs: tuple[Output, ...]) -> None:
+        """Publish what of an outbox is not on the event stream yet (commands and timers: all of it; a
+        repeated command costs a stale answer, never a second step)."""
+        missing = [out for out in outputs if not await self._on_stream(out)]
+        if missing:
+            self._log.info("outbox_republished", session_id=outputs[0].session_id, count=len(missing))
+            await self._publish(tuple(missing))
+
+    async def _on_stream(self, out: Output) -> bool:
+        if isinstance(out, GenerateStep | DeadlineReached):
+            return False
+        subject = event_subject(out.session_id, event_kind(out))
+        try:
+            last = await self._bus.js.get_last_msg(EVENT_STREAM, subject)
+        except NotFoundError:
+            return False
+        if isinstance(out, StepCommitted):
+            stored = decode_message(last.data or b"")
+            return isinstance(stored, StepCommitted) and stored.index >= out.index
+        return True  # a session's terminal event exists at most once on its subject
+
+    async def _publish(self, outputs: tuple[Output, ...]) -> None:
+        # Events keep their order on the session's subject; commands go out alongside them.
+        events = [out for out in outputs if not isinstance(out, GenerateStep | DeadlineReached)]
+        commands = [out for out in outputs if isinstance(out, GenerateStep | DeadlineReached)]
+
+        async def in_order() -> None:
+            for out in events:
+                await self._publish_one(out)
+
+        await asyncio.gather(in_order(), *(self._publish_one(c) for c in commands))
+
+    async def _publish_one(self, out: Output) -> None:
+        attrs: dict[str, str | int] = {}
+        if isinstance(out, GenerateStep):
+            attrs = {"trigreason.step_index": out.step_index, "trigreason.role": out.role}
+            if out.trigger:
+                attrs["trigreason.trigger"] = out.trigger
+        elif isinstance(out, StepCommitted):
+            attrs = {
+                "trigreason.step_index": out.index,
+                "trigreason.role": out.role,
+                "trigreason.tokens": out.tokens,
+            }
+        await self._bus.publish(out, msg_id=output_msg_id(out), attributes=attrs)

@@ -1,0 +1,30 @@
+"""The runtime every service shares: the bus (publish with trace context and deterministic ids, consume
+with an explicit acknowledgement policy and dead letters), the JetStream topology, observability,
+metrics, the event loop and process helpers."""
+
+from ._bus import Ack, Bus, Defer, Delivery, consume
+from ._eventloop import EventLoopKind, event_loop_kind
+from ._eventloop import run as run_event_loop
+from ._metrics import ServiceMetrics
+from ._observability import configure_logging, configure_tracing
+from ._process import die_with_parent
+from ._topology import CONSUMERS, BusSettings, ConsumerSpec, ensure_topology
+
+__all__ = [
+    "CONSUMERS",
+    "Ack",
+    "Bus",
+    "BusSettings",
+    "ConsumerSpec",
+    "Defer",
+    "Delivery",
+    "EventLoopKind",
+    "ServiceMetrics",
+    "configure_logging",
+    "configure_tracing",
+    "consume",
+    "die_with_parent",
+    "ensure_topology",
+    "event_loop_kind",
+    "run_event_loop",
+]

@@ -1,0 +1,333 @@
+"""The shared service runtime on JetStream: publish with a deterministic message id and trace context,
+consume from a durable pull consumer with an explicit acknowledgement policy and a dead-letter stream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeVar
+
+import msgspec
+import nats
+import structlog
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, Tracer
+
+from trigreason.proto import (
+    Message,
+    MessageDeadLettered,
+    SessionId,
+    StaleEvent,
+    TrigReasonError,
+    TypedDecoder,
+    dead_letter_subject,
+    encode,
+    subject_for,
+)
+
+from ._metrics import ServiceMetrics
+from ._topology import CONSUMERS, BusSettings, ensure_topology
+
+__all__ = ["Ack", "Bus", "Defer", "Delivery", "consume"]
+
+T = TypeVar("T")
+
+# What a handler tells the consumer loop to do with the message it was given.
+Ack = Literal["ack", "retry"]
+
+
+@dataclass(frozen=True, slots=True)
+class Defer:
+    """Not yet: hand the message back to JetStream, to be delivered again in ``delay_s`` (timers).
+
+    Unlike ``retry`` it is not a failure: it never counts towards the dead-letter limit."""
+
+    delay_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Retry:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class _DeadLetter:
+    reason: str
+
+
+_Outcome = Literal["ack"] | Defer | _Retry | _DeadLetter
+
+# Messages whose loss ends nothing further: their own dead letters must not start another round.
+_NO_NOTICE_KINDS = frozenset({"dead_lettered", "failed", "finished"})
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery(Generic[T]):
+    message: T
+    subject: str
+    delivered: int  # 1 on first delivery
+    raw: Msg
+
+    async def keep_alive(self) -> None:
+        """Tell JetStream the work is still in progress (resets the ack wait)."""
+        await self.raw.in_progress()
+
+
+class Bus:
+    """A connection to NATS with the project's streams; one per service process."""
+
+    def __init__(
+        self, nc: NatsClient, js: JetStreamContext, kv: KeyValue, settings: BusSettings, tracer: Tracer
+    ):
+        self.nc = nc
+        self.js = js
+        self.kv = kv
+        self.settings = settings
+        self.tracer = tracer
+        self.log = structlog.get_logger("trigreason.bus")
+        self.metrics: ServiceMetrics | None = None
+
+    @classmethod
+    async def connect(cls, settings: BusSettings, *, name: str, tracer: Tracer | None = None) -> Bus:
+        nc = await nats.connect(
+            settings.nats_url,
+            name=name,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            **settings.connect_options(),  # credentials, inbox prefix
+        )
+        js = nc.jetstream()
+        kv = await ensure_topology(js, settings)
+        return cls(nc, js, kv, settings, tracer or trace.get_tracer("trigreason"))
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.nc.drain()
+
+    async def publish(
+        self, message: Message, *, msg_id: str, attributes: Mapping[str, Any] | None = None
+    ) -> None:
+        """Publish to the message's subject; JetStream drops a second publish of the same ``msg_id``."""
+        subject = subject_for(message)
+        with self.tracer.start_as_current_span(
+            f"{subject} publish",
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "nats",
+                "messaging.operation.type": "publish",
+                "messaging.destination.name": subject,
+                "messaging.message.id": msg_id,
+                "trigreason.session_id": message.session_id,
+                "trigreason.message_type": type(message).__name__,
+                **(attributes or {}),
+            },
+        ):
+            headers: dict[str, str] = {"Nats-Msg-Id": msg_id}
+            propagate.inject(headers)
+            await self.js.publish(subject, encode(message), headers=headers)
+
+    async def dead_letter(self, raw: Msg, reason: str, *, clock: Callable[[], float] = time.time) -> None:
+        """Move ``raw`` to the dead-letter stream; if it belongs to a session, tell that session's
+        orchestrator (``MessageDeadLettered``), which ends it: a session never waits for a dead message."""
+        headers = {
+            "Trig-Dead-Letter-Reason": reason[:1000],
+            "Trig-Origin-Subject": raw.subject,
+        }
+        sequence = 0
+        with contextlib.suppress(Exception):
+            headers["Trig-Deliveries"] = str(raw.metadata.num_delivered)
+            sequence = raw.metadata.sequence.stream
+        await self.js.publish(dead_letter_subject(raw.subject), raw.data, headers=headers)
+        self.log.warning("dead_lettered", subject=raw.subject, reason=reason[:200])
+        if self.metrics is not None:
+            self.metrics.dead_letters.labels(raw.subject.split(".")[1]).inc()
+        owner = _owner(raw.subject, raw.data)
+        if owner is None:
+            return
+        session_id, command_id = owner
+        notice = MessageDeadLettered(
+            session_id=session_id,
+            origin_subject=raw.subject,
+            reason=reason[:1000],
+            command_id=command_id,
+            at=clock(),
+        )
+        await self.publish(notice, msg_id=f"{session_id}.dead.{raw.subject}.{sequence}")
+
+
+class _Owner(msgspec.Struct):
+    """The fields that tie a message to a session, read leniently from bytes that failed to decode."""
+
+    session_id: SessionId
+    command_id: str | None = None
+    candidate: dict[str, Any] | None = None
+
+
+_owner_decoder = msgspec.json.Decoder(_Owner)
+_session_token = msgspec.json.Decoder(SessionId)
+
+
+def _owner(subject: str, data: bytes) -> tuple[str, str | None] | None:
+    """(session id, command id) of a dead message, or None when it belongs to no session we can name."""
+    tokens = subject.split(".")
+    if tokens[:2] == ["trig", "evt"] and len(tokens) == 4 and tokens[3] in _NO_NOTICE_KINDS:
+        return None
+    try:
+        owner = _owner_decoder.decode(data)
+    except msgspec.DecodeError:
+        owner = None
+    if owner is not None:
+        cid = owner.command_id
+        if cid is None and owner.candidate is not None:
+            candidate_cid = owner.candidate.get("command_id")
+            cid = candidate_cid if isinstance(candidate_cid, str) else None
+        return owner.session_id, cid
+    if tokens[:2] in (["trig", "evt"], ["trig", "timer"]) and len(tokens) >= 3:
+        with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+            return msgspec.convert(tokens[2], SessionId), None
+    return None
+
+
+async def consume(
+    bus: Bus,
+    consumer: str,
+    decoder: TypedDecoder[T],
+    handler: Callable[[Delivery[T]], Awaitable[Ack | Defer]],
+    *,
+    stop: asyncio.Event,
+    concurrency: int = 1,
+) -> None:
+    """Pull from the durable ``consumer`` until ``stop`` is set, then finish what is in flight.
+
+    Acknowledgement policy, explicit: a handler's ``ack`` acks; ``retry`` (or a retryable error) naks with
+    the consumer's backoff; a message that cannot be decoded, or fails on its last allowed delivery, or
+    raises a non-retryable error goes to the dead-letter stream with the reason and is terminated. A
+    ``StaleEvent`` (duplicate) is acked: everything it could cause has happened already.
+    """
+    spec = CONSUMERS[consumer]
+    sub = await bus.js.pull_subscribe_bind(durable=spec.durable, stream=spec.stream)
+    limit = asyncio.Semaphore(concurrency)
+    in_flight: set[asyncio.Task[None]] = set()
+    log = bus.log.bind(consumer=consumer)
+    backoff = bus.settings.backoff_s or (1.0,)
+    max_deliver = spec.max_deliver if spec.max_deliver is not None else bus.settings.max_deliver
+
+    async def process(raw: Msg) -> None:
+        try:
+            delivered = raw.metadata.num_delivered or 1
+            try:
+                message = decoder.decode(raw.data)
+            except msgspec.DecodeError as exc:
+                await bus.dead_letter(raw, f"undecodable: {exc}")
+                await raw.term()
+                return
+            ctx = propagate.extract(dict(raw.headers or {}))
+            with bus.tracer.start_as_current_span(
+                f"{raw.subject} process",
+                context=ctx,
+                kind=SpanKind.CONSUMER,
+                attributes={
+                    "messaging.system": "nats",
+                    "messaging.operation.type": "process",
+                    "messaging.destination.name": raw.subject,
+                    "messaging.consumer.group.name": spec.durable,
+                    "messaging.message.delivery_count": delivered,
+                    "trigreason.message_type": type(message).__name__,
+                },
+            ):
+                outcome = await _run(handler, Delivery(message, raw.subject, delivered, raw), log)
+            match outcome:
+                case "ack":
+                    await raw.ack()
+                case Defer(delay_s=delay):
+                    await raw.nak(delay=max(0.001, delay))
+                case _DeadLetter(reason=reason):
+                    await bus.dead_letter(raw, reason)
+                    await raw.term()
+                case _Retry(reason=reason) if delivered >= max_deliver:
+                    await bus.dead_letter(raw, f"delivery limit {max_deliver} reached: {reason}")
+                    await raw.term()
+                case _Retry():
+                    await raw.nak(delay=backoff[min(delivered - 1, len(backoff) - 1)])
+        finally:
+            limit.release()
+
+    def start(raw: Msg) -> None:
+        task = asyncio.create_task(process(raw))
+        in_flight.add(task)
+        task.add_done_callback(in_flight.discard)
+
+    while not stop.is_set():
+        await limit.acquire()
+        try:
+            # One message, returned the moment it arrives: with a larger batch nats-py's lingering pull
+            # holds the first message until the batch fills or the wait ends (up to 0.5 s when idle).
+            first = await _fetch(sub, 1, _IDLE_WAIT_S, log)
+        except BaseException:
+            limit.release()
+            raise
+        if not first:
+            limit.release()
+            continue
+        start(first[0])
+        # Under load, take what is already waiting in one request (nats-py asks without waiting first, so
+        # a batch of messages that exist comes back at once), as many as there are free slots.
+        pending = first[0].metadata.num_pending or 0
+        while pending > 0 and not stop.is_set():
+            free = concurrency - len(in_flight)
+            if free <= 0:
+                break
+            more = await _fetch(sub, min(free, pending), _BUSY_WAIT_S, log)
+            for raw in more:
+                await limit.acquire()
+                start(raw)
+            pending = (more[-1].metadata.num_pending or 0) if more else 0
+    # Drain: SIGTERM lets in-flight work finish; anything not acked is redelivered elsewhere.
+    if in_flight:
+        await asyncio.gather(*in_flight, return_exceptions=True)
+    with contextlib.suppress(Exception):
+        await sub.unsubscribe()
+
+
+async def _fetch(sub: Any, n: int, wait_s: float, log: Any) -> list[Msg]:
+    try:
+        msgs: list[Msg] = await sub.fetch(n, timeout=wait_s)
+        return msgs
+    except (NatsTimeoutError, TimeoutError):
+        return []  # nothing to fetch (nats-py raises either, depending on where the wait ended)
+    except Exception as exc:
+        log.warning("fetch_failed", error=repr(exc))
+        await asyncio.sleep(0.2)
+        return []
+
+
+_IDLE_WAIT_S = 0.5  # a pull waits this long for a message (and a stop request is noticed this often)
+_BUSY_WAIT_S = 0.05  # bounds a batch pull that raced with another replica and found nothing
+
+
+async def _run(
+    handler: Callable[[Delivery[T]], Awaitable[Ack | Defer]], delivery: Delivery[T], log: Any
+) -> _Outcome:
+    try:
+        result = await handler(delivery)
+    except StaleEvent as exc:
+        log.info("stale_event_dropped", reason=exc.message)
+        return "ack"
+    except TrigReasonError as exc:
+        if exc.retryable:
+            log.warning("retryable_error", code=exc.code, error=exc.message)
+            return _Retry(f"{exc.code}: {exc.message}")
+        log.error("non_retryable_error", code=exc.code, error=exc.message)
+        return _DeadLetter(f"{exc.code}: {exc.message}")
+    except Exception as exc:
+        log.exception("handler_crashed")
+        return _Retry(f"{type(exc).__name__}: {exc}")
+    return _Retry("handler asked for a retry") if result == "retry" else result

@@ -1,0 +1,298 @@
+"""The JetStream layout, created idempotently at start-up by every service (any order, any replica)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError
+from nats.js.kv import KeyValue
+
+from trigreason.proto import (
+    COMMAND_STREAM,
+    DEAD_LETTER_STREAM,
+    EVENT_STREAM,
+    SESSION_BUCKET,
+    TIMER_STREAM,
+    ConfigError,
+)
+
+__all__ = ["CONSUMERS", "BusSettings", "ConsumerSpec", "ensure_topology"]
+
+
+_INBOX_PREFIX = re.compile(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*")
+
+
+_MiB = 1024**2
+_MAX_BYTES_FIELDS = {
+    "events": "event_max_bytes",
+    "sessions": "session_max_bytes",
+    "commands": "command_max_bytes",
+    "dead_letters": "dead_letter_max_bytes",
+}
+_DEFAULT_MAX_BYTES = {  # (file, memory)
+    "events": (4096 * _MiB, 128 * _MiB),
+    "sessions": (1024 * _MiB, 64 * _MiB),
+    "commands": (512 * _MiB, 32 * _MiB),
+    "dead_letters": (256 * _MiB, 8 * _MiB),
+}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BusSettings:
+    """How the streams are sized and how redelivery behaves. ``from_env`` reads ``TRIGREASON_*``."""
+
+    nats_url: str = "nats://127.0.0.1:4222"
+    replicas: int = 1
+    # Retention: a session's events and its snapshot expire together, so a session either answers in
+    # full or is gone (404); sizes are bounded so a busy cluster cannot fill the NATS store. JetStream
+    # reserves each stream's max_bytes in the server's store, so the defaults (None) depend on the
+    # storage: 5.75 GiB in all on file (the chart's 10 Gi volume), 232 MiB in memory.
+    event_max_age_s: float = 7 * 24 * 3600.0
+    event_max_bytes: int | None = None  # file 4 GiB, memory 128 MiB
+    session_max_bytes: int | None = None  # file 1 GiB, memory 64 MiB
+    command_max_bytes: int | None = None  # file 512 MiB, memory 32 MiB
+    dead_letter_max_age_s: float = 30 * 24 * 3600.0
+    dead_letter_max_bytes: int | None = None  # file 256 MiB, memory 8 MiB
+    max_message_bytes: int = 1024**2  # NATS' default max_payload
+    duplicate_window_s: float = 120.0
+    ack_wait_s: float = 30.0  # workers send in_progress more often than this during long generations
+    max_deliver: int = 5
+    backoff_s: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0)  # nak delays after a failed attempt
+    storage: str = "file"
+    # Credentials (one NATS user per service in a deployment, see infra/nats/auth.conf): user and password,
+    # or a token, or a .creds file (JWT + NKey seed); none by default.
+    nats_user: str | None = None
+    nats_password: str | None = field(default=None, repr=False)
+    nats_token: str | None = field(default=None, repr=False)
+    nats_creds: str | None = None
+    # Replies (JetStream API answers, pulled messages) arrive under this prefix; a per-service prefix lets
+    # the server's permissions keep one service from reading another's replies.
+    inbox_prefix: str = "_INBOX"
+
+    def max_bytes(self, kind: str) -> int:
+        """The byte limit of the ``events``, ``sessions``, ``commands`` or ``dead_letters`` store."""
+        value: int | None = getattr(self, _MAX_BYTES_FIELDS[kind])
+        if value is not None:
+            return value
+        file_bytes, memory_bytes = _DEFAULT_MAX_BYTES[kind]
+        return file_bytes if self.storage == "file" else memory_bytes
+
+    def connect_options(self) -> dict[str, Any]:
+        """Credentials and inbox prefix as keyword arguments of ``nats.connect``."""
+        options: dict[str, Any] = {"inbox_prefix": self.inbox_prefix}
+        if self.nats_user is not None:
+            options["user"] = self.nats_user
+            options["password"] = self.nats_password
+        if self.nats_token is not None:
+            options["token"] = self.nats_token
+        if self.nats_creds is not None:
+            options["user_credentials"] = self.nats_creds
+        return options
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> BusSettings:
+        def num(name: str, default: float) -> float:
+            raw = env.get(name)
+            if raw is None or raw == "":
+                return default
+            try:
+                return float(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{name}={raw!r} is not a number") from exc
+
+        def size(name: str) -> int | None:
+            return int(num(name, -2)) if env.get(name) else None
+
+        defaults = cls()
+        storage = env.get("TRIGREASON_NATS_STORAGE", defaults.storage)
+        if storage not in ("file", "memory"):
+            raise ConfigError(f"TRIGREASON_NATS_STORAGE={storage!r}: use file or memory")
+        user = env.get("TRIGREASON_NATS_USER") or None
+        password = env.get("TRIGREASON_NATS_PASSWORD") or None
+        token = env.get("TRIGREASON_NATS_TOKEN") or None
+        if (user is None) != (password is None):
+            raise ConfigError("TRIGREASON_NATS_USER and TRIGREASON_NATS_PASSWORD go together")
+        if token is not None and user is not None:
+            raise ConfigError("set TRIGREASON_NATS_TOKEN or TRIGREASON_NATS_USER/PASSWORD, not both")
+        inbox_prefix = env.get("TRIGREASON_NATS_INBOX_PREFIX") or defaults.inbox_prefix
+        raw_backoff = env.get("TRIGREASON_RETRY_BACKOFF_S", "")
+        try:
+            backoff = tuple(float(x) for x in raw_backoff.split(",") if x.strip()) or defaults.backoff_s
+        except ValueError as exc:
+            raise ConfigError(f"TRIGREASON_RETRY_BACKOFF_S={raw_backoff!r}: comma-separated seconds") from exc
+        if not _INBOX_PREFIX.fullmatch(inbox_prefix):
+            raise ConfigError(f"TRIGREASON_NATS_INBOX_PREFIX={inbox_prefix!r}: subject tokens, no wildcards")
+        return cls(
+            nats_url=env.get("TRIGREASON_NATS_URL", defaults.nats_url),
+            nats_user=user,
+            nats_password=password,
+            nats_token=token,
+            nats_creds=env.get("TRIGREASON_NATS_CREDS") or None,
+            inbox_prefix=inbox_prefix,
+            replicas=int(num("TRIGREASON_NATS_REPLICAS", defaults.replicas)),
+            event_max_age_s=num("TRIGREASON_EVENT_MAX_AGE_S", defaults.event_max_age_s),
+            event_max_bytes=size("TRIGREASON_EVENT_MAX_BYTES"),
+            session_max_bytes=size("TRIGREASON_SESSION_MAX_BYTES"),
+            command_max_bytes=size("TRIGREASON_COMMAND_MAX_BYTES"),
+            dead_letter_max_age_s=num("TRIGREASON_DEAD_LETTER_MAX_AGE_S", defaults.dead_letter_max_age_s),
+            dead_letter_max_bytes=size("TRIGREASON_DEAD_LETTER_MAX_BYTES"),
+            max_message_bytes=int(num("TRIGREASON_MAX_MESSAGE_BYTES", defaults.max_message_bytes)),
+            duplicate_window_s=num("TRIGREASON_DUPLICATE_WINDOW_S", defaults.duplicate_window_s),
+            ack_wait_s=num("TRIGREASON_ACK_WAIT_S", defaults.ack_wait_s),
+            max_deliver=int(num("TRIGREASON_MAX_DELIVER", defaults.max_deliver)),
+            backoff_s=backoff,
+            storage=storage,
+        )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ConsumerSpec:
+    stream: str
+    durable: str
+    subjects: tuple[str, ...]
+    max_deliver: int | None = None  # None: the bus settings' max_deliver; -1: unlimited (timers)
+
+
+# One durable pull consumer per role, shared by all of that role's replicas: adding replicas scales it.
+CONSUMERS: Mapping[str, ConsumerSpec] = {
+    "srm-worker": ConsumerSpec(stream=COMMAND_STREAM, durable="srm-worker", subjects=("trig.cmd.srm",)),
+    "lrm-worker": ConsumerSpec(stream=COMMAND_STREAM, durable="lrm-worker", subjects=("trig.cmd.lrm",)),
+    "orchestrator": ConsumerSpec(
+        stream=EVENT_STREAM,
+        durable="orchestrator",
+        subjects=(
+            "trig.evt.*.requested",
+            "trig.evt.*.lrm_step",
+            "trig.evt.*.verdict",
+            "trig.evt.*.step_failed",
+            "trig.evt.*.dead_lettered",
+        ),
+    ),
+    # Deadline timers: each is handed back (``Defer``) until due, so deliveries are not failures.
+    "orchestrator-timer": ConsumerSpec(
+        stream=TIMER_STREAM, durable="orchestrator-timer", subjects=("trig.timer.>",), max_deliver=-1
+    ),
+    "trigger-evaluator": ConsumerSpec(
+        stream=EVENT_STREAM,
+        durable="trigger-evaluator",
+        subjects=("trig.evt.*.srm_step", "trig.evt.*.judged"),
+    ),
+}
+
+
+async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
+    try:
+        await js.add_stream(config)
+    except BadRequestError:
+        # Exists with another configuration (an older deployment): bring it up to date.
+        await js.update_stream(config)
+
+
+async def ensure_topology(js: JetStreamContext, settings: BusSettings) -> KeyValue:
+    """Create or update the streams, consumers and the session bucket; returns the bucket."""
+    storage = StorageType.FILE if settings.storage == "file" else StorageType.MEMORY
+    await _ensure_stream(
+        js,
+        StreamConfig(
+            name=COMMAND_STREAM,
+            subjects=["trig.cmd.>"],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=storage,
+            num_replicas=settings.replicas,
+            duplicate_window=settings.duplicate_window_s,
+            max_bytes=settings.max_bytes("commands"),
+            max_msg_size=settings.max_message_bytes,
+        ),
+    )
+    await _ensure_stream(
+        js,
+        StreamConfig(
+            name=TIMER_STREAM,
+            subjects=["trig.timer.>"],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=storage,
+            num_replicas=settings.replicas,
+            duplicate_window=settings.duplicate_window_s,
+            max_msgs_per_subject=1,  # one deadline per session
+            max_age=settings.event_max_age_s,
+        ),
+    )
+    await _ensure_stream(
+        js,
+        StreamConfig(
+            name=EVENT_STREAM,
+            subjects=["trig.evt.>"],
+            retention=RetentionPolicy.LIMITS,
+            storage=storage,
+            num_replicas=settings.replicas,
+            max_age=settings.event_max_age_s,
+            duplicate_window=settings.duplicate_window_s,
+            max_bytes=settings.max_bytes("events"),
+            max_msg_size=settings.max_message_bytes,
+            discard=DiscardPolicy.OLD,
+        ),
+    )
+    await _ensure_stream(
+        js,
+        StreamConfig(
+            name=DEAD_LETTER_STREAM,
+            subjects=["trig.dlq.>"],
+            retention=RetentionPolicy.LIMITS,
+            storage=storage,
+            num_replicas=settings.replicas,
+            max_age=settings.dead_letter_max_age_s,
+            max_bytes=settings.max_bytes("dead_letters"),
+            discard=DiscardPolicy.OLD,
+        ),
+    )
+    for spec in CONSUMERS.values():
+        config = ConsumerConfig(
+            durable_name=spec.durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=settings.ack_wait_s,
+            max_deliver=spec.max_deliver if spec.max_deliver is not None else settings.max_deliver,
+            # No server-side backoff: it would replace ack_wait as the redelivery timer of in-flight
+            # messages (a long generation would be redelivered after backoff[0]). Failed messages are
+            # nak'ed with a delay from `backoff_s` by the consumer loop instead.
+            max_ack_pending=-1,
+        )
+        if len(spec.subjects) == 1:
+            config.filter_subject = spec.subjects[0]
+        else:
+            config.filter_subjects = list(spec.subjects)
+        await js.add_consumer(spec.stream, config)
+    bucket = KeyValueConfig(
+        bucket=SESSION_BUCKET,
+        history=1,
+        storage=storage,
+        replicas=settings.replicas,
+        ttl=settings.event_max_age_s,  # a snapshot lives as long as the session's events
+        max_bytes=settings.max_bytes("sessions"),
+        max_value_size=settings.max_message_bytes,
+    )
+    try:
+        return await js.create_key_value(bucket)
+    except BadRequestError:
+        # Exists with other limits (an older deployment): bring its retention and sizes up to date.
+        info = await js.stream_info(f"KV_{SESSION_BUCKET}")
+        stream = info.config
+        stream.max_age = bucket.ttl
+        stream.max_bytes = bucket.max_bytes
+        stream.max_msg_size = bucket.max_value_size
+        await js.update_stream(stream)
+        return await js.key_value(SESSION_BUCKET)

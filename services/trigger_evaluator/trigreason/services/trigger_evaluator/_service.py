@@ -1,0 +1,38 @@
+"""The trigger-evaluator: the pure, stateless ``evaluate`` on SRM steps and judge scores."""
+
+from __future__ import annotations
+
+from trigreason.proto import JudgeScored, JudgeStep, StepGenerated, TypedDecoder, Verdict
+from trigreason.services.runtime import Ack, Bus, Delivery, ServiceMetrics
+
+from ._evaluator import evaluate
+
+__all__ = ["TriggerEvaluator"]
+
+
+class TriggerEvaluator:
+    consumer = "trigger-evaluator"
+
+    def __init__(self, bus: Bus, metrics: ServiceMetrics | None = None) -> None:
+        self._bus = bus
+        self._metrics = metrics or ServiceMetrics()
+        self.decoder: TypedDecoder[StepGenerated | JudgeScored] = TypedDecoder(StepGenerated | JudgeScored)
+
+    async def handle(self, delivery: Delivery[StepGenerated | JudgeScored]) -> Ack:
+        event = delivery.message
+        with self._bus.tracer.start_as_current_span(
+            "trigger-evaluator evaluate",
+            attributes={"trigreason.session_id": event.session_id, "trigreason.step_index": event.step_index},
+        ) as span:
+            result = evaluate(event)
+            if isinstance(result, Verdict):
+                span.set_attribute("trigreason.verdict", result.decision)
+                span.set_attribute("trigreason.r_s", result.r_s)
+                if result.reason:
+                    span.set_attribute("trigreason.trigger", result.reason)
+        if isinstance(result, JudgeStep):
+            await self._bus.publish(result, msg_id=result.command_id)
+        else:
+            self._metrics.verdicts.labels(result.decision).inc()
+            await self._bus.publish(result, msg_id=f"{result.candidate.command_id}.verdict")
+        return "ack"

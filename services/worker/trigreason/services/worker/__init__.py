@@ -1,0 +1,11 @@
+"""The SRM and LRM workers: one service, two roles.
+
+A worker takes a ``GenerateStep`` (on the LRM also a ``JudgeStep``), calls its inference backend through
+an adapter (``backends``: TGI and OpenAI-compatible servers) and publishes what came back. ``step_generated``,
+``judge_scored`` and ``step_failed`` build those results, for the worker and the in-process runner alike.
+"""
+
+from ._results import judge_scored, step_failed, step_generated
+from ._service import Worker
+
+__all__ = ["Worker", "judge_scored", "step_failed", "step_generated"]

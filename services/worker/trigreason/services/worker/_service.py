@@ -1,0 +1,113 @@
+"""SRM and LRM workers: take a ``GenerateStep`` (or, on the LRM, a ``JudgeStep``), call the backend,
+publish the result with an id derived from the command. Any number of replicas share one consumer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+
+from opentelemetry import propagate
+from opentelemetry.trace import SpanKind
+
+from trigreason.proto import (
+    BackendError,
+    GenerateStep,
+    JudgeScored,
+    JudgeStep,
+    Role,
+    StepFailed,
+    StepGenerated,
+    TypedDecoder,
+)
+from trigreason.services.runtime import Ack, Bus, Delivery, ServiceMetrics
+
+from ._results import judge_scored, step_failed, step_generated
+from .backends import Backend, GenerationRequest
+
+__all__ = ["Worker"]
+
+
+class Worker:
+    def __init__(
+        self,
+        bus: Bus,
+        role: Role,
+        backend: Backend,
+        *,
+        clock: Callable[[], float] = time.time,
+        metrics: ServiceMetrics | None = None,
+    ) -> None:
+        self._bus = bus
+        self._metrics = metrics or ServiceMetrics()
+        self.role = role
+        self.consumer = f"{role}-worker"
+        self._backend = backend
+        self._clock = clock
+        self.decoder: TypedDecoder[GenerateStep | JudgeStep] = (
+            TypedDecoder(GenerateStep | JudgeStep) if role == "lrm" else TypedDecoder(GenerateStep)
+        )
+
+    async def handle(self, delivery: Delivery[GenerateStep | JudgeStep]) -> Ack:
+        command = delivery.message
+        # Keep the message ours while the backend works: long generations outlive the ack wait.
+        heartbeat = asyncio.create_task(_keep_alive(delivery.keep_alive, self._bus.settings.ack_wait_s / 3))
+        try:
+            with self._bus.tracer.start_as_current_span(
+                f"{self._backend.name} generate",
+                kind=SpanKind.CLIENT,
+                attributes={
+                    "trigreason.session_id": command.session_id,
+                    "trigreason.step_index": command.step_index,
+                    "trigreason.role": self.role,
+                    "trigreason.command": type(command).__name__,
+                },
+            ) as span:
+                headers: dict[str, str] = {}
+                propagate.inject(headers)  # traceparent goes on to the inference server
+                result: StepGenerated | JudgeScored | StepFailed
+                try:
+                    result = await self._call(command, headers)
+                except BackendError as exc:
+                    span.record_exception(exc)
+                    if exc.retryable and delivery.delivered < self._bus.settings.max_deliver:
+                        raise
+                    result = step_failed(command, code=exc.code, message=exc.message, at=self._clock())
+                if isinstance(result, StepGenerated):
+                    span.set_attribute("trigreason.tokens", result.step.tokens)
+                    self._metrics.step_latency.labels(self.role, "generate").observe(result.timings.backend_s)
+                elif isinstance(result, JudgeScored):
+                    self._metrics.step_latency.labels(self.role, "judge").observe(result.timings.backend_s)
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+        await self._bus.publish(result, msg_id=f"{command.command_id}.out")
+        return "ack"
+
+    async def _call(
+        self, command: GenerateStep | JudgeStep, headers: dict[str, str]
+    ) -> StepGenerated | JudgeScored:
+        if isinstance(command, JudgeStep):
+            judged = await self._backend.judge(command.prompt, top_n=command.top_n, headers=headers)
+            return judge_scored(command, judged.top_logprobs, judged.timings, at=self._clock())
+        gen = await self._backend.generate(
+            GenerationRequest(
+                prompt=command.prompt,
+                max_new_tokens=command.max_new_tokens,
+                stop=command.stop,
+                temperature=command.temperature,
+                top_p=command.top_p,
+                seed=command.seed,
+                headers=headers,
+            )
+        )
+        return step_generated(command, gen.step, gen.timings, at=self._clock())
+
+
+async def _keep_alive(tick: Callable[[], Awaitable[None]], every_s: float) -> None:
+    while True:
+        await asyncio.sleep(max(0.05, every_s))
+        with contextlib.suppress(Exception):
+            await tick()

@@ -1,0 +1,306 @@
+"""HTTP machinery shared by the TGI and OpenAI-compatible adapters: settings, one pooled aiohttp session
+per adapter, per-attempt timeouts, retries with full-jitter backoff, and typed errors."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import msgspec
+import structlog
+from multidict import CIMultiDictProxy
+
+from trigreason.proto import BackendError, ConfigError
+
+__all__ = ["BackendSettings", "HttpClient", "Reply", "trace_headers"]
+
+_PREFIX = "TRIGREASON_BACKEND_"
+_TRACE_HEADERS = ("traceparent", "tracestate")
+_log = structlog.get_logger("trigreason.backends")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BackendSettings:
+    """How an adapter talks to its server; ``from_env`` reads ``TRIGREASON_BACKEND_<FIELD>``."""
+
+    timeout_s: float = 300.0  # per attempt: a long step on a CPU server takes minutes
+    connect_timeout_s: float = 5.0
+    max_attempts: int = 4  # 1 disables retries
+    backoff_base_s: float = 0.2  # full jitter: sleep U(0, min(max, base * 2**retry))
+    backoff_max_s: float = 10.0
+    retry_after_max_s: float = 30.0  # a server's Retry-After is honoured up to this
+    max_connections: int = 64  # pooled per adapter (one replica is one host)
+    probe_timeout_s: float = 5.0  # protocol detection by make_backend(protocol="auto")
+    api_key: str | None = field(default=None, repr=False)  # sent as a bearer token
+    model: str | None = None  # OpenAI-compatible ``model``; None: the first of GET /v1/models
+    # vLLM >= 0.10.2 returns sampled token ids when asked (``return_token_ids``); other servers may
+    # reject the unknown field, so it is opt-in.
+    openai_token_ids: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("timeout_s", "connect_timeout_s", "probe_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("backoff_base_s", "backoff_max_s", "retry_after_max_s"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.max_attempts < 1:
+            raise ConfigError(f"max_attempts must be >= 1, got {self.max_attempts}")
+        if self.max_connections < 1:
+            raise ConfigError(f"max_connections must be >= 1, got {self.max_connections}")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], **overrides: Any) -> BackendSettings:
+        """Read ``TRIGREASON_BACKEND_<FIELD>`` (e.g. ``TRIGREASON_BACKEND_TIMEOUT_S``); overrides that are
+        None leave the value from the environment."""
+        values: dict[str, Any] = {}
+        defaults = cls()
+        for f in fields(cls):
+            raw = env.get(_PREFIX + f.name.upper())
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _parse(f.name, raw, getattr(defaults, f.name))
+        chosen = {k: v for k, v in overrides.items() if v is not None}
+        unknown = set(chosen) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown backend settings: {', '.join(sorted(unknown))}")
+        return replace(cls(**values), **chosen)
+
+
+def _parse(name: str, raw: str, default: object) -> object:
+    try:
+        if isinstance(default, bool):
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{_PREFIX}{name.upper()}: cannot parse {raw!r}") from exc
+    return raw  # str | None fields
+
+
+def trace_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
+    """The W3C trace context out of ``headers`` (any case); nothing else is forwarded."""
+    if not headers:
+        return {}
+    lowered = {k.lower(): v for k, v in headers.items()}
+    return {k: lowered[k] for k in _TRACE_HEADERS if k in lowered}
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A successful (2xx) response, read in full."""
+
+    status: int
+    body: bytes
+    headers: CIMultiDictProxy[str]
+    attempts: int
+    elapsed_s: float  # first attempt's start to the last byte, retries and backoff included
+
+    def json(self, type_: type[Any] = object) -> Any:
+        try:
+            return msgspec.json.decode(self.body, type=type_)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise BackendError(
+                f"unexpected response body: {exc}", code="backend_bad_response", retryable=False
+            ) from exc
+
+
+class _Retryable(Exception):
+    def __init__(self, error: BackendError, retry_after_s: float | None = None) -> None:
+        self.error = error
+        self.retry_after_s = retry_after_s
+
+
+class HttpClient:
+    """One pooled aiohttp session against one server. The session is created on first use, so the
+    client may be built outside a running event loop."""
+
+    def __init__(
+        self,
+        base_url: str,
+        settings: BackendSettings,
+        *,
+        name: str,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.settings = settings
+        self.name = name
+        self._rng = rng or random.Random()
+        self._sleep = sleep
+        self._session: aiohttp.ClientSession | None = None
+        self._headers = {"User-Agent": "trigreason"}
+        if settings.api_key:
+            self._headers["Authorization"] = f"Bearer {settings.api_key}"
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self.settings.max_connections, ttl_dns_cache=300)
+            self._session = aiohttp.ClientSession(
+                connector=connector, headers=self._headers, raise_for_status=False
+            )
+        return self._session
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        timeout_s: float | None = None,
+        max_attempts: int | None = None,
+    ) -> Reply:
+        """Send and read one request, retrying connection errors, timeouts, 5xx and 429.
+
+        Raises ``BackendError``: retryable once attempts are exhausted on a retryable failure, not
+        retryable at once on any other 4xx.
+        """
+        url = self.base_url + path
+        attempts = max_attempts or self.settings.max_attempts
+        timeout = aiohttp.ClientTimeout(
+            total=timeout_s or self.settings.timeout_s,
+            sock_connect=min(self.settings.connect_timeout_s, timeout_s or self.settings.timeout_s),
+        )
+        data = None if json is None else msgspec.json.encode(json)
+        send_headers = dict(headers or {})
+        if data is not None:
+            send_headers["Content-Type"] = "application/json"
+        started = time.perf_counter()
+        for attempt in range(1, attempts + 1):
+            try:
+                status, body, resp_headers = await self._once(method, url, data, send_headers, timeout)
+                if status < 300:
+                    return Reply(status, body, resp_headers, attempt, time.perf_counter() - started)
+                self._raise_for_status(method, path, status, body, resp_headers)
+            except _Retryable as failure:
+                if attempt == attempts:
+                    err = failure.error
+                    raise BackendError(
+                        f"{err.message} (gave up after {attempt} attempt{'s' if attempt > 1 else ''})",
+                        code=err.code,
+                        retryable=True,
+                    ) from failure.error
+                delay = self._delay(attempt, failure.retry_after_s)
+                _log.warning(
+                    "backend call failed, retrying",
+                    backend=self.name,
+                    path=path,
+                    attempt=attempt,
+                    code=failure.error.code,
+                    error=failure.error.message,
+                    delay_s=round(delay, 3),
+                )
+                await self._sleep(delay)
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    async def _once(
+        self,
+        method: str,
+        url: str,
+        data: bytes | None,
+        headers: dict[str, str],
+        limits: aiohttp.ClientTimeout,
+    ) -> tuple[int, bytes, CIMultiDictProxy[str]]:
+        session = self._get_session()
+        try:
+            async with session.request(method, url, data=data, headers=headers, timeout=limits) as resp:
+                return resp.status, await resp.read(), resp.headers
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise _Retryable(
+                BackendError(
+                    f"{self.name}: no response within {limits.total}s from {url}",
+                    code="backend_timeout",
+                    retryable=True,
+                )
+            ) from exc
+        except aiohttp.InvalidURL as exc:
+            raise BackendError(f"{self.name}: invalid URL {url}", code="bad_config", retryable=False) from exc
+        except aiohttp.ClientError as exc:  # refused, reset, disconnected, truncated body
+            raise _Retryable(
+                BackendError(
+                    f"{self.name}: cannot reach {url}: {exc.__class__.__name__}: {exc}",
+                    code="backend_unavailable",
+                    retryable=True,
+                )
+            ) from exc
+
+    def _raise_for_status(
+        self, method: str, path: str, status: int, body: bytes, headers: CIMultiDictProxy[str]
+    ) -> None:
+        detail = _error_detail(body)
+        where = f"{self.name}: {method} {path} -> {status}"
+        message = f"{where}: {detail}" if detail else where
+        if status == 429:
+            raise _Retryable(
+                BackendError(message, code="backend_overloaded", retryable=True), _retry_after(headers)
+            )
+        if status >= 500 or status == 408:
+            raise _Retryable(
+                BackendError(message, code="backend_server_error", retryable=True), _retry_after(headers)
+            )
+        raise BackendError(message, code="backend_rejected", retryable=False)
+
+    def _delay(self, attempt: int, retry_after_s: float | None) -> float:
+        if retry_after_s is not None:
+            return min(retry_after_s, self.settings.retry_after_max_s)
+        # Full jitter (AWS architecture blog): spreads retries of many workers after a shared failure.
+        cap = min(self.settings.backoff_max_s, self.settings.backoff_base_s * 2 ** (attempt - 1))
+        return self._rng.uniform(0.0, cap)
+
+    async def aclose(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    raw = headers.get("Retry-After")
+    if raw is None:
+        return None
+    raw = raw.strip()
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _error_detail(body: bytes) -> str:
+    """The server's own error message: TGI ``{"error": str}``, OpenAI ``{"error": {"message": str}}``,
+    FastAPI ``{"detail": ...}``; else the start of the body."""
+    try:
+        obj = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return body[:300].decode("utf-8", errors="replace").strip()
+    if isinstance(obj, dict):
+        err = obj.get("error")
+        if isinstance(err, dict) and "message" in err:
+            return str(err["message"])
+        if err is not None:
+            return str(err)
+        if "detail" in obj:
+            return str(obj["detail"])[:300]
+        if "message" in obj:
+            return str(obj["message"])
+    return body[:300].decode("utf-8", errors="replace").strip()

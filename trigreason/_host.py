@@ -1,0 +1,186 @@
+"""Run one service (or several, for the embedded stack) until told to stop; SIGTERM drains in-flight work."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import structlog
+from aiohttp import web
+from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from trigreason.proto import ConfigError, Role
+from trigreason.services.gateway import GatewaySettings, make_app
+from trigreason.services.orchestrator import Orchestrator
+from trigreason.services.runtime import CONSUMERS, Bus, BusSettings, ServiceMetrics, consume
+from trigreason.services.trigger_evaluator import TriggerEvaluator
+from trigreason.services.worker import Worker
+from trigreason.services.worker.backends import Backend
+
+__all__ = ["SERVICES", "BackendFactory", "ServiceName", "ServiceSettings", "run_service", "stop_on_signals"]
+
+ServiceName = Literal["gateway", "orchestrator", "trigger-evaluator", "srm-worker", "lrm-worker"]
+SERVICES: tuple[ServiceName, ...] = (
+    "gateway",
+    "orchestrator",
+    "trigger-evaluator",
+    "srm-worker",
+    "lrm-worker",
+)
+BackendFactory = Callable[[Role], Awaitable[Backend]]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ServiceSettings:
+    bus: BusSettings = field(default_factory=BusSettings)
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # How many messages one replica works on at once (workers: backend requests in flight).
+    concurrency: int = 8
+    # Non-gateway services serve /metrics, /healthz and /readyz here (0: off).
+    metrics_port: int = 0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], **overrides: Any) -> ServiceSettings:
+        try:
+            base = cls(
+                bus=BusSettings.from_env(env),
+                gateway=GatewaySettings.from_env(dict(env)),
+                host=env.get("TRIGREASON_HOST", "127.0.0.1"),
+                port=int(env.get("TRIGREASON_PORT", "8080")),
+                concurrency=int(env.get("TRIGREASON_CONCURRENCY", "8")),
+                metrics_port=int(env.get("TRIGREASON_METRICS_PORT", "0")),
+            )
+        except ValueError as exc:
+            raise ConfigError(f"bad setting: {exc}") from exc
+        return cls(**{**{f: getattr(base, f) for f in cls.__dataclass_fields__}, **overrides})
+
+
+def stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+
+async def run_service(
+    name: ServiceName,
+    settings: ServiceSettings,
+    *,
+    stop: asyncio.Event,
+    tracer_provider: TracerProvider,
+    backend_factory: BackendFactory | None = None,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    log = structlog.get_logger("trigreason.host").bind(service=name)
+    bus = await Bus.connect(settings.bus, name=name, tracer=tracer_provider.get_tracer("trigreason"))
+    backend: Backend | None = None
+    try:
+        if name == "gateway":
+            runner = web.AppRunner(make_app(bus, settings.gateway), access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, settings.host, settings.port)
+            await site.start()
+            sockets = getattr(site._server, "sockets", None) or []
+            port = sockets[0].getsockname()[1] if sockets else settings.port  # the real one when port=0
+            url = f"http://{settings.host}:{port}"
+            log.info("listening", url=url)
+            if on_ready:
+                on_ready(url)
+            await stop.wait()
+            await runner.cleanup()
+            return
+        metrics = ServiceMetrics()
+        bus.metrics = metrics
+        service: Orchestrator | TriggerEvaluator | Worker
+        if name == "orchestrator":
+            service = Orchestrator(bus, metrics)
+        elif name == "trigger-evaluator":
+            service = TriggerEvaluator(bus, metrics)
+        else:
+            role: Role = "srm" if name == "srm-worker" else "lrm"
+            if backend_factory is None:
+                raise ConfigError(f"{name} needs an inference backend URL")
+            backend = await backend_factory(role)
+            service = Worker(bus, role, backend, metrics=metrics)
+        side_tasks = [asyncio.create_task(_watch_lag(bus, service.consumer, metrics, stop))]
+        if settings.metrics_port:
+            side_tasks.append(asyncio.create_task(_serve_probes(bus, metrics, settings, stop)))
+        log.info("consuming", consumer=service.consumer)
+        if on_ready:
+            on_ready(service.consumer)
+        loops = [
+            consume(  # type: ignore[misc]  # each service pairs its own decoder and handler
+                bus,
+                service.consumer,
+                service.decoder,
+                service.handle,
+                stop=stop,
+                concurrency=settings.concurrency,
+            )
+        ]
+        if isinstance(service, Orchestrator):  # it also runs the sessions' deadline timers
+            loops.append(
+                consume(
+                    bus,
+                    service.timer_consumer,
+                    service.timer_decoder,
+                    service.handle_timer,
+                    stop=stop,
+                    concurrency=settings.concurrency,
+                )
+            )
+        await asyncio.gather(*loops)
+        log.info("drained")
+        for task in side_tasks:
+            task.cancel()
+        await asyncio.gather(*side_tasks, return_exceptions=True)
+    finally:
+        if backend is not None:
+            await backend.aclose()
+        await bus.close()
+
+
+async def _watch_lag(bus: Bus, consumer: str, metrics: ServiceMetrics, stop: asyncio.Event) -> None:
+    """Pending messages of this service's consumer: the queue lag (and what KEDA scales SRM workers on)."""
+    spec = CONSUMERS[consumer]
+    while not stop.is_set():
+        with contextlib.suppress(Exception):
+            info = await bus.js.consumer_info(spec.stream, spec.durable)
+            metrics.consumer_lag.labels(consumer).set(info.num_pending + (info.num_ack_pending or 0))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 5.0)
+
+
+async def _serve_probes(
+    bus: Bus, metrics: ServiceMetrics, settings: ServiceSettings, stop: asyncio.Event
+) -> None:
+    async def metrics_endpoint(_r: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    async def healthz(_r: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_r: web.Request) -> web.Response:
+        ok = bus.nc.is_connected
+        return web.json_response({"status": "ready" if ok else "not_ready"}, status=200 if ok else 503)
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics_endpoint)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, settings.host, settings.metrics_port).start()
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()

@@ -1,1 +1,0 @@
-"""The services of the cluster (one folder each) and their shared runtime."""

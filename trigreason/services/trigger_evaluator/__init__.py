@@ -1,5 +1,0 @@
-"""The trigger-evaluator service."""
-
-from ._service import TriggerEvaluator
-
-__all__ = ["TriggerEvaluator"]

@@ -1,5 +1,0 @@
-"""SRM and LRM worker service."""
-
-from ._service import Worker
-
-__all__ = ["Worker"]
