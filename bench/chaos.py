@@ -369,9 +369,9 @@ async def run_batch(
     stack.mark_logs()
     sids, errors = await submit_all(stack, case, n, policy_mix=policy_mix)
     wall_deadline = time.time() + deadline_s
+    records = [SseRecord(sid) for sid in sids[:sse]]
     followers = [
-        asyncio.create_task(follow_sse(stack.http, stack.gateway_url, sid, wall_deadline))
-        for sid in sids[:sse]
+        asyncio.create_task(follow_sse(stack.http, stack.gateway_url, rec, wall_deadline)) for rec in records
     ]
     fault_task = asyncio.create_task(fault(stack, sids)) if fault is not None else None
     ledger = stack.ledger
@@ -393,17 +393,11 @@ async def run_batch(
     sse_done, pending = await asyncio.wait(followers, timeout=5) if followers else (set(), set())
     for task in pending:
         task.cancel()
-    records: list[SseRecord] = []
-    for sid, task in zip(sids, followers, strict=False):
-        if task in sse_done and not task.cancelled() and task.exception() is None:
-            records.append(task.result())
-        else:  # still waiting at the deadline, or the client itself broke: counts as not exactly once
-            broken = SseRecord(sid)
-            if task not in sse_done:
-                broken.stalled = True  # its session ended, but the stream never delivered the end
-            else:
-                broken.drops.append(repr(task.exception()))
-            records.append(broken)
+    for rec, task in zip(records, followers, strict=True):
+        if task not in sse_done:
+            rec.stalled = True  # still waiting for an end its session has (or a hung session's)
+        elif not task.cancelled() and task.exception() is not None:
+            rec.drops.append(repr(task.exception()))
     await ledger.poll()
     return Batch(sids, errors, records, detail, time.monotonic() - started)
 
@@ -467,8 +461,8 @@ def evaluate(
     sse_mismatch: Counter[str] = Counter()  # e.g. "missing requested": events a client never saw
     for rec_sse in batch.sse:
         sse_reasons.update(rec_sse.drops)
-        sse_stalled += rec_sse.stalled
         sess = ledger.sessions[rec_sse.sid]
+        sse_stalled += rec_sse.stalled and sess.terminal is not None
         cmp = check_sse(rec_sse, sess)
         if any(cmp.values()) or (sess.terminal is not None and not rec_sse.done):
             sse_bad += 1
