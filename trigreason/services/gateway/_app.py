@@ -54,6 +54,7 @@ from trigreason.services.gateway._openapi import (
     IDEMPOTENCY_KEY_PATTERN,
     LAST_EVENT_ID_PATTERN,
     MAX_QUESTION_CHARS,
+    NOT_BLANK_PATTERN,
     SESSION_ID_PATTERN,
     openapi_document,
 )
@@ -66,7 +67,7 @@ _TICK_S = 1.0  # how often a waiting stream looks whether its client is still th
 _SESSION_ID = re.compile(SESSION_ID_PATTERN)
 _IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 _LAST_EVENT_ID = re.compile(LAST_EVENT_ID_PATTERN)
-_NOT_BLANK = re.compile(r"\S")
+_NOT_BLANK = re.compile(NOT_BLANK_PATTERN)
 _MAX_EVENT_ID = 2**63 - 1
 
 log = structlog.get_logger("trigreason.gateway")
@@ -331,6 +332,8 @@ def make_app(bus: Bus, settings: GatewaySettings) -> web.Application:
     streams = _Streams(settings.max_streams, metrics.open_streams)
     tokens = tuple(t.encode() for t in settings.api_tokens)
     param_names = frozenset(f.encode_name for f in msgspec.structs.fields(SessionParams))
+    param_schema = msgspec.json.schema(SessionParams)["$defs"]["SessionParams"]["properties"]
+    int_params = frozenset(k for k, v in param_schema.items() if v.get("type") == "integer")
 
     @web.middleware
     async def errors_and_auth(
@@ -395,10 +398,16 @@ def make_app(bus: Bus, settings: GatewaySettings) -> web.Application:
             hint = difflib.get_close_matches(unknown[0], sorted(param_names), n=1)
             also = f" (did you mean '{hint[0]}'?)" if hint else ""
             raise HttpError(422, "invalid_params", f"{where}: unknown parameter '{unknown[0]}'{also}")
-        merged = {**settings.default_params, **overrides}
-        if policy is not None:
-            merged["policy"] = policy
+        # JSON has one number type: 3.0 is the integer 3 (as JSON Schema reads it).
+        overrides = {
+            k: int(v) if k in int_params and isinstance(v, float) and v.is_integer() else v
+            for k, v in overrides.items()
+        }
         try:
+            msgspec.convert(overrides, SessionParams)  # each value the request gives, even one overridden
+            merged = {**settings.default_params, **overrides}
+            if policy is not None:
+                merged["policy"] = policy
             return msgspec.convert(merged, SessionParams)
         except msgspec.ValidationError as exc:
             raise HttpError(422, "invalid_params", f"{where}: {exc}") from exc

@@ -15,6 +15,7 @@ __all__ = [
     "IDEMPOTENCY_KEY_PATTERN",
     "LAST_EVENT_ID_PATTERN",
     "MAX_QUESTION_CHARS",
+    "NOT_BLANK_PATTERN",
     "SESSION_ID_PATTERN",
     "openapi_document",
 ]
@@ -23,7 +24,8 @@ MAX_QUESTION_CHARS = 20_000
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 IDEMPOTENCY_KEY_PATTERN = r"^[!-~]{1,255}$"  # printable ASCII, no spaces
 LAST_EVENT_ID_PATTERN = r"^[0-9]{1,19}$"
-_NOT_BLANK = r"\S"  # at least one character that is not white space
+# At least one character that is not (ASCII) white space; spelled out, as \\S differs between regex engines.
+NOT_BLANK_PATTERN = r"[^\t\n\v\f\r ]"
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -58,7 +60,7 @@ def openapi_document(*, auth: bool = False) -> dict[str, Any]:
     request_params["title"] = "RequestParams"
     request_params["additionalProperties"] = False
     components["RequestParams"] = request_params
-    policy = components["SessionParams"]["properties"]["policy"]
+    policy = {"anyOf": [components["SessionParams"]["properties"]["policy"], {"type": "null"}]}  # null: unset
     components["Error"] = {
         "type": "object",
         "properties": {
@@ -70,7 +72,12 @@ def openapi_document(*, auth: bool = False) -> dict[str, Any]:
         },
         "required": ["error"],
     }
-    question = {"type": "string", "minLength": 1, "maxLength": MAX_QUESTION_CHARS, "pattern": _NOT_BLANK}
+    question = {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_QUESTION_CHARS,
+        "pattern": NOT_BLANK_PATTERN,
+    }
     components["SessionRequest"] = {
         "type": "object",
         "required": ["question"],
@@ -133,7 +140,7 @@ def openapi_document(*, auth: bool = False) -> dict[str, Any]:
                     "type": "object",
                     "properties": {
                         "role": {"const": "user"},
-                        "content": {"type": "string", "pattern": _NOT_BLANK},
+                        "content": {"type": "string", "pattern": NOT_BLANK_PATTERN},
                     },
                     "required": ["role", "content"],
                 },
@@ -189,6 +196,25 @@ def openapi_document(*, auth: bool = False) -> dict[str, Any]:
                 "properties": {"session_id": {"type": "string"}, "stats": _ref("SessionStats")},
             },
         },
+    }
+    # Open API 3.1 (before itemSchema): the schema of text/event-stream describes one event.
+    components["ChatChunkEvent"] = {
+        "type": "object",
+        "description": 'data: a chat.completion.chunk, an error object {"error": {"code", "message"}}, '
+        "or [DONE] at the end",
+        "properties": {"data": {"type": "string"}, "event": {"type": "string"}},
+        "required": ["data"],
+    }
+    components["SessionEvent"] = {
+        "type": "object",
+        "description": "event: the kind (requested, committed, finished, failed...), id: its sequence, "
+        "data: the message",
+        "properties": {
+            "id": {"type": "string", "pattern": LAST_EVENT_ID_PATTERN},
+            "event": {"type": "string"},
+            "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": message_ref},
+        },
+        "required": ["id", "event", "data"],
     }
     sid = {
         "name": "session_id",
@@ -270,7 +296,7 @@ def openapi_document(*, auth: bool = False) -> dict[str, Any]:
                         {"name": "last_event_id", "in": "query", "required": False, "schema": event_id},
                     ],
                     "responses": {
-                        "200": _ok("text/event-stream of messages", message_ref, "text/event-stream"),
+                        "200": _ok("the events", _ref("SessionEvent"), "text/event-stream"),
                         "400": _error("not a session id, or a bad Last-Event-ID"),
                         **v1_errors,
                         "404": _error("unknown or expired session"),
@@ -295,7 +321,7 @@ def openapi_document(*, auth: bool = False) -> dict[str, Any]:
                             "description": "the completion, or with stream: chunks as Server-Sent Events",
                             "content": {
                                 "application/json": {"schema": _ref("ChatCompletion")},
-                                "text/event-stream": {"schema": {"type": "string"}},
+                                "text/event-stream": {"schema": _ref("ChatChunkEvent")},
                             },
                         },
                         **post_errors,
