@@ -332,12 +332,21 @@ async def test_up_stops_its_cpu_inference_servers(when: str) -> None:
         assert_stopped_cleanly(up, seconds, children)
 
 
-async def test_up_reads_the_gateway_settings_from_the_environment(quick_simulator: str) -> None:
-    """TRIGREASON_API_TOKENS turns auth on in `up` as in `serve gateway`; the --port flag overrides
-    TRIGREASON_PORT (here unusable)."""
+async def test_up_reads_the_gateway_settings_from_the_environment(
+    quick_simulator: str, tmp_path: Path
+) -> None:
+    """TRIGREASON_API_TOKENS turns auth on in `up` as in `serve gateway`; flags override the environment:
+    --port over TRIGREASON_PORT (here unusable), --profile over TRIGREASON_PROFILE."""
+    for name, tau in (("env", 1.25), ("flag", 1.75)):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"params": {"tau": tau}}))
     port = _free_port()
-    env = {"TRIGREASON_API_TOKENS": "secret", "TRIGREASON_PORT": "1"}
-    with command(_up_args(port, quick_simulator), env=env) as up:
+    env = {
+        "TRIGREASON_API_TOKENS": "secret",
+        "TRIGREASON_PORT": "1",
+        "TRIGREASON_PROFILE": str(tmp_path / "env.json"),
+    }
+    args = [*_up_args(port, quick_simulator), "--profile", str(tmp_path / "flag.json")]
+    with command(args, env=env) as up:
         gateway = f"http://127.0.0.1:{port}"
         await _wait_http(f"{gateway}/readyz", up)
         body = {"question": "What is 2 + 2?"}
@@ -348,10 +357,18 @@ async def test_up_reads_the_gateway_settings_from_the_environment(quick_simulato
                 f"{gateway}/v1/sessions", json=body, headers={"Authorization": "Bearer wrong"}
             ) as resp:
                 assert resp.status == 401, await resp.text()
-            async with http.post(
-                f"{gateway}/v1/sessions", json=body, headers={"Authorization": "Bearer secret"}
-            ) as resp:
+            auth = {"Authorization": "Bearer secret"}
+            async with http.post(f"{gateway}/v1/sessions", json=body, headers=auth) as resp:
                 assert resp.status == 202, await resp.text()
+                session_id = (await resp.json())["session_id"]
+            params: dict[str, object] = {}
+            deadline = time.monotonic() + 20
+            while not params and time.monotonic() < deadline:
+                async with http.get(f"{gateway}/v1/sessions/{session_id}", headers=auth) as resp:
+                    if resp.status == 200:
+                        params = (await resp.json()).get("params") or {}  # none while queued
+                await asyncio.sleep(0.1)
+            assert params.get("tau") == 1.75, params  # the --profile flag's, not TRIGREASON_PROFILE's
         children = up.children()
         seconds = await asyncio.to_thread(up.stop, signal.SIGTERM)
         assert_stopped_cleanly(up, seconds, children)
