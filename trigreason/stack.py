@@ -4,8 +4,8 @@ use when nothing is configured.
 
 The services read their settings from the environment exactly as `trigreason serve NAME` does (the gateway's
 API tokens and profile, the bus's limits, ...); what the stack starts itself (NATS, the backends, the gateway
-port) overrides it. Teardown is bounded: services drain for ``_DRAIN_S``, then children get SIGTERM and,
-``_CHILD_STOP_S`` later, SIGKILL."""
+port) overrides it. Teardown is bounded: services drain for ``_DRAIN_S`` (or TRIGREASON_DRAIN_S), then
+children get SIGTERM and, ``_CHILD_STOP_S`` later, SIGKILL."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from trigreason.services._nats_server import LocalNatsServer
 
 __all__ = ["StackSpec", "embedded_stack", "inference_servers"]
 
-_DRAIN_S = 2.0  # in-flight work on the embedded stack's own NATS is lost with it anyway
+_DRAIN_S = 2.0  # unless TRIGREASON_DRAIN_S says otherwise: work in flight on our own NATS is lost anyway
 _CHILD_STOP_S = 2.0
 
 
@@ -137,7 +137,9 @@ def service_settings(
     bus = dataclasses.replace(base.bus, nats_url=nats_url)
     if local_nats and not env.get("TRIGREASON_NATS_STORAGE"):
         bus = dataclasses.replace(bus, storage="memory")  # the local server's store goes away with it
-    overrides: dict[str, Any] = {"bus": bus, "metrics_port": 0, "drain_s": _DRAIN_S}
+    overrides: dict[str, Any] = {"bus": bus, "metrics_port": 0}
+    if not env.get("TRIGREASON_DRAIN_S"):
+        overrides["drain_s"] = _DRAIN_S
     if spec.gateway_port is not None:
         overrides["port"] = spec.gateway_port
     if spec.concurrency is not None:
@@ -161,6 +163,7 @@ async def embedded_stack(
     nats_server: LocalNatsServer | None = None
     stop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
+    drain_s = _DRAIN_S
     try:
         nats_url = spec.nats_url
         if nats_url is None:
@@ -174,6 +177,7 @@ async def embedded_stack(
             return await make_backend(urls[role])
 
         settings = service_settings(spec, env, nats_url=nats_url, local_nats=nats_server is not None)
+        drain_s = settings.drain_s
         ready: asyncio.Queue[str] = asyncio.Queue()
         names: list[ServiceName] = [s for s in SERVICES if s != "gateway" or spec.gateway_port is not None]
         for name in names:
@@ -213,7 +217,7 @@ async def embedded_stack(
         if tasks:
             # Each service drains for settings.drain_s, then closes within a bound of its own
             # (run_service); this outer bound only guards against a service that ignores both.
-            _done, pending = await asyncio.wait(tasks, timeout=_DRAIN_S + 6.0)
+            _done, pending = await asyncio.wait(tasks, timeout=drain_s + 6.0)
             for task in pending:
                 task.cancel()
             await asyncio.wait(tasks, timeout=1.0)

@@ -52,7 +52,8 @@ class ServiceSettings:
     concurrency: int = 8
     # Non-gateway services serve /metrics, /healthz and /readyz here (0: off).
     metrics_port: int = 0
-    # After a stop: how long in-flight work (and open HTTP requests, SSE streams included) may go on.
+    # After a stop: how long in-flight work (and open HTTP requests, SSE streams included) may go on; then
+    # it is cancelled (JetStream redelivers unacked messages after their ack wait).
     drain_s: float = 5.0
 
     @classmethod
@@ -65,9 +66,12 @@ class ServiceSettings:
                 port=int(env.get("TRIGREASON_PORT", "8080")),
                 concurrency=int(env.get("TRIGREASON_CONCURRENCY", "8")),
                 metrics_port=int(env.get("TRIGREASON_METRICS_PORT", "0")),
+                drain_s=float(env.get("TRIGREASON_DRAIN_S", "5")),
             )
         except ValueError as exc:
             raise ConfigError(f"bad setting: {exc}") from exc
+        if not 0 <= base.drain_s < float("inf"):
+            raise ConfigError(f"TRIGREASON_DRAIN_S={base.drain_s}: a number of seconds >= 0")
         return cls(**{**{f: getattr(base, f) for f in cls.__dataclass_fields__}, **overrides})
 
 
