@@ -315,7 +315,7 @@ async def submit_all(
         async with gate:
             body = session_body(case, i, policy_mix=policy_mix)
             # A retried POST (the gateway was down) must not start a second session.
-            headers = {"Idempotency-Key": f"chaos-{stack.run_id}-{case}-{i}"}
+            headers = {"Idempotency-Key": f"chaos-{stack.run_id}-{case}-{i}".replace(" ", "-")}
             for attempt in range(5):
                 submitted = time.time()
                 try:
@@ -895,8 +895,12 @@ async def group_load(cfg: Config, rows: list[dict[str, Any]]) -> None:
             growth[name] = round(a / b, 3) if a and b else None
             if a and b and a > b * RSS_GROWTH_LIMIT:
                 checks.append(f"{name} RSS {b / 1024:.0f} -> {a / 1024:.0f} MiB (x{a / b:.2f})")
-        if warm.submit_errors or len(warm.sids) != stack.ledger.terminal_count(warm.sids):
-            checks.append("warm-up batch did not end")
+        warm_ended = stack.ledger.terminal_count(warm.sids)
+        if warm.submit_errors or len(warm.sids) != warm_ended:
+            checks.append(
+                f"warm-up batch: {warm_ended} of {len(warm.sids) + len(warm.submit_errors)} ended"
+                + (f"; POST failed: {warm.submit_errors[0]}" if warm.submit_errors else "")
+            )
         batch.detail.update({"rss_kib_before": before, "rss_kib_after": after, "rss_ratio": growth})
         rows.append(evaluate(stack, case, batch, checks=checks))
     finally:
