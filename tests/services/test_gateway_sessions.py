@@ -534,3 +534,39 @@ def test_settings_from_the_environment() -> None:
     )
     with pytest.raises(ValueError, match="max_streams"):
         GatewaySettings.from_env({"TRIGREASON_MAX_STREAMS": "0"})
+
+
+async def test_body_and_route_errors_are_json(idle: Gateway) -> None:
+    async with idle.http.post(
+        f"{idle.url}/v1/sessions", data=b"x" * (1024 * 1024 + 1), headers={"Content-Type": "application/json"}
+    ) as resp:
+        await _error(resp, 413)
+    async with idle.http.post(
+        f"{idle.url}/v1/sessions", data=b"question=q", headers={"Content-Type": "multipart/form-data"}
+    ) as resp:
+        await _error(resp, 415, "unsupported_media_type")
+    # curl -d sends JSON as application/x-www-form-urlencoded: still accepted, as the README shows
+    async with idle.http.post(
+        f"{idle.url}/v1/sessions",
+        data=b'{"question": "q"}',
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    ) as resp:
+        assert resp.status == 202
+    async with idle.http.get(f"{idle.url}/v1/nowhere") as resp:
+        await _error(resp, 404, "not_found")
+    async with idle.http.get(f"{idle.url}/v1/models") as resp:
+        assert (await resp.json())["data"][0]["id"] == "trigreason"
+
+
+async def test_chat_finish_reason_is_stop_or_length_and_content_never_empty(idle: Gateway) -> None:
+    sid = await _create(idle, "budget")
+    await idle.bus.publish(committed(sid, 0, "3 + 4 = 7"), msg_id=f"{sid}.c0")
+    end = SessionFinished(session_id=sid, answer=None, reason="token_budget", steps=1, stats=SessionStats())
+    await idle.bus.publish(end, msg_id=f"{sid}.f")
+    body = {"messages": [{"role": "user", "content": "What is 3 + 4?"}]}
+    async with idle.http.post(
+        f"{idle.url}/v1/chat/completions", json=body, headers={"Idempotency-Key": "budget"}
+    ) as resp:
+        choice = (await resp.json())["choices"][0]
+    assert choice["finish_reason"] == "length"
+    assert choice["message"]["content"] == "3 + 4 = 7"
