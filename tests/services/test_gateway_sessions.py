@@ -570,3 +570,9 @@ async def test_chat_finish_reason_is_stop_or_length_and_content_never_empty(idle
         choice = (await resp.json())["choices"][0]
     assert choice["finish_reason"] == "length"
     assert choice["message"]["content"] == "3 + 4 = 7"
+
+
+async def test_garbage_on_a_sessions_request_subject_is_no_session(idle: Gateway) -> None:
+    await idle.bus.js.publish(event_subject("junk", "requested"), b"\x00not json")
+    async with idle.http.get(f"{idle.url}/v1/sessions/junk") as resp:
+        await _error(resp, 404, "not_found")

@@ -431,7 +431,10 @@ def make_app(bus: Bus, settings: GatewaySettings) -> web.Application:
             return None
         if msg.data is None:
             return None
-        ev = decode_message(msg.data)
+        try:
+            ev = decode_message(msg.data)
+        except msgspec.DecodeError:  # garbage on the subject is no request
+            return None
         return ev if isinstance(ev, SessionRequested) else None
 
     def _same(stored: SessionRequested, question: str, params: SessionParams) -> bool:
