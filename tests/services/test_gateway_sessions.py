@@ -23,6 +23,7 @@ from trigreason.proto import (
     SessionParams,
     SessionStats,
     StepCommitted,
+    encode,
     event_subject,
 )
 from trigreason.services._bus import Bus
@@ -576,3 +577,46 @@ async def test_garbage_on_a_sessions_request_subject_is_no_session(idle: Gateway
     await idle.bus.js.publish(event_subject("junk", "requested"), b"\x00not json")
     async with idle.http.get(f"{idle.url}/v1/sessions/junk") as resp:
         await _error(resp, 404, "not_found")
+
+
+async def test_eval_client_resumes_a_broken_stream_with_last_event_id() -> None:
+    """A gateway replica that goes mid-stream: the executor reconnects after the last event it had."""
+    sid = "s1"
+    c0 = encode(committed(sid, 0, "a"))
+    c1 = encode(committed(sid, 1, "b"))
+    fin = encode(finished(sid))
+    asked: list[str | None] = []
+
+    async def create(_request: web.Request) -> web.Response:
+        return web.json_response({"session_id": sid}, status=202)
+
+    async def events(request: web.Request) -> web.StreamResponse:
+        asked.append(request.headers.get("Last-Event-ID"))
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        if len(asked) == 1:
+            await resp.write(b"id: 5\nevent: committed\ndata: " + c0 + b"\n\n: keep-alive\n\n")
+            assert request.transport is not None
+            request.transport.close()  # the replica dies
+            return resp
+        for i, kind, data in [(9, "committed", c0), (10, "committed", c1), (11, "finished", fin)]:
+            await resp.write(f"id: {i}\nevent: {kind}\ndata: ".encode() + data + b"\n\n")
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/sessions", create)
+    app.router.add_get("/v1/sessions/{sid}/events", events)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    executor = GatewayExecutor(f"http://127.0.0.1:{port}", timeout_s=10)
+    try:
+        outcome = await executor.solve("q", SessionParams(), "x")
+    finally:
+        await executor.aclose()
+        await runner.cleanup()
+    assert asked == [None, "5"]
+    assert [(s["index"], s["text"]) for s in outcome.steps] == [(0, "a"), (1, "b")]
+    assert outcome.answer == "7"
