@@ -439,10 +439,10 @@ class SseRecord:
     stalled: bool = False  # set by the harness: still waiting when its session had ended
 
 
-async def follow_sse(http: aiohttp.ClientSession, base_url: str, sid: str, deadline: float) -> SseRecord:
-    """Follow ``GET /v1/sessions/{sid}/events`` until the terminal event; on any disconnect reconnect with
-    ``Last-Event-ID`` (every 0.2 s while the gateway is down)."""
-    rec = SseRecord(sid)
+async def follow_sse(http: aiohttp.ClientSession, base_url: str, rec: SseRecord, deadline: float) -> None:
+    """Follow ``GET /v1/sessions/{sid}/events`` into ``rec`` until the terminal event; on any disconnect
+    reconnect with ``Last-Event-ID`` (every 0.2 s while the gateway is down)."""
+    sid = rec.sid
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=2, sock_read=None)
     while not rec.done and time.time() < deadline:
         headers = {"Last-Event-ID": str(rec.ids[-1])} if rec.ids else {}
@@ -483,7 +483,6 @@ async def follow_sse(http: aiohttp.ClientSession, base_url: str, sid: str, deadl
                 rec.drops.append(type(exc).__name__)
         if not rec.done:
             await asyncio.sleep(0.2)
-    return rec
 
 
 def check_sse(rec: SseRecord, session: SessionRecord) -> dict[str, list[int]]:

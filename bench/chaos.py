@@ -12,8 +12,9 @@ Cases (one row each; cases of one group share a cluster and run one after the ot
 
 - ``kill9-<service>`` for all five services: kill -9 mid-run, start a replacement;
 - ``nats-restart``: kill -9 of nats-server mid-run, restarted on its store;
-- ``cluster3-node-kill``: 3-node JetStream cluster, streams and KV with 3 replicas; the TRIG_EVT
-  leader is killed mid-run and brought back;
+- ``cluster3-kill-leader``, ``cluster3-kill-client``: 3-node JetStream cluster, streams and KV with 3
+  replicas; kill -9 mid-run of the TRIG_EVT stream's leader, then of the node the services were given,
+  each back after 5 s;
 - ``backend-500|429|truncated|nonjson|oversized|refused|hang``: faults of the inference server;
 - ``malformed``: garbage, wrong types, messages on the wrong subject and near-max-payload messages on
   every consumed subject, some naming a live session;
@@ -126,6 +127,7 @@ class Stack:
     gateway_url: str
     proxy: FaultProxy | None = None
     notes: dict[str, Any] = field(default_factory=dict)
+    run_id: str = field(default_factory=lambda: f"{random.getrandbits(32):08x}")
     _log_offsets: dict[str, int] = field(default_factory=dict)
 
     def start_service(self, name: str) -> None:
@@ -311,10 +313,14 @@ async def submit_all(
     async def one(i: int) -> None:
         async with gate:
             body = session_body(case, i, policy_mix=policy_mix)
+            # A retried POST (the gateway was down) must not start a second session.
+            headers = {"Idempotency-Key": f"chaos-{stack.run_id}-{case}-{i}".replace(" ", "-")}
             for attempt in range(5):
                 submitted = time.time()
                 try:
-                    async with stack.http.post(f"{stack.gateway_url}/v1/sessions", json=body) as resp:
+                    async with stack.http.post(
+                        f"{stack.gateway_url}/v1/sessions", json=body, headers=headers
+                    ) as resp:
                         text = await resp.text()
                         if resp.status == 202:
                             sid = json.loads(text)["session_id"]
@@ -368,9 +374,9 @@ async def run_batch(
     stack.mark_logs()
     sids, errors = await submit_all(stack, case, n, policy_mix=policy_mix)
     wall_deadline = time.time() + deadline_s
+    records = [SseRecord(sid) for sid in sids[:sse]]
     followers = [
-        asyncio.create_task(follow_sse(stack.http, stack.gateway_url, sid, wall_deadline))
-        for sid in sids[:sse]
+        asyncio.create_task(follow_sse(stack.http, stack.gateway_url, rec, wall_deadline)) for rec in records
     ]
     fault_task = asyncio.create_task(fault(stack, sids)) if fault is not None else None
     ledger = stack.ledger
@@ -392,17 +398,11 @@ async def run_batch(
     sse_done, pending = await asyncio.wait(followers, timeout=5) if followers else (set(), set())
     for task in pending:
         task.cancel()
-    records: list[SseRecord] = []
-    for sid, task in zip(sids, followers, strict=False):
-        if task in sse_done and not task.cancelled() and task.exception() is None:
-            records.append(task.result())
-        else:  # still waiting at the deadline, or the client itself broke: counts as not exactly once
-            broken = SseRecord(sid)
-            if task not in sse_done:
-                broken.stalled = True  # its session ended, but the stream never delivered the end
-            else:
-                broken.drops.append(repr(task.exception()))
-            records.append(broken)
+    for rec, task in zip(records, followers, strict=True):
+        if task not in sse_done:
+            rec.stalled = True  # still waiting for an end its session has (or a hung session's)
+        elif not task.cancelled() and task.exception() is not None:
+            rec.drops.append(repr(task.exception()))
     await ledger.poll()
     return Batch(sids, errors, records, detail, time.monotonic() - started)
 
@@ -466,8 +466,8 @@ def evaluate(
     sse_mismatch: Counter[str] = Counter()  # e.g. "missing requested": events a client never saw
     for rec_sse in batch.sse:
         sse_reasons.update(rec_sse.drops)
-        sse_stalled += rec_sse.stalled
         sess = ledger.sessions[rec_sse.sid]
+        sse_stalled += rec_sse.stalled and sess.terminal is not None
         cmp = check_sse(rec_sse, sess)
         if any(cmp.values()) or (sess.terminal is not None and not rec_sse.done):
             sse_bad += 1
@@ -546,31 +546,38 @@ async def restart_nats(stack: Stack, sids: list[str]) -> dict[str, Any]:
     return {"nats_killed_after_steps": at, "nats_restart_s": round(time.monotonic() - t0, 2)}
 
 
-async def kill_cluster_node(stack: Stack, sids: list[str]) -> dict[str, Any]:
-    await until(lambda: stack.ledger.commits(sids) >= len(sids), stack, 30)
-    at = stack.ledger.commits(sids)
-    info = await stack.js.stream_info(EVENT_STREAM)
-    leader = info.cluster.leader if info.cluster is not None else None
-    victim = stack.nats.node(leader) if leader else stack.nats.nodes[0]
-    stack.nats.kill9(victim)
-    await asyncio.sleep(5.0)
-    await stack.nats.start_node(victim)
-    detail: dict[str, Any] = {
-        "killed_node": victim.name,
-        "killed_after_steps": at,
-        "evt_leader_before": leader,
-    }
-    # Wait for the node to be back in the stream's replica set.
-    for _ in range(40):
-        with contextlib.suppress(Exception):
-            info = await stack.js.stream_info(EVENT_STREAM)
-            if info.cluster is not None:
-                detail["evt_leader_after"] = info.cluster.leader
-                detail["evt_replicas"] = [(r.name, r.current) for r in info.cluster.replicas or []]
-                if all(r.current for r in info.cluster.replicas or []):
-                    break
-        await asyncio.sleep(0.5)
-    return detail
+def kill_cluster_node(which: str) -> Fault:
+    """kill -9 of one node of the 3-node cluster mid-run, back after 5 s: ``leader`` is the TRIG_EVT
+    stream's leader, ``client`` the node the services were given (and connected to first)."""
+
+    async def fault(stack: Stack, sids: list[str]) -> dict[str, Any]:
+        await until(lambda: stack.ledger.commits(sids) >= len(sids), stack, 30)
+        at = stack.ledger.commits(sids)
+        info = await stack.js.stream_info(EVENT_STREAM)
+        leader = info.cluster.leader if info.cluster is not None else None
+        victim = stack.nats.node(leader) if which == "leader" and leader else stack.nats.nodes[0]
+        stack.nats.kill9(victim)
+        await asyncio.sleep(5.0)
+        await stack.nats.start_node(victim)
+        detail: dict[str, Any] = {
+            "killed_node": victim.name,
+            "services_connect_to": stack.env["TRIGREASON_NATS_URL"],
+            "killed_after_steps": at,
+            "evt_leader_before": leader,
+        }
+        # Until the node is back in the stream's replica set and caught up.
+        for _ in range(40):
+            with contextlib.suppress(Exception):
+                info = await stack.js.stream_info(EVENT_STREAM)
+                if info.cluster is not None:
+                    detail["evt_leader_after"] = info.cluster.leader
+                    detail["evt_replicas"] = [(r.name, r.current) for r in info.cluster.replicas or []]
+                    if all(r.current for r in info.cluster.replicas or []):
+                        break
+            await asyncio.sleep(0.5)
+        return detail
+
+    return fault
 
 
 def backend_fault(mode: FaultMode, rate: float) -> Fault:
@@ -748,6 +755,7 @@ class Config:
 
 
 KILL_CASES = [f"kill9-{s}" for s in SERVICE_NAMES]
+CLUSTER_CASES = ["cluster3-kill-leader", "cluster3-kill-client"]
 BACKEND_CASES: list[tuple[str, FaultMode, float]] = [
     ("backend-500", "http500", 0.3),
     ("backend-429", "http429", 0.3),
@@ -760,7 +768,7 @@ BACKEND_CASES: list[tuple[str, FaultMode, float]] = [
 ALL_CASES = [
     *KILL_CASES,
     "nats-restart",
-    "cluster3-node-kill",
+    *CLUSTER_CASES,
     *(c for c, _, _ in BACKEND_CASES),
     "malformed",
     "load-1000",
@@ -793,20 +801,25 @@ async def group_nats_restart(cfg: Config, rows: list[dict[str, Any]]) -> None:
 
 
 async def group_cluster(cfg: Config, rows: list[dict[str, Any]]) -> None:
-    case = "cluster3-node-kill"
-    if not cfg.wanted(case):
+    cases = [c for c in CLUSTER_CASES if cfg.wanted(c)]
+    if not cases:
         return
     stack = await open_stack("cluster3", cfg.log_root, nodes=3, sim=SIM_FAULTS)
     try:
-        batch = await run_batch(
-            stack, case, cfg.n(24, 8), fault=kill_cluster_node, deadline_s=SESSION_DEADLINE_S + 30
-        )
-        batch.detail["nats_url_list"] = stack.notes.get("nats_url_list")
-        info = await stack.js.stream_info(EVENT_STREAM)
-        batch.detail["evt_stream_replicas"] = info.config.num_replicas
-        rows.append(evaluate(stack, case, batch))
+        for case in cases:
+            batch = await run_batch(
+                stack,
+                case,
+                cfg.n(24, 8),
+                fault=kill_cluster_node(case.removeprefix("cluster3-kill-")),
+                deadline_s=SESSION_DEADLINE_S + 30,
+            )
+            batch.detail["nats_url_list"] = stack.notes.get("nats_url_list")
+            info = await stack.js.stream_info(EVENT_STREAM)
+            batch.detail["evt_stream_replicas"] = info.config.num_replicas
+            rows.append(evaluate(stack, case, batch))
     finally:
-        rows_stop(rows, await close_stack(stack), 1)
+        rows_stop(rows, await close_stack(stack), len(cases))
 
 
 async def group_backend(cfg: Config, rows: list[dict[str, Any]]) -> None:
@@ -881,8 +894,12 @@ async def group_load(cfg: Config, rows: list[dict[str, Any]]) -> None:
             growth[name] = round(a / b, 3) if a and b else None
             if a and b and a > b * RSS_GROWTH_LIMIT:
                 checks.append(f"{name} RSS {b / 1024:.0f} -> {a / 1024:.0f} MiB (x{a / b:.2f})")
-        if warm.submit_errors or len(warm.sids) != stack.ledger.terminal_count(warm.sids):
-            checks.append("warm-up batch did not end")
+        warm_ended = stack.ledger.terminal_count(warm.sids)
+        if warm.submit_errors or len(warm.sids) != warm_ended:
+            checks.append(
+                f"warm-up batch: {warm_ended} of {len(warm.sids) + len(warm.submit_errors)} ended"
+                + (f"; POST failed: {warm.submit_errors[0]}" if warm.submit_errors else "")
+            )
         batch.detail.update({"rss_kib_before": before, "rss_kib_after": after, "rss_ratio": growth})
         rows.append(evaluate(stack, case, batch, checks=checks))
     finally:

@@ -1,10 +1,13 @@
-"""Run one service (or several, for the embedded stack) until told to stop; SIGTERM drains in-flight work."""
+"""Run one service (or several, for the embedded stack) until told to stop; SIGTERM drains in-flight work.
+
+Stopping is bounded: in-flight work gets ``drain_s`` to finish (what does not is redelivered by JetStream
+after its ack wait), then it is cancelled, and the NATS connection and the backend are closed within a few
+seconds more, whatever state the server or the backend is in."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -17,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from trigreason.proto import ConfigError, Role
 from trigreason.services.gateway import GatewaySettings, make_app
 from trigreason.services.orchestrator import Orchestrator
-from trigreason.services.runtime import CONSUMERS, Bus, BusSettings, ServiceMetrics, consume
+from trigreason.services.runtime import CONSUMERS, Bus, BusSettings, ServiceMetrics, consume, on_stop_signals
 from trigreason.services.trigger_evaluator import TriggerEvaluator
 from trigreason.services.worker import Worker
 from trigreason.services.worker.backends import Backend
@@ -45,6 +48,9 @@ class ServiceSettings:
     concurrency: int = 8
     # Non-gateway services serve /metrics, /healthz and /readyz here (0: off).
     metrics_port: int = 0
+    # After a stop: how long in-flight work (and open HTTP requests, SSE streams included) may go on; then
+    # it is cancelled (JetStream redelivers unacked messages after their ack wait).
+    drain_s: float = 5.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> ServiceSettings:
@@ -56,17 +62,22 @@ class ServiceSettings:
                 port=int(env.get("TRIGREASON_PORT", "8080")),
                 concurrency=int(env.get("TRIGREASON_CONCURRENCY", "8")),
                 metrics_port=int(env.get("TRIGREASON_METRICS_PORT", "0")),
+                drain_s=float(env.get("TRIGREASON_DRAIN_S", "5")),
             )
         except ValueError as exc:
             raise ConfigError(f"bad setting: {exc}") from exc
+        if not 0 <= base.drain_s < float("inf"):
+            raise ConfigError(f"TRIGREASON_DRAIN_S={base.drain_s}: a number of seconds >= 0")
         return cls(**{**{f: getattr(base, f) for f in cls.__dataclass_fields__}, **overrides})
 
 
+# Closing the NATS connection and the backend's HTTP session, each at most this long.
+_CLOSE_S = 2.0
+
+
 def stop_on_signals(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    """SIGTERM and SIGINT set ``stop`` (SIGINT too when the process inherited it ignored)."""
+    on_stop_signals(lambda _sig: stop.set())
 
 
 async def run_service(
@@ -78,12 +89,54 @@ async def run_service(
     backend_factory: BackendFactory | None = None,
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
+    """Run ``name`` until ``stop`` is set; then return within about ``settings.drain_s`` + 2 x ``_CLOSE_S``
+    seconds. Raises the service's error if it fails."""
     log = structlog.get_logger("trigreason.host").bind(service=name)
+    serving = asyncio.create_task(
+        _serve(name, settings, stop=stop, tracer_provider=tracer_provider, backend_factory=backend_factory,
+               on_ready=on_ready, log=log)
+    )  # fmt: skip
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not serving.done():
+            await asyncio.wait({serving}, timeout=settings.drain_s)
+        if not serving.done():
+            log.warning("drain_timeout", drain_s=settings.drain_s)
+            serving.cancel()
+    except asyncio.CancelledError:
+        serving.cancel()
+        await asyncio.wait({serving}, timeout=2 * _CLOSE_S + 1.0)
+        raise
+    finally:
+        stopping.cancel()
+    await asyncio.wait({serving}, timeout=2 * _CLOSE_S + 1.0)  # what is left is bounded: closing
+    if not serving.done():
+        log.warning("close_timeout")
+        return
+    if not serving.cancelled():
+        serving.result()  # the service's own error, if any
+
+
+async def _serve(
+    name: ServiceName,
+    settings: ServiceSettings,
+    *,
+    stop: asyncio.Event,
+    tracer_provider: TracerProvider,
+    backend_factory: BackendFactory | None,
+    on_ready: Callable[[str], None] | None,
+    log: Any,
+) -> None:
     bus = await Bus.connect(settings.bus, name=name, tracer=tracer_provider.get_tracer("trigreason"))
     backend: Backend | None = None
     try:
         if name == "gateway":
-            runner = web.AppRunner(make_app(bus, settings.gateway), access_log=None)
+            # Open requests (SSE streams never end by themselves) may go on for a third of the drain, then
+            # are cancelled (aiohttp waits as long again for that): cleanup() ends within the drain.
+            runner = web.AppRunner(
+                make_app(bus, settings.gateway), access_log=None, shutdown_timeout=settings.drain_s / 3
+            )
             await runner.setup()
             site = web.TCPSite(runner, settings.host, settings.port)
             await site.start()
@@ -143,8 +196,23 @@ async def run_service(
         await asyncio.gather(*side_tasks, return_exceptions=True)
     finally:
         if backend is not None:
-            await backend.aclose()
-        await bus.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(backend.aclose(), _CLOSE_S)
+        await _close_bus(bus, log)
+
+
+async def _close_bus(bus: Bus, log: Any) -> None:
+    """Close the NATS connection (what is still buffered is flushed first) within ``_CLOSE_S``.
+
+    Not a drain (``Bus.close``): the service has stopped consuming by now, and a drain waits for every
+    subscription's queue to empty, which a pull subscription's leftovers never do: it then ends only at
+    nats-py's limit (30 s) with a DrainTimeoutError, and cutting it short leaves a cancelled future behind."""
+    try:
+        await asyncio.wait_for(bus.nc.close(), _CLOSE_S)
+    except TimeoutError:
+        log.warning("close_timeout", after_s=_CLOSE_S)
+    except Exception as exc:  # already closed, or the server is gone: nothing left to do
+        log.info("close_failed", error=repr(exc))
 
 
 async def _watch_lag(bus: Bus, consumer: str, metrics: ServiceMetrics, stop: asyncio.Event) -> None:

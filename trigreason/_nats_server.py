@@ -16,7 +16,7 @@ from pathlib import Path
 from types import TracebackType
 
 from trigreason.proto import ConfigError, TrigReasonError
-from trigreason.services.runtime import die_with_parent
+from trigreason.services.runtime import die_with_parent, stop_processes
 
 __all__ = ["LocalNatsServer", "find_nats_server"]
 
@@ -72,8 +72,15 @@ class LocalNatsServer:
             "--ports_file_dir", str(ports_dir),
             "--log", str(self._log),
         ]  # fmt: skip
+        # Its own process group: a Ctrl-C at the terminal reaches only our process, which stops the
+        # services before the server (a server gone first leaves them reconnecting while they drain).
         self._proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once
-            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
+            process_group=0,
         )
         deadline = time.monotonic() + self._timeout
         while time.monotonic() < deadline:
@@ -116,13 +123,10 @@ class LocalNatsServer:
         self.kill()
         await self.start()
 
-    async def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                await asyncio.to_thread(self._proc.wait, 5)
-            except subprocess.TimeoutExpired:
-                self.kill()
+    async def stop(self, *, timeout_s: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL if the server is still there after ``timeout_s``."""
+        if self._proc is not None:
+            await stop_processes([self._proc], timeout_s=timeout_s)
         if self._own_store:
             shutil.rmtree(self._store, ignore_errors=True)
 

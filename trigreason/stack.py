@@ -1,18 +1,24 @@
 """The embedded stack: a loopback nats-server, CPU inference servers for the two models, and every
 service, in one process tree that goes away on exit (Ctrl-C included). What `solve`, `up` and `make demo`
-use when nothing is configured."""
+use when nothing is configured.
+
+The services read their settings from the environment exactly as `trigreason serve NAME` does (the gateway's
+API tokens and profile, the bus's limits, ...); what the stack starts itself (NATS, the backends, the gateway
+port) overrides it. Teardown is bounded: services drain for ``_DRAIN_S`` (or TRIGREASON_DRAIN_S), then
+children get SIGTERM and, ``_CHILD_STOP_S`` later, SIGKILL."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -21,13 +27,13 @@ from opentelemetry.sdk.trace import TracerProvider
 from trigreason._host import SERVICES, ServiceName, ServiceSettings, run_service
 from trigreason._nats_server import LocalNatsServer, find_nats_server
 from trigreason.proto import Role, TrigReasonError
-from trigreason.services.gateway import GatewaySettings
-from trigreason.services.runtime import BusSettings, die_with_parent
+from trigreason.services.runtime import die_with_parent, stop_processes
 from trigreason.services.worker.backends import Backend, make_backend
 
 __all__ = ["LocalNatsServer", "StackSpec", "embedded_stack", "find_nats_server", "inference_servers"]
 
-_DRAIN_S = 5.0
+_DRAIN_S = 2.0  # unless TRIGREASON_DRAIN_S says otherwise: work in flight on our own NATS is lost anyway
+_CHILD_STOP_S = 2.0
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -37,9 +43,8 @@ class StackSpec:
     lrm_url: str | None = None
     srm_model: str = "srm"
     lrm_model: str = "lrm"
-    gateway_port: int | None = None  # None: no gateway
-    concurrency: int = 8
-    default_params: dict[str, Any] = field(default_factory=dict)  # the gateway's (from a profile)
+    gateway_port: int | None = None  # None: no gateway; 0: any free port
+    concurrency: int | None = None  # None: TRIGREASON_CONCURRENCY (8)
     server_start_timeout_s: float = 600.0
 
 
@@ -59,16 +64,24 @@ def _free_port() -> int:
 
 
 async def _start_inference_server(
-    model: str, role: Role, timeout_s: float, say: Callable[[str], None]
-) -> tuple[subprocess.Popen[bytes], str]:
+    model: str,
+    role: Role,
+    timeout_s: float,
+    say: Callable[[str], None],
+    procs: list[subprocess.Popen[bytes]],
+) -> str:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     log_level = os.environ.get("TRIGREASON_SERVER_LOG_LEVEL", "WARNING")
     cmd = [sys.executable, "-m", "trigreason", "serve", "tgi-cpu", "--model", model, "--host", "127.0.0.1",
            "--port", str(port), "--log-level", log_level]  # fmt: skip
     say(f"starting the {role.upper()} CPU inference server ({model}) on {url}")
-    # Its own progress (model download, load) goes to our stderr; it dies with us, even on kill -9.
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, preexec_fn=die_with_parent)  # noqa: ASYNC220
+    # Its own progress (model download, load) goes to our stderr; it dies with us, even on kill -9. Its own
+    # process group: a Ctrl-C at the terminal reaches us only, and we stop it after the workers that use it.
+    proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once
+        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, preexec_fn=die_with_parent, process_group=0
+    )
+    procs.append(proc)  # stopped by the caller, also when we are interrupted while it loads
     deadline = time.monotonic() + timeout_s
     async with aiohttp.ClientSession() as http:
         while time.monotonic() < deadline:
@@ -79,9 +92,8 @@ async def _start_inference_server(
             with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                 async with http.get(f"{url}/health", timeout=aiohttp.ClientTimeout(total=2)) as resp:
                     if resp.status == 200:
-                        return proc, url
+                        return url
             await asyncio.sleep(0.5)
-    proc.kill()
     raise TrigReasonError(
         f"the {role} inference server did not become healthy in {timeout_s:.0f}s", code="backend_start"
     )
@@ -97,20 +109,9 @@ async def _start_inference_servers(
     )
     for role, url, model in wanted:
         if url is None:
-            proc, url = await _start_inference_server(model, role, spec.server_start_timeout_s, say)
-            procs.append(proc)
+            url = await _start_inference_server(model, role, spec.server_start_timeout_s, say, procs)
         urls[role] = url
     return urls
-
-
-def _stop_processes(procs: list[subprocess.Popen[bytes]]) -> None:
-    for proc in procs:
-        proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @contextlib.asynccontextmanager
@@ -122,18 +123,46 @@ async def inference_servers(
     try:
         yield await _start_inference_servers(spec, procs, say)
     finally:
-        _stop_processes(procs)
+        await stop_processes(procs, timeout_s=_CHILD_STOP_S)
+
+
+def service_settings(
+    spec: StackSpec, env: Mapping[str, str], *, nats_url: str, local_nats: bool
+) -> ServiceSettings:
+    """The services' settings, read as ``trigreason serve`` reads them (``ServiceSettings.from_env``:
+    the gateway's ``GatewaySettings.from_env``, ``BusSettings.from_env``, ...), with what the stack decides
+    itself on top: its NATS, the gateway port, and no per-service probe port (they would all want one)."""
+    base = ServiceSettings.from_env(env)
+    bus = dataclasses.replace(base.bus, nats_url=nats_url)
+    if local_nats and not env.get("TRIGREASON_NATS_STORAGE"):
+        bus = dataclasses.replace(bus, storage="memory")  # the local server's store goes away with it
+    overrides: dict[str, Any] = {"bus": bus, "metrics_port": 0}
+    if not env.get("TRIGREASON_DRAIN_S"):
+        overrides["drain_s"] = _DRAIN_S
+    if spec.gateway_port is not None:
+        overrides["port"] = spec.gateway_port
+    if spec.concurrency is not None:
+        overrides["concurrency"] = spec.concurrency
+    return dataclasses.replace(base, **overrides)
 
 
 @contextlib.asynccontextmanager
 async def embedded_stack(
-    spec: StackSpec, *, tracer_provider: TracerProvider, say: Callable[[str], None] = lambda _m: None
+    spec: StackSpec,
+    *,
+    tracer_provider: TracerProvider,
+    env: Mapping[str, str] | None = None,
+    say: Callable[[str], None] = lambda _m: None,
 ) -> AsyncIterator[RunningStack]:
-    """Start what ``spec`` does not point at, run every service as a task, tear all of it down after."""
+    """Start what ``spec`` does not point at, run every service as a task, tear all of it down after.
+    ``env`` (default ``os.environ``): the ``TRIGREASON_*`` settings, as ``trigreason serve`` reads them."""
+    env = dict(os.environ if env is None else env)
+    ServiceSettings.from_env(env)  # a bad setting fails here, before anything starts
     procs: list[subprocess.Popen[bytes]] = []
     nats_server: LocalNatsServer | None = None
     stop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
+    drain_s = _DRAIN_S
     try:
         nats_url = spec.nats_url
         if nats_url is None:
@@ -146,12 +175,8 @@ async def embedded_stack(
         async def backend_factory(role: Role) -> Backend:
             return await make_backend(urls[role])
 
-        settings = ServiceSettings(
-            bus=BusSettings(nats_url=nats_url, storage="memory" if nats_server else "file"),
-            port=spec.gateway_port or 0,
-            concurrency=spec.concurrency,
-            gateway=GatewaySettings(default_params=spec.default_params),
-        )
+        settings = service_settings(spec, env, nats_url=nats_url, local_nats=nats_server is not None)
+        drain_s = settings.drain_s
         ready: asyncio.Queue[str] = asyncio.Queue()
         names: list[ServiceName] = [s for s in SERVICES if s != "gateway" or spec.gateway_port is not None]
         for name in names:
@@ -170,11 +195,15 @@ async def embedded_stack(
         gateway_url = None
         for _ in names:
             getter = asyncio.ensure_future(ready.get())
-            done, _pending = await asyncio.wait([getter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            try:
+                done, _pending = await asyncio.wait([getter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if not getter.done():
+                    getter.cancel()
             if getter not in done:
-                getter.cancel()
                 for t in done:
                     t.result()  # a service died while starting: raise its error
+                raise TrigReasonError("a service stopped while starting", code="service_start")
             item = getter.result()
             if item.startswith("http://"):
                 gateway_url = item
@@ -185,11 +214,17 @@ async def embedded_stack(
     finally:
         stop.set()
         if tasks:
-            # Let services drain briefly; a backend that hangs or keeps failing must not hold up the exit.
-            _done, pending = await asyncio.wait(tasks, timeout=_DRAIN_S)
+            # Each service drains for settings.drain_s, then closes within a bound of its own
+            # (run_service); this outer bound only guards against a service that ignores both.
+            _done, pending = await asyncio.wait(tasks, timeout=drain_s + 6.0)
             for task in pending:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        _stop_processes(procs)
-        if nats_server is not None:
-            await nats_server.stop()
+            await asyncio.wait(tasks, timeout=1.0)
+            for task in tasks:
+                if task.done() and not task.cancelled():
+                    task.exception()  # retrieved: a service's late error is not "never retrieved" noise
+        # The backends and NATS together: no service uses either any more.
+        await asyncio.gather(
+            stop_processes(procs, timeout_s=_CHILD_STOP_S),
+            *([nats_server.stop(timeout_s=_CHILD_STOP_S)] if nats_server is not None else []),
+        )

@@ -234,9 +234,10 @@ async def test_one_connected_trace_per_session_with_a_span_per_handoff(cluster: 
     assert all(s.parent is None or s.parent.span_id in by_id for s in in_trace), "no dangling parents"
     kinds = [s.kind for s in in_trace]
     producers, consumers = kinds.count(SpanKind.PRODUCER), kinds.count(SpanKind.CONSUMER)
-    # Consumed handoffs: the request; per SRM step its command, the step (evaluator) and the verdict
-    # (orchestrator); per LRM step its command and the step. Committed/finished events are published
-    # too, but only the gateway reads them, outside any consumer group.
+    # Consumed handoffs: the request and the session's deadline timer (delivered once when armed, then
+    # held back until due); per SRM step its command, the step (evaluator) and the verdict (orchestrator);
+    # per LRM step its command and the step. Committed/finished events are published too, but only the
+    # gateway reads them, outside any consumer group.
     assert consumers == 2 + 3 * stats["srm_calls"] + 2 * stats["lrm_calls"]
     assert producers == consumers + len([e for e in events if e["event"] in ("committed", "finished")])
     client = [s for s in in_trace if s.kind == SpanKind.CLIENT]

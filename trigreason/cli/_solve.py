@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from trigreason._host import ServiceSettings
 from trigreason.profiles import load_profile
 from trigreason.proto import (
     DEFAULT_HESITATION,
@@ -29,7 +30,7 @@ from trigreason.proto import (
     encode,
     event_subject,
 )
-from trigreason.services.runtime import configure_logging, configure_tracing, run_event_loop
+from trigreason.services.runtime import configure_logging, configure_tracing, on_stop_signals, run_event_loop
 from trigreason.stack import StackSpec, embedded_stack
 
 from ._app import app
@@ -119,11 +120,28 @@ def _document(
     return doc
 
 
-def _cancel_on_sigterm() -> None:
-    """SIGTERM cancels the command like Ctrl-C does, so the embedded stack is torn down either way."""
-    task = asyncio.current_task()
-    if task is not None:
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+class _Interrupt:
+    """SIGINT or SIGTERM cancels the command's task, once, so that what it started (the embedded stack) is
+    torn down, within its own bounds, whether the command runs in the foreground or as a background job
+    (SIGINT inherited ignored). Later signals while it tears down change nothing."""
+
+    def __init__(self) -> None:
+        self.signal: signal.Signals | None = None
+
+    def install(self) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+
+        def on_signal(sig: signal.Signals) -> None:
+            if self.signal is None:
+                self.signal = sig
+                task.cancel()
+
+        on_stop_signals(on_signal)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + (self.signal or signal.SIGINT).value
 
 
 _Model = Annotated[str, typer.Option(help="srm, lrm, tiny, a GGUF path or hf://REPO/FILE")]
@@ -178,14 +196,15 @@ def solve(
     show = None if as_json else Console()
     configure_logging(service="cli", level=env.get("TRIGREASON_LOG_LEVEL", "WARNING"))
     provider = configure_tracing(service="cli", env=env)
+    interrupt = _Interrupt()
 
     async def main() -> tuple[str, list[StepCommitted], SessionFinished | SessionFailed]:
-        _cancel_on_sigterm()
+        interrupt.install()
         if nats_url:
             return await _solve_on_bus(nats_url, question, params, show=show)
         spec = StackSpec(srm_url=srm_url, lrm_url=lrm_url, srm_model=srm_model, lrm_model=lrm_model)
         async with embedded_stack(
-            spec, tracer_provider=provider, say=lambda m: err.print(f"[dim]{m}[/]")
+            spec, tracer_provider=provider, env=env, say=lambda m: err.print(f"[dim]{m}[/]")
         ) as stack:
             return await _solve_on_bus(stack.nats_url, question, params, show=show)
 
@@ -196,7 +215,7 @@ def solve(
         raise typer.Exit(2) from exc
     except (KeyboardInterrupt, asyncio.CancelledError):
         err.print("interrupted")
-        raise typer.Exit(130) from None
+        raise typer.Exit(interrupt.exit_code) from None
     finally:
         provider.shutdown()
     doc = _document(session_id, steps, end)
@@ -218,7 +237,9 @@ def solve(
 
 @app.command()
 def up(
-    port: Annotated[int, typer.Option(help="gateway port")] = 8080,
+    port: Annotated[
+        int | None, typer.Option(help="gateway port [env: TRIGREASON_PORT, default 8080]")
+    ] = None,
     srm_model: _Model = "srm",
     lrm_model: _Model = "lrm",
     srm_url: Annotated[str | None, typer.Option(help="existing SRM server [env: TRIGREASON_SRM_URL]")] = None,
@@ -228,14 +249,25 @@ def up(
         str | None, typer.Option(help="gateway defaults from a profile [env: TRIGREASON_PROFILE]")
     ] = None,
 ) -> None:
-    """The whole stack with the gateway, until Ctrl-C."""
-    env = os.environ
-    profile = profile or env.get("TRIGREASON_PROFILE")
-    try:
-        default_params = load_profile(profile, env=env) if profile else {}
-    except TrigReasonError as exc:
-        raise typer.BadParameter(exc.message, param_hint="--profile") from exc
+    """The whole stack with the gateway, until Ctrl-C or SIGTERM.
+
+    Every service reads the environment as `trigreason serve NAME` does (TRIGREASON_API_TOKENS,
+    TRIGREASON_PROFILE, the bus settings, ...); the flags override it."""
+    # The gateway's and the services' settings come from here, as `serve gateway` builds them.
+    env = dict(os.environ)
+    if profile is not None:
+        env["TRIGREASON_PROFILE"] = profile
+    if env.get("TRIGREASON_PROFILE"):
+        try:
+            load_profile(env["TRIGREASON_PROFILE"], env=env)
+        except TrigReasonError as exc:
+            raise typer.BadParameter(exc.message, param_hint="--profile") from exc
     err = Console(stderr=True)
+    try:
+        gateway_port = port if port is not None else ServiceSettings.from_env(env).port
+    except TrigReasonError as exc:
+        err.print(f"[red]error:[/] {exc.message}")
+        raise typer.Exit(2) from exc
     configure_logging(service="up", level=env.get("TRIGREASON_LOG_LEVEL", "INFO"))
     provider = configure_tracing(service="up", env=env)
     spec = StackSpec(
@@ -244,22 +276,27 @@ def up(
         lrm_url=lrm_url or env.get("TRIGREASON_LRM_URL"),
         srm_model=srm_model,
         lrm_model=lrm_model,
-        gateway_port=port,
-        default_params=default_params,
+        gateway_port=gateway_port,
     )
+    interrupt = _Interrupt()
 
     async def main() -> None:
-        _cancel_on_sigterm()
-        async with embedded_stack(
-            spec, tracer_provider=provider, say=lambda m: err.print(f"[dim]{m}[/]")
-        ) as stack:
-            err.print(
-                f"[bold green]ready[/]: gateway {stack.gateway_url}, NATS {stack.nats_url} (Ctrl-C stops)"
-            )
-            await asyncio.Event().wait()
+        interrupt.install()
+        try:
+            async with embedded_stack(
+                spec, tracer_provider=provider, env=env, say=lambda m: err.print(f"[dim]{m}[/]")
+            ) as stack:
+                err.print(
+                    f"[bold green]ready[/]: gateway {stack.gateway_url}, NATS {stack.nats_url} (Ctrl-C stops)"
+                )
+                await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            if interrupt.signal is None:
+                raise
 
     try:
-        run_event_loop(main, env=os.environ)
+        run_event_loop(main, env=env)
+        err.print("stopped")
     except (KeyboardInterrupt, asyncio.CancelledError):
         err.print("stopped")
     except TrigReasonError as exc:

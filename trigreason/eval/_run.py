@@ -76,12 +76,20 @@ class InProcessExecutor:
 
 
 class GatewayExecutor:
-    """A running cluster: ``POST /v1/sessions``, then the session's event stream until it ends."""
+    """A running cluster: ``POST /v1/sessions``, then the session's event stream until it ends.
 
-    def __init__(self, url: str, *, token: str | None = None, timeout_s: float = 3600.0) -> None:
+    The stream stays open through steps of any length (the gateway sends keep-alives); one that ends
+    early, say when a gateway replica goes, is resumed with ``Last-Event-ID``. Each step index counts once
+    and the first terminal event ends the session: a redelivered event is not a second step.
+    """
+
+    def __init__(
+        self, url: str, *, token: str | None = None, timeout_s: float = 3600.0, reconnects: int = 5
+    ) -> None:
         self._url = url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_read=timeout_s)
+        self._reconnects = reconnects
         self._http: aiohttp.ClientSession | None = None
 
     async def solve(self, question: str, params: SessionParams, session_id: str) -> Outcome:
@@ -92,35 +100,52 @@ class GatewayExecutor:
             if resp.status != 202:
                 raise TrigReasonError(f"gateway: {resp.status} {await resp.text()}", code="gateway")
             sid: str = (await resp.json())["session_id"]
-        steps: list[dict[str, Any]] = []
-        async with self._http.get(f"{self._url}/v1/sessions/{sid}/events") as resp:
-            if resp.status != 200:
-                raise TrigReasonError(f"gateway: {resp.status} {await resp.text()}", code="gateway")
-            kind = ""
-            async for raw in resp.content:
-                line = raw.decode().rstrip("\n")
-                if line.startswith("event: "):
-                    kind = line.removeprefix("event: ")
-                elif line.startswith("data: "):
-                    data = json.loads(line.removeprefix("data: "))
-                    if kind == "committed":
-                        steps.append(_step(msgspec.convert(data, CommittedStep)))
-                    elif kind in ("finished", "failed"):
-                        failed = kind == "failed"
-                        return Outcome(
-                            session_id=sid,
-                            answer=None if failed else data.get("answer"),
-                            end_reason="failed" if failed else data["reason"],
-                            failed=failed,
-                            steps=steps,
-                            stats=msgspec.to_builtins(msgspec.convert(data.get("stats", {}), SessionStats)),
-                            error=f"{data['code']}: {data['message']}" if failed else None,
-                        )
+        steps: dict[int, dict[str, Any]] = {}
+        last_id: str | None = None
+        for attempt in range(self._reconnects + 1):
+            if attempt:
+                await asyncio.sleep(min(2.0**attempt / 4, 5.0))
+            headers = {"Last-Event-ID": last_id} if last_id else {}
+            try:
+                async with self._http.get(f"{self._url}/v1/sessions/{sid}/events", headers=headers) as resp:
+                    if resp.status != 200:
+                        raise TrigReasonError(f"gateway: {resp.status} {await resp.text()}", code="gateway")
+                    kind, event_id = "", None
+                    async for raw in resp.content:
+                        line = raw.decode().rstrip("\n")
+                        if line.startswith("id: "):
+                            event_id = line.removeprefix("id: ")
+                        elif line.startswith("event: "):
+                            kind = line.removeprefix("event: ")
+                        elif line.startswith("data: "):
+                            data = json.loads(line.removeprefix("data: "))
+                            if kind == "committed":
+                                step = _step(msgspec.convert(data, CommittedStep))
+                                steps.setdefault(step["index"], step)
+                            elif kind in ("finished", "failed"):
+                                return _outcome(sid, kind, data, [steps[i] for i in sorted(steps)])
+                        elif not line and event_id is not None:
+                            last_id, event_id = event_id, None
+            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError):
+                continue  # the stream broke: resume after the last event
         raise TrigReasonError(f"gateway: the event stream of {sid} ended early", code="gateway")
 
     async def aclose(self) -> None:
         if self._http is not None:
             await self._http.close()
+
+
+def _outcome(sid: str, kind: str, data: dict[str, Any], steps: list[dict[str, Any]]) -> Outcome:
+    failed = kind == "failed"
+    return Outcome(
+        session_id=sid,
+        answer=None if failed else data.get("answer"),
+        end_reason="failed" if failed else data["reason"],
+        failed=failed,
+        steps=steps,
+        stats=msgspec.to_builtins(msgspec.convert(data.get("stats", {}), SessionStats)),
+        error=f"{data['code']}: {data['message']}" if failed else None,
+    )
 
 
 def _step(s: CommittedStep) -> dict[str, Any]:

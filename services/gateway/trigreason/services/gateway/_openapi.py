@@ -1,21 +1,67 @@
-"""The gateway's OpenAPI 3.1 document; request and event schemas come from the msgspec Structs."""
+"""The gateway's OpenAPI 3.1 document: what it accepts and every answer it can give, route by route
+(``tests/services/test_gateway_schemathesis.py`` holds the gateway to it). Parameter and event schemas
+come from the msgspec Structs."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import msgspec
 
 from trigreason.proto import Message, SessionParams
 
-__all__ = ["openapi_document"]
+__all__ = [
+    "IDEMPOTENCY_KEY_PATTERN",
+    "LAST_EVENT_ID_PATTERN",
+    "MAX_QUESTION_CHARS",
+    "NOT_BLANK_PATTERN",
+    "SESSION_ID_PATTERN",
+    "openapi_document",
+]
+
+MAX_QUESTION_CHARS = 20_000
+SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+IDEMPOTENCY_KEY_PATTERN = r"^[!-~]{1,255}$"  # printable ASCII, no spaces
+LAST_EVENT_ID_PATTERN = r"^[0-9]{1,19}$"
+# At least one character that is not (ASCII) white space; spelled out, as \\S differs between regex engines.
+NOT_BLANK_PATTERN = r"[^\t\n\v\f\r ]"
 
 
-def openapi_document() -> dict[str, Any]:
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _error(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": _ref("Error")}},
+    }
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+def _ok(description: str, schema: dict[str, Any], media: str = "application/json") -> dict[str, Any]:
+    return {"description": description, "content": {media: {"schema": schema}}}
+
+
+_RETRY_AFTER = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "string"}}}
+
+
+def openapi_document(*, auth: bool = False) -> dict[str, Any]:
+    """The document; with ``auth`` the ``/v1/*`` routes need a bearer token (and may answer 401)."""
     (params_ref, message_ref), components = msgspec.json.schema_components(
         [SessionParams, Message], ref_template="#/components/schemas/{name}"
     )
-    error = {
+    # What a request may set: the parameters' schema, where an unknown name is an error (a misspelled
+    # parameter is rejected, not ignored; the bus messages stay lenient).
+    request_params = copy.deepcopy(components["SessionParams"])
+    request_params["title"] = "RequestParams"
+    request_params["additionalProperties"] = False
+    components["RequestParams"] = request_params
+    policy = {"anyOf": [components["SessionParams"]["properties"]["policy"], {"type": "null"}]}  # null: unset
+    components["Error"] = {
         "type": "object",
         "properties": {
             "error": {
@@ -24,88 +70,319 @@ def openapi_document() -> dict[str, Any]:
                 "required": ["code", "message"],
             }
         },
+        "required": ["error"],
     }
-    components["Error"] = error
-    err = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-    session_request = {
+    question = {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_QUESTION_CHARS,
+        "pattern": NOT_BLANK_PATTERN,
+    }
+    components["SessionRequest"] = {
         "type": "object",
         "required": ["question"],
-        "properties": {
-            "question": {"type": "string", "minLength": 1, "maxLength": 20000},
-            "policy": {"type": "string", "enum": ["trigreason", "specreason", "lrm-only", "srm-only"]},
-            "params": params_ref,
-        },
+        "properties": {"question": question, "policy": policy, "params": _ref("RequestParams")},
         "additionalProperties": False,
     }
-    sid = {"name": "session_id", "in": "path", "required": True, "schema": {"type": "string"}}
-    return {
+    components["SessionAccepted"] = {
+        "type": "object",
+        "properties": {"session_id": {"type": "string", "pattern": SESSION_ID_PATTERN}},
+        "required": ["session_id"],
+    }
+    components["SessionView"] = {
+        "type": "object",
+        "description": "A queued session has only session_id and status.",
+        "properties": {
+            "session_id": {"type": "string"},
+            "status": {"enum": ["queued", "running", "finished", "failed"]},
+            "question": {"type": "string"},
+            "policy": {"type": "string"},
+            "answer": {"type": ["string", "null"]},
+            "end_reason": {"type": ["string", "null"]},
+            "steps": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "index": {"type": "integer"},
+                        "role": {"enum": ["srm", "lrm"]},
+                        "text": {"type": "string"},
+                        "tokens": {"type": "integer"},
+                        "trigger": {"type": ["string", "null"]},
+                    },
+                    "required": ["index", "role", "text", "tokens", "trigger"],
+                },
+            },
+            "stats": _ref("SessionStats"),
+            "params": params_ref,
+        },
+        "required": ["session_id", "status"],
+    }
+    chat_message = {
+        "type": "object",
+        "properties": {
+            "role": {"type": "string"},
+            "content": {"type": ["string", "null"], "maxLength": MAX_QUESTION_CHARS},
+        },
+        "required": ["role"],
+    }
+    components["ChatRequest"] = {
+        "type": "object",
+        "description": "OpenAI's chat completion request. The question is the last user message with "
+        "content; other OpenAI members are accepted and ignored.",
+        "required": ["messages"],
+        "properties": {
+            "messages": {
+                "type": "array",
+                "minItems": 1,
+                "items": chat_message,
+                "contains": {
+                    "type": "object",
+                    "properties": {
+                        "role": {"const": "user"},
+                        "content": {"type": "string", "pattern": NOT_BLANK_PATTERN},
+                    },
+                    "required": ["role", "content"],
+                },
+            },
+            "model": {"type": "string"},
+            "stream": {"type": "boolean"},
+            "trigreason": {
+                "type": "object",
+                "description": "TrigReason's own parameters",
+                "properties": {"policy": policy, "params": _ref("RequestParams")},
+                "additionalProperties": False,
+            },
+        },
+    }
+    components["ChatCompletion"] = {
+        "type": "object",
+        "required": ["id", "object", "created", "model", "choices", "usage"],
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"const": "chat.completion"},
+            "created": {"type": "integer"},
+            "model": {"type": "string"},
+            "choices": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["index", "message", "finish_reason"],
+                    "properties": {
+                        "index": {"type": "integer"},
+                        "message": {
+                            "type": "object",
+                            "required": ["role", "content"],
+                            "properties": {
+                                "role": {"const": "assistant"},
+                                "content": {"type": "string"},
+                                "reasoning_content": {"type": "string"},
+                            },
+                        },
+                        "finish_reason": {"enum": ["stop", "length"]},
+                    },
+                },
+            },
+            "usage": {
+                "type": "object",
+                "properties": {
+                    "completion_tokens": {"type": "integer"},
+                    "prompt_tokens": {"type": "integer"},
+                    "total_tokens": {"type": "integer"},
+                },
+            },
+            "trigreason": {
+                "type": "object",
+                "properties": {"session_id": {"type": "string"}, "stats": _ref("SessionStats")},
+            },
+        },
+    }
+    # Open API 3.1 (before itemSchema): the schema of text/event-stream describes one event.
+    components["ChatChunkEvent"] = {
+        "type": "object",
+        "description": 'data: a chat.completion.chunk, an error object {"error": {"code", "message"}}, '
+        "or [DONE] at the end",
+        "properties": {"data": {"type": "string"}, "event": {"type": "string"}},
+        "required": ["data"],
+    }
+    components["SessionEvent"] = {
+        "type": "object",
+        "description": "event: the kind (requested, committed, finished, failed...), id: its sequence, "
+        "data: the message",
+        "properties": {
+            "id": {"type": "string", "pattern": LAST_EVENT_ID_PATTERN},
+            "event": {"type": "string"},
+            "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": message_ref},
+        },
+        "required": ["id", "event", "data"],
+    }
+    sid = {
+        "name": "session_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": SESSION_ID_PATTERN},
+    }
+    idempotency_key = {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "description": "A retried request with the same key (and the same bearer token) gets the same "
+        "session, for as long as sessions are kept; the same key with a different question or different "
+        "parameters is a 409.",
+        "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN},
+    }
+    event_id = {"type": "string", "pattern": LAST_EVENT_ID_PATTERN}
+    v1_errors: dict[str, Any] = {"401": _error("missing or bad bearer token")} if auth else {}
+    post_errors = {
+        "400": _error("body is not JSON, or a bad Idempotency-Key"),
+        **v1_errors,
+        "409": _error("Idempotency-Key reused for a different request"),
+        "413": _error("body larger than 1 MiB"),
+        "415": _error("body is not application/json"),
+        "422": _error("invalid request: a field, a parameter (unknown names too), a blank question"),
+        "503": _error("NATS unavailable"),
+    }
+    created_headers = {
+        "Location": {"description": "the session", "schema": {"type": "string"}, "required": True},
+        "Idempotent-Replayed": {
+            "description": "true when an earlier request with this Idempotency-Key made the session",
+            "schema": {"type": "string"},
+        },
+    }
+    open_route: dict[str, Any] = {"security": []} if auth else {}
+    doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "TrigReason gateway", "version": "1"},
         "paths": {
             "/v1/sessions": {
                 "post": {
+                    "operationId": "createSession",
                     "summary": "Start a session",
+                    "parameters": [idempotency_key],
                     "requestBody": {
                         "required": True,
-                        "content": {"application/json": {"schema": session_request}},
+                        "content": {"application/json": {"schema": _ref("SessionRequest")}},
                     },
                     "responses": {
-                        "202": {
-                            "description": "accepted",
-                            "content": {
-                                "application/json": {
-                                    "schema": {
-                                        "type": "object",
-                                        "properties": {"session_id": {"type": "string"}},
-                                    }
-                                }
-                            },
-                        },
-                        "400": {"description": "bad JSON", **err},
-                        "401": {"description": "missing or bad bearer token", **err},
-                        "422": {"description": "invalid request", **err},
+                        "202": {**_ok("accepted", _ref("SessionAccepted")), "headers": created_headers},
+                        **post_errors,
                     },
                 }
             },
             "/v1/sessions/{session_id}": {
                 "get": {
+                    "operationId": "getSession",
                     "summary": "A session's state: steps, answer, statistics",
                     "parameters": [sid],
                     "responses": {
-                        "200": {"description": "the session"},
-                        "404": {"description": "unknown", **err},
+                        "200": _ok("the session", _ref("SessionView")),
+                        "400": _error("not a session id"),
+                        **v1_errors,
+                        "404": _error("unknown or expired session"),
+                        "503": _error("NATS unavailable"),
                     },
                 }
             },
             "/v1/sessions/{session_id}/events": {
                 "get": {
-                    "summary": "The session's events as Server-Sent Events, replayable from the start, "
-                    "resumable with Last-Event-ID",
-                    "parameters": [sid],
+                    "operationId": "sessionEvents",
+                    "summary": "The session's events as Server-Sent Events (id: the event's sequence, event: "
+                    "requested|committed|finished|failed, data: the message), replayable from the start, "
+                    "resumable with Last-Event-ID, until the terminal event. Each step index comes once. "
+                    "An idle stream gets a comment line every TRIGREASON_SSE_KEEPALIVE_S seconds.",
+                    "parameters": [
+                        sid,
+                        {"name": "Last-Event-ID", "in": "header", "required": False, "schema": event_id},
+                        {"name": "last_event_id", "in": "query", "required": False, "schema": event_id},
+                    ],
                     "responses": {
-                        "200": {
-                            "description": "text/event-stream of messages",
-                            "content": {"text/event-stream": {"schema": message_ref}},
-                        },
-                        "404": {"description": "unknown", **err},
+                        "200": _ok("the events", _ref("SessionEvent"), "text/event-stream"),
+                        "400": _error("not a session id, or a bad Last-Event-ID"),
+                        **v1_errors,
+                        "404": _error("unknown or expired session"),
+                        "429": _error("too many open streams", _RETRY_AFTER),
+                        "503": _error("NATS unavailable"),
                     },
                 }
             },
             "/v1/chat/completions": {
                 "post": {
-                    "summary": "OpenAI-compatible chat completion (streaming and not); steps stream as "
-                    "reasoning_content",
+                    "operationId": "chatCompletions",
+                    "summary": "OpenAI-compatible chat completion (streaming and not); steps come as "
+                    "reasoning_content. A stream ends with data: [DONE]; a failure in it is a chunk "
+                    '{"error": {"code", "message"}} before [DONE].',
+                    "parameters": [idempotency_key],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("ChatRequest")}},
+                    },
                     "responses": {
-                        "200": {"description": "completion"},
-                        "422": {"description": "invalid", **err},
+                        "200": {
+                            "description": "the completion, or with stream: chunks as Server-Sent Events",
+                            "content": {
+                                "application/json": {"schema": _ref("ChatCompletion")},
+                                "text/event-stream": {"schema": _ref("ChatChunkEvent")},
+                            },
+                        },
+                        **post_errors,
+                        "429": _error("too many open streams", _RETRY_AFTER),
+                        "502": _error("the session failed"),
+                        "504": _error("the session did not end within TRIGREASON_SESSION_TIMEOUT_S"),
                     },
                 }
             },
-            "/healthz": {"get": {"responses": {"200": {"description": "alive"}}}},
-            "/readyz": {
-                "get": {"responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}}}
+            "/v1/models": {
+                "get": {
+                    "operationId": "listModels",
+                    "responses": {
+                        "200": _ok(
+                            "OpenAI's model list",
+                            {
+                                "type": "object",
+                                "required": ["object", "data"],
+                                "properties": {"object": {"const": "list"}, "data": {"type": "array"}},
+                            },
+                        ),
+                        **v1_errors,
+                    },
+                }
             },
-            "/metrics": {"get": {"responses": {"200": {"description": "Prometheus metrics"}}}},
+            "/healthz": {
+                "get": {
+                    "operationId": "healthz",
+                    **open_route,
+                    "responses": {"200": _ok("alive", {"type": "object"})},
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "operationId": "readyz",
+                    **open_route,
+                    "responses": {
+                        "200": _ok("connected to NATS", {"type": "object"}),
+                        "503": _error("not connected to NATS"),
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "operationId": "metrics",
+                    **open_route,
+                    "responses": {"200": _ok("Prometheus metrics", {"type": "string"}, "text/plain")},
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "operationId": "openapi",
+                    **open_route,
+                    "responses": {"200": _ok("this document", {"type": "object"})},
+                }
+            },
         },
         "components": {"schemas": components},
     }
+    if auth:
+        components_all: dict[str, Any] = doc["components"]
+        components_all["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        doc["security"] = [{"bearer": []}]
+    return doc

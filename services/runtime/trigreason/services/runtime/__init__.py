@@ -7,11 +7,12 @@ from ._eventloop import EventLoopKind, event_loop_kind
 from ._eventloop import run as run_event_loop
 from ._metrics import ServiceMetrics
 from ._observability import configure_logging, configure_tracing
-from ._process import die_with_parent
+from ._process import STOP_SIGNALS, die_with_parent, on_stop_signals, stop_processes
 from ._topology import CONSUMERS, BusSettings, ConsumerSpec, ensure_topology
 
 __all__ = [
     "CONSUMERS",
+    "STOP_SIGNALS",
     "Ack",
     "Bus",
     "BusSettings",
@@ -26,5 +27,7 @@ __all__ = [
     "die_with_parent",
     "ensure_topology",
     "event_loop_kind",
+    "on_stop_signals",
     "run_event_loop",
+    "stop_processes",
 ]
