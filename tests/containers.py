@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 
 if TYPE_CHECKING:
     from testcontainers.core.container import DockerContainer
@@ -74,7 +74,7 @@ TGI_CPU_PORT = 8081
 
 # The image targets in the Dockerfile; an image is named ``trigreason-<target>:<tag>``.
 Target = Literal["gateway", "orchestrator", "trigger-evaluator", "worker", "tgi-cpu", "backend-sim"]
-TARGETS: tuple[Target, ...] = ("gateway", "orchestrator", "trigger-evaluator", "worker", "tgi-cpu", "backend-sim")
+TARGETS: tuple[Target, ...] = get_args(Target)
 
 
 # --- which mode -----------------------------------------------------------------------------------------
@@ -222,7 +222,7 @@ def nats_definition(image: str = NATS_IMAGE) -> ContainerSpec:
 def _service_env(nats_url: str, extra: Mapping[str, str]) -> dict[str, str]:
     return {
         "TRIGREASON_NATS_URL": nats_url,
-        "TRIGREASON_HOST": "0.0.0.0",  # noqa: S104 - inside the container, for the engine's port mapping
+        "TRIGREASON_HOST": "0.0.0.0",  # inside the container, for the engine's port mapping
         "TRIGREASON_METRICS_PORT": str(PROBE_PORT),
         "OTEL_SDK_DISABLED": "true",
         **extra,
@@ -278,7 +278,7 @@ def backend_sim_definition(*, tag: str = "latest", env: Mapping[str, str] | None
         image=image_name("backend-sim", tag),
         command=("python", "-m", "trigreason.services.backend_sim"),
         env={
-            "TRIGREASON_SIM_HOST": "0.0.0.0",  # noqa: S104
+            "TRIGREASON_SIM_HOST": "0.0.0.0",
             "TRIGREASON_SIM_PORT": str(BACKEND_SIM_PORT),
             **(env or {}),
         },
@@ -295,7 +295,7 @@ def tgi_cpu_definition(*, tag: str = "latest", model: str = "tiny", name: str = 
         image=image_name("tgi-cpu", tag),
         command=("python", "-m", "trigreason.services.tgi_cpu"),
         env={
-            "TRIGREASON_TGI_CPU_HOST": "0.0.0.0",  # noqa: S104
+            "TRIGREASON_TGI_CPU_HOST": "0.0.0.0",
             "TRIGREASON_TGI_CPU_PORT": str(TGI_CPU_PORT),
             "TRIGREASON_TGI_CPU_MODEL": model,
         },
@@ -365,14 +365,15 @@ class ContainerNats:
         self._bind = {port: _free_port() for port in self._spec.ports}
         self._container: DockerContainer | None = None
         self._host = "127.0.0.1"
+        self._port = self._bind[NATS_PORT]
 
     @property
     def url(self) -> str:
-        return f"nats://{self._host}:{self.port}"
+        return f"nats://{self._host}:{self._port}"
 
     @property
     def port(self) -> int:
-        return self._bind[NATS_PORT]
+        return self._port
 
     @property
     def container(self) -> DockerContainer:
@@ -381,9 +382,20 @@ class ContainerNats:
         return self._container
 
     async def start(self) -> None:
-        self._container = make_container(self._spec, network=self._network, bind=self._bind)
-        await asyncio.to_thread(self._container.start)
-        self._host = self._container.get_container_host_ip()
+        def start() -> None:
+            container = make_container(self._spec, network=self._network, bind=self._bind)
+            self._container = container
+            container.start()
+            # Where this process reaches it: the bound port, or the container's own address and port
+            # where the tests themselves run in a container (testcontainers' connection modes).
+            self._host = container.get_container_host_ip()
+            self._port = container.get_exposed_port(NATS_PORT)
+
+        try:
+            await asyncio.to_thread(start)
+        except BaseException:
+            await self.stop()
+            raise
 
     def kill(self) -> None:
         """SIGKILL, as a crash would; the container stays, with its store, for ``restart()``."""
@@ -449,21 +461,25 @@ class ContainerStack:
         self.nats: ContainerNats | None = None
         self.containers: dict[str, DockerContainer] = {}
 
-    def _url(self, name: str, port: int) -> str:
-        c = self.containers[name]
-        return f"http://{c.get_container_host_ip()}:{c.get_exposed_port(port)}"
-
     async def start(self) -> StackEndpoints:
         from testcontainers.core.network import Network
 
-        self._network = await asyncio.to_thread(Network().create)
-        self.nats = ContainerNats(self._nats_spec, network=self._network)
+        network = self._network = await asyncio.to_thread(Network().create)
+        self.nats = ContainerNats(self._nats_spec, network=network)
         await self.nats.start()
-        for spec in self.specs:
-            container = make_container(spec, network=self._network)
+
+        def start(spec: ContainerSpec) -> None:
+            container = make_container(spec, network=network)
             self.containers[spec.name] = container
-            await asyncio.to_thread(container.start)
-        return StackEndpoints(nats_url=self.nats.url, gateway_url=self._url("gateway", GATEWAY_PORT))
+            container.start()  # and waits for its health check
+
+        for spec in self.specs:  # in order: the simulator, then the gateway, then the consumers
+            await asyncio.to_thread(start, spec)
+        gateway = self.containers["gateway"]
+        host, port = await asyncio.to_thread(
+            lambda: (gateway.get_container_host_ip(), gateway.get_exposed_port(GATEWAY_PORT))
+        )
+        return StackEndpoints(nats_url=self.nats.url, gateway_url=f"http://{host}:{port}")
 
     async def stop(self) -> None:
         for name in reversed(list(self.containers)):
