@@ -49,6 +49,7 @@ __all__ = [
     "Mode",
     "ModeError",
     "NatsServer",
+    "StackEndpoints",
     "backend_sim_definition",
     "fixture_mode",
     "image_name",
