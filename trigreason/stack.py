@@ -28,7 +28,7 @@ from trigreason._host import SERVICES, ServiceName, ServiceSettings, run_service
 from trigreason._nats_server import LocalNatsServer, find_nats_server
 from trigreason.proto import Role, TrigReasonError
 from trigreason.services.runtime import die_with_parent, stop_processes
-from trigreason.services.worker.backends import Backend, make_backend
+from trigreason.services.worker.backends import Backend, BackendSettings, make_backend
 
 __all__ = ["LocalNatsServer", "StackSpec", "embedded_stack", "find_nats_server", "inference_servers"]
 
@@ -136,14 +136,14 @@ def service_settings(
     bus = dataclasses.replace(base.bus, nats_url=nats_url)
     if local_nats and not env.get("TRIGREASON_NATS_STORAGE"):
         bus = dataclasses.replace(bus, storage="memory")  # the local server's store goes away with it
-    overrides: dict[str, Any] = {"bus": bus, "metrics_port": 0}
+    host: dict[str, Any] = {"metrics_port": 0}
     if not env.get("TRIGREASON_DRAIN_S"):
-        overrides["drain_s"] = _DRAIN_S
+        host["drain_s"] = _DRAIN_S
     if spec.gateway_port is not None:
-        overrides["port"] = spec.gateway_port
+        host["port"] = spec.gateway_port
     if spec.concurrency is not None:
-        overrides["concurrency"] = spec.concurrency
-    return dataclasses.replace(base, **overrides)
+        host["concurrency"] = spec.concurrency
+    return dataclasses.replace(base, bus=bus, host=dataclasses.replace(base.host, **host))
 
 
 @contextlib.asynccontextmanager
@@ -173,10 +173,11 @@ async def embedded_stack(
         urls = await _start_inference_servers(spec, procs, say)
 
         async def backend_factory(role: Role) -> Backend:
-            return await make_backend(urls[role])
+            return await make_backend(urls[role], settings=backend_settings)
 
         settings = service_settings(spec, env, nats_url=nats_url, local_nats=nats_server is not None)
-        drain_s = settings.drain_s
+        backend_settings = BackendSettings.from_env(env)  # TRIGREASON_BACKEND_*: timeouts, retries
+        drain_s = settings.host.drain_s
         ready: asyncio.Queue[str] = asyncio.Queue()
         names: list[ServiceName] = [s for s in SERVICES if s != "gateway" or spec.gateway_port is not None]
         for name in names:
@@ -214,7 +215,7 @@ async def embedded_stack(
     finally:
         stop.set()
         if tasks:
-            # Each service drains for settings.drain_s, then closes within a bound of its own
+            # Each service drains for settings.host.drain_s, then closes within a bound of its own
             # (run_service); this outer bound only guards against a service that ignores both.
             _done, pending = await asyncio.wait(tasks, timeout=drain_s + 6.0)
             for task in pending:

@@ -17,6 +17,7 @@ from tests.support import step
 from trigreason.eval import GatewayExecutor
 from trigreason.proto import (
     EVENT_STREAM,
+    ConfigError,
     SessionFailed,
     SessionFinished,
     SessionParams,
@@ -533,8 +534,10 @@ def test_settings_from_the_environment() -> None:
         15.0,
         256,
     )
-    with pytest.raises(ValueError, match="max_streams"):
+    with pytest.raises(ConfigError, match="max_streams"):
         GatewaySettings.from_env({"TRIGREASON_MAX_STREAMS": "0"})
+    with pytest.raises(ConfigError, match="TRIGREASON_MAX_STREAMS"):
+        GatewaySettings.from_env({"TRIGREASON_MAX_STREAMS": "many"})
 
 
 async def test_body_and_route_errors_are_json(idle: Gateway) -> None:

@@ -25,21 +25,21 @@ def test_the_gateway_and_the_bus_read_the_environment_as_serve_does() -> None:
     assert got.bus.ack_wait_s == 7.0
     assert got.bus.nats_url == "nats://x:1"
     assert got.bus.storage == "file"
-    assert got.concurrency == 3
-    assert got.port == 1234  # the flag wins
+    assert got.host.concurrency == 3
+    assert got.host.port == 1234  # the flag wins
 
 
 def test_what_the_stack_decides_itself() -> None:
     env = {"TRIGREASON_METRICS_PORT": "9100"}
     got = service_settings(StackSpec(concurrency=5), env, nats_url="nats://x:1", local_nats=True)
     assert got.bus.storage == "memory"  # its own nats-server's store goes away with it
-    assert got.metrics_port == 0  # four services cannot share one probe port
-    assert got.concurrency == 5
-    assert got.drain_s == 2.0
+    assert got.host.metrics_port == 0  # four services cannot share one probe port
+    assert got.host.concurrency == 5
+    assert got.host.drain_s == 2.0
     explicit = {"TRIGREASON_NATS_STORAGE": "file", "TRIGREASON_DRAIN_S": "0.5"}
     got = service_settings(StackSpec(), explicit, nats_url="nats://x:1", local_nats=True)
     assert got.bus.storage == "file"
-    assert got.drain_s == 0.5
+    assert got.host.drain_s == 0.5
 
 
 @pytest.mark.parametrize("raw", ["-1", "nan", "inf", "soon"])

@@ -11,6 +11,8 @@ import typer
 from trigreason._host import ServiceName, ServiceSettings, run_service, stop_on_signals
 from trigreason.proto import Role, TrigReasonError
 from trigreason.services.runtime import configure_logging, configure_tracing, run_event_loop
+from trigreason.services.worker import backend_from_env
+from trigreason.services.worker.backends import Backend
 
 from ._app import serve_app
 
@@ -46,12 +48,11 @@ def _run(name: ServiceName, *, nats_url: str | None, concurrency: int | None, ba
     configure_logging(service=name, level=log_level)
     provider = configure_tracing(service=name, env=env)
 
-    async def backend_factory(role: Role):  # type: ignore[no-untyped-def]
-        from trigreason.services.worker.backends import make_backend
-
-        if not backend_url:
-            raise TrigReasonError(f"{role}-worker needs --backend-url (or TRIGREASON_{role.upper()}_URL)")
-        return await make_backend(backend_url)
+    async def backend_factory(role: Role) -> Backend:
+        # --backend-url, else TRIGREASON_<ROLE>_URL; TRIGREASON_BACKEND_* (timeouts, retries) either way.
+        if backend_url:
+            env[f"TRIGREASON_{role.upper()}_URL"] = backend_url
+        return await backend_from_env(role, env)()
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -264,7 +264,7 @@ def up(
             raise typer.BadParameter(exc.message, param_hint="--profile") from exc
     err = Console(stderr=True)
     try:
-        gateway_port = port if port is not None else ServiceSettings.from_env(env).port
+        gateway_port = port if port is not None else ServiceSettings.from_env(env).host.port
     except TrigReasonError as exc:
         err.print(f"[red]error:[/] {exc.message}")
         raise typer.Exit(2) from exc

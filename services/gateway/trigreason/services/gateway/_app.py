@@ -16,7 +16,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -35,9 +35,9 @@ from prometheus_client import (
     generate_latest,
 )
 
-from trigreason.profiles import load_profile
 from trigreason.proto import (
     EVENT_STREAM,
+    ConfigError,
     PolicyName,
     SessionFailed,
     SessionFinished,
@@ -48,7 +48,10 @@ from trigreason.proto import (
     decode_message,
     event_subject,
 )
-from trigreason.services.gateway._openapi import (
+from trigreason.services.orchestrator import session_stats
+from trigreason.services.runtime import Bus, env_settings
+
+from ._openapi import (
     IDEMPOTENCY_KEY_PATTERN,
     LAST_EVENT_ID_PATTERN,
     MAX_QUESTION_CHARS,
@@ -56,8 +59,6 @@ from trigreason.services.gateway._openapi import (
     SESSION_ID_PATTERN,
     openapi_document,
 )
-from trigreason.services.orchestrator import session_stats
-from trigreason.services.runtime import Bus
 
 __all__ = ["OPEN_STREAMS", "GatewaySettings", "idempotent_session_id", "make_app"]
 
@@ -92,16 +93,45 @@ class GatewaySettings(msgspec.Struct, kw_only=True, frozen=True):
             raise ValueError("session_timeout_s must be > 0")
 
     @classmethod
-    def from_env(cls, env: dict[str, str]) -> GatewaySettings:
-        tokens = tuple(t.strip() for t in env.get("TRIGREASON_API_TOKENS", "").split(",") if t.strip())
+    def from_env(
+        cls,
+        env: Mapping[str, str],
+        *,
+        load_profile: Callable[[str], dict[str, Any]] | None = None,
+        **overrides: Any,
+    ) -> GatewaySettings:
+        """``TRIGREASON_API_TOKENS``, ``_SESSION_TIMEOUT_S``, ``_SSE_KEEPALIVE_S``, ``_MAX_STREAMS``, and the
+        default parameters of ``TRIGREASON_PROFILE``: a profile file, or a name where ``load_profile`` (the
+        user-facing package's profile lookup) is given."""
         profile = env.get("TRIGREASON_PROFILE")
-        return cls(
-            api_tokens=tokens,
-            session_timeout_s=float(env.get("TRIGREASON_SESSION_TIMEOUT_S", "3600")),
-            default_params=load_profile(profile, env=env) if profile else {},
-            sse_keepalive_s=float(env.get("TRIGREASON_SSE_KEEPALIVE_S", "15")),
-            max_streams=int(env.get("TRIGREASON_MAX_STREAMS", "256")),
+        params = (load_profile or profile_file)(profile) if profile else {}
+        return env_settings(
+            cls,
+            env,
+            prefix="TRIGREASON_",
+            skip=frozenset({"default_params"}),
+            overrides={"default_params": params, **overrides},
         )
+
+
+def profile_file(path: str) -> dict[str, Any]:
+    """The parameters of the profile file at ``path`` (``{"params": {...}}``), checked as SessionParams."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"TRIGREASON_PROFILE={path!r}: not a readable profile file ({exc}); the gateway alone reads "
+            "profile files, the trigreason package also names"
+        ) from exc
+    params = doc.get("params") if isinstance(doc, dict) else None
+    if not isinstance(params, dict):
+        raise ConfigError(f"profile {path}: needs a 'params' object")
+    try:
+        msgspec.convert(params, SessionParams)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"profile {path}: {exc}") from exc
+    return params
 
 
 def idempotent_session_id(token: str, key: str) -> str:

@@ -43,7 +43,7 @@ from trigreason.proto import (
     event_kind,
     event_subject,
 )
-from trigreason.services.runtime import Ack, Bus, Defer, Delivery, ServiceMetrics
+from trigreason.services.runtime import Ack, Bus, ConsumerBinding, Defer, Delivery, ServiceMetrics
 
 from .transitions import OrchestratorEvent, Output, decide, initial_state
 
@@ -111,6 +111,16 @@ class Orchestrator:
         # Snapshots this replica wrote last, by session: saves the read before each decision.
         self._cache: OrderedDict[str, tuple[int, SessionSnapshot]] = OrderedDict()
         self._cache_size = cache_size
+
+    def bindings(self) -> tuple[ConsumerBinding, ...]:
+        """The session events, and the sessions' deadline timers."""
+        return (
+            ConsumerBinding(self.consumer, self.decoder, self.handle),
+            ConsumerBinding(self.timer_consumer, self.timer_decoder, self.handle_timer),
+        )
+
+    async def aclose(self) -> None:
+        return None
 
     async def handle_timer(self, delivery: Delivery[DeadlineReached]) -> Ack | Defer:
         """A session's deadline timer: wait until it is due, then let ``decide`` fail the session."""

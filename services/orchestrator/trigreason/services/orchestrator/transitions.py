@@ -1,7 +1,7 @@
 """The orchestrator's state machine: one table says which event each phase accepts and where it leads.
 
 ``decide(state, event) -> (state, outputs)`` is the whole orchestrator logic, pure and deterministic.
-Run ``python -m trigreason.services.orchestrator`` to print the state diagram (docs/state-machine.md).
+``make schemas`` writes the state diagram (docs/state-machine.md) from ``TRANSITIONS``.
 """
 
 from __future__ import annotations
@@ -138,8 +138,8 @@ def render_diagram() -> str:
     lines = [
         "# Orchestrator state machine",
         "",
-        "Generated from the orchestrator's `transitions.py` (services/orchestrator) by `make schemas`",
-        "(`python -m trigreason.services.orchestrator`); a test fails when it drifts.",
+        "Generated from the orchestrator's `transitions.py` (services/orchestrator) by `make schemas`;",
+        "a test fails when it drifts.",
         "",
         "```mermaid",
         "stateDiagram-v2",

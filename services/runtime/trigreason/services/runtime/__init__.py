@@ -5,9 +5,20 @@ metrics, the event loop and process helpers."""
 from ._bus import Ack, Bus, Defer, Delivery, consume
 from ._eventloop import EventLoopKind, event_loop_kind
 from ._eventloop import run as run_event_loop
+from ._host import (
+    ConsumerBinding,
+    ConsumerService,
+    HostSettings,
+    close_bus,
+    run_bounded,
+    serve_consumers,
+    service_main,
+    stop_on_signals,
+)
 from ._metrics import ServiceMetrics
 from ._observability import configure_logging, configure_tracing
 from ._process import STOP_SIGNALS, die_with_parent, on_stop_signals, stop_processes
+from ._settings import env_settings, env_variable
 from ._topology import CONSUMERS, BusSettings, ConsumerSpec, ensure_topology
 
 __all__ = [
@@ -16,18 +27,28 @@ __all__ = [
     "Ack",
     "Bus",
     "BusSettings",
+    "ConsumerBinding",
+    "ConsumerService",
     "ConsumerSpec",
     "Defer",
     "Delivery",
     "EventLoopKind",
+    "HostSettings",
     "ServiceMetrics",
+    "close_bus",
     "configure_logging",
     "configure_tracing",
     "consume",
     "die_with_parent",
     "ensure_topology",
+    "env_settings",
+    "env_variable",
     "event_loop_kind",
     "on_stop_signals",
+    "run_bounded",
     "run_event_loop",
+    "serve_consumers",
+    "service_main",
+    "stop_on_signals",
     "stop_processes",
 ]

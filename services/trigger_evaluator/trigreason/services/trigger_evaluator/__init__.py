@@ -7,6 +7,7 @@ and ``trigreason triggers replay`` use too. ``TriggerEvaluator`` is the thin bus
 """
 
 from ._evaluator import evaluate
+from ._serve import serve
 from ._service import TriggerEvaluator
 from ._triggers import TriggerDecision, confident_share, decide_trigreason, hesitates, judge_score
 
@@ -18,4 +19,5 @@ __all__ = [
     "evaluate",
     "hesitates",
     "judge_score",
+    "serve",
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from trigreason.proto import JudgeScored, JudgeStep, StepGenerated, TypedDecoder, Verdict
-from trigreason.services.runtime import Ack, Bus, Delivery, ServiceMetrics
+from trigreason.services.runtime import Ack, Bus, ConsumerBinding, Delivery, ServiceMetrics
 
 from ._evaluator import evaluate
 
@@ -17,6 +17,12 @@ class TriggerEvaluator:
         self._bus = bus
         self._metrics = metrics or ServiceMetrics()
         self.decoder: TypedDecoder[StepGenerated | JudgeScored] = TypedDecoder(StepGenerated | JudgeScored)
+
+    def bindings(self) -> tuple[ConsumerBinding, ...]:
+        return (ConsumerBinding(self.consumer, self.decoder, self.handle),)
+
+    async def aclose(self) -> None:
+        return None
 
     async def handle(self, delivery: Delivery[StepGenerated | JudgeScored]) -> Ack:
         event = delivery.message

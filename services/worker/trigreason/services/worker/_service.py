@@ -21,7 +21,7 @@ from trigreason.proto import (
     StepGenerated,
     TypedDecoder,
 )
-from trigreason.services.runtime import Ack, Bus, Delivery, ServiceMetrics
+from trigreason.services.runtime import Ack, Bus, ConsumerBinding, Delivery, ServiceMetrics
 
 from ._results import judge_scored, step_failed, step_generated
 from .backends import Backend, GenerationRequest
@@ -48,6 +48,13 @@ class Worker:
         self.decoder: TypedDecoder[GenerateStep | JudgeStep] = (
             TypedDecoder(GenerateStep | JudgeStep) if role == "lrm" else TypedDecoder(GenerateStep)
         )
+
+    def bindings(self) -> tuple[ConsumerBinding, ...]:
+        return (ConsumerBinding(self.consumer, self.decoder, self.handle),)
+
+    async def aclose(self) -> None:
+        """Close the backend's HTTP client (the worker owns its backend)."""
+        await self._backend.aclose()
 
     async def handle(self, delivery: Delivery[GenerateStep | JudgeStep]) -> Ack:
         command = delivery.message

@@ -1,0 +1,57 @@
+"""Run the gateway as a service process (its image's entry point and ``trigreason serve gateway``)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import structlog
+from aiohttp import web
+from opentelemetry.sdk.trace import TracerProvider
+
+from trigreason.proto import ConfigError
+from trigreason.services.runtime import Bus, BusSettings, HostSettings, close_bus, run_bounded
+
+from ._app import GatewaySettings, make_app
+
+__all__ = ["serve"]
+
+
+async def serve(
+    settings: GatewaySettings,
+    *,
+    bus: BusSettings,
+    host: HostSettings,
+    stop: asyncio.Event,
+    tracer_provider: TracerProvider,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve HTTP on ``host.host:host.port`` until ``stop``; open requests (SSE streams never end by
+    themselves) then get a third of the drain, and everything closes within about ``host.drain_s``."""
+    log = structlog.get_logger("trigreason.host").bind(service="gateway")
+
+    async def run() -> None:
+        connection = await Bus.connect(bus, name="gateway", tracer=tracer_provider.get_tracer("trigreason"))
+        try:
+            runner = web.AppRunner(
+                make_app(connection, settings), access_log=None, shutdown_timeout=host.drain_s / 3
+            )
+            await runner.setup()
+            site = web.TCPSite(runner, host.host, host.port)
+            try:
+                await site.start()
+            except OSError as exc:
+                await runner.cleanup()
+                raise ConfigError(f"cannot listen on {host.host}:{host.port}: {exc.strerror or exc}") from exc
+            sockets = getattr(site._server, "sockets", None) or []
+            port = sockets[0].getsockname()[1] if sockets else host.port  # the real one when port=0
+            url = f"http://{host.host}:{port}"
+            log.info("listening", url=url)
+            if on_ready:
+                on_ready(url)
+            await stop.wait()
+            await runner.cleanup()
+        finally:
+            await close_bus(connection, log)
+
+    await run_bounded(run(), stop=stop, drain_s=host.drain_s, log=log)

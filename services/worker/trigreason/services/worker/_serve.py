@@ -1,0 +1,51 @@
+"""Run an SRM or LRM worker as a service process (its image's entry point and ``trigreason serve``)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+
+from opentelemetry.sdk.trace import TracerProvider
+
+from trigreason.proto import ConfigError, Role
+from trigreason.services.runtime import Bus, BusSettings, HostSettings, ServiceMetrics, serve_consumers
+
+from ._service import Worker
+from .backends import Backend, BackendSettings, make_backend
+
+__all__ = ["backend_from_env", "serve"]
+
+
+def backend_from_env(role: Role, env: Mapping[str, str]) -> Callable[[], Awaitable[Backend]]:
+    """The backend of ``role`` as the environment names it: ``TRIGREASON_<ROLE>_URL`` (or
+    ``TRIGREASON_BACKEND_URL``), with ``TRIGREASON_BACKEND_*`` settings (timeouts, retries, ...)."""
+    url = env.get(f"TRIGREASON_{role.upper()}_URL") or env.get("TRIGREASON_BACKEND_URL")
+    settings = BackendSettings.from_env(env)
+
+    async def make() -> Backend:
+        if not url:
+            raise ConfigError(f"the {role}-worker needs TRIGREASON_{role.upper()}_URL (its inference server)")
+        return await make_backend(url, settings=settings)
+
+    return make
+
+
+async def serve(
+    role: Role,
+    backend: Callable[[], Awaitable[Backend]],
+    *,
+    bus: BusSettings,
+    host: HostSettings,
+    stop: asyncio.Event,
+    tracer_provider: TracerProvider,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Work on ``role``'s commands until ``stop``; then drain, close the backend and the bus (bounded)."""
+
+    async def make(connection: Bus, metrics: ServiceMetrics) -> Worker:
+        return Worker(connection, role, await backend(), metrics=metrics)
+
+    await serve_consumers(
+        f"{role}-worker", make, bus_settings=bus, host=host, stop=stop, tracer_provider=tracer_provider,
+        on_ready=on_ready,
+    )  # fmt: skip
