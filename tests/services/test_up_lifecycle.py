@@ -447,3 +447,43 @@ async def test_interrupting_solve_leaves_nothing_behind(
         print(f"solve stopped {seconds:.2f}s after {sig.name}")
         assert_stopped_cleanly(solve, seconds, children)
         assert solve.leader.returncode == 128 + sig.value, solve.stderr()[-3000:]
+
+
+# --- trigreason serve tgi-cpu / backend-sim --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("server", ["tgi-cpu", "backend-sim"])
+async def test_an_inference_server_stops_within_10s_mid_generation(server: str) -> None:
+    """A generation of ~30 s in flight: the server cancels it, not waiting for it (aiohttp: up to 60 s)."""
+    port = _free_port()
+    if server == "tgi-cpu":
+        args = ["serve", "tgi-cpu", "--model", str(_tiny_model()), "--port", str(port), "--threads", "1"]
+    else:
+        args = [
+            "serve",
+            "backend-sim",
+            "--port",
+            str(port),
+            "--time-per-token-ms",
+            "500",
+            "--step-tokens",
+            "60",
+        ]
+    body = {"inputs": "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,", "parameters": {"max_new_tokens": 1500}}
+    with command(args) as proc:
+        url = f"http://127.0.0.1:{port}"
+        await _wait_http(f"{url}/health", proc)
+        async with aiohttp.ClientSession() as http:
+
+            async def generate() -> None:
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.post(f"{url}/generate", json=body) as resp:
+                        await resp.read()
+
+            generating = asyncio.create_task(generate())
+            await asyncio.sleep(1.5)
+            assert not generating.done()
+            seconds = await asyncio.to_thread(proc.stop, signal.SIGTERM)
+            await asyncio.wait_for(generating, 5)
+        print(f"serve {server} stopped {seconds:.2f}s after SIGTERM mid-generation")
+        assert_stopped_cleanly(proc, seconds, {})
