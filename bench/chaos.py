@@ -86,6 +86,9 @@ CASE_SLACK_S = 15.0
 ACK_WAIT_S = "4"  # kill -9 of a worker: its commands come back after this (default 30 s)
 BACKEND_TIMEOUT_S = "2"  # for the hang case, if the worker reads TRIGREASON_BACKEND_TIMEOUT_S
 RSS_GROWTH_LIMIT = 1.20
+# An SSE stream gets this long after its session's end to deliver it (more than the gateway's 15 s
+# keep-alive, so a gateway that notices a dead subscription by its heartbeats has time to recover).
+SSE_GRACE_S = 20.0
 
 # Short steps on the simulator: ~10 tokens at 10 ms; answers once the prompt holds 5 steps.
 SIM_FAULTS = {
@@ -395,8 +398,8 @@ async def run_batch(
             detail = await asyncio.wait_for(fault_task, 30)
         except Exception as exc:
             detail = {"fault_error": f"{type(exc).__name__}: {exc}"}
-    # SSE clients of finished sessions are done; give the rest a moment, then stop them.
-    sse_done, pending = await asyncio.wait(followers, timeout=5) if followers else (set(), set())
+    # SSE clients of ended sessions are done; give the rest SSE_GRACE_S, then stop them.
+    sse_done, pending = await asyncio.wait(followers, timeout=SSE_GRACE_S) if followers else (set(), set())
     for task in pending:
         task.cancel()
     for rec, task in zip(records, followers, strict=True):
@@ -465,6 +468,7 @@ def evaluate(
     sse_reasons: Counter[str] = Counter()
     sse_stalled = 0
     sse_mismatch: Counter[str] = Counter()  # e.g. "missing requested": events a client never saw
+    sse_lags: list[float] = []  # terminal event stored -> received by the SSE client
     for rec_sse in batch.sse:
         sse_reasons.update(rec_sse.drops)
         sess = ledger.sessions[rec_sse.sid]
@@ -478,11 +482,14 @@ def evaluate(
         sse_drops += len(rec_sse.drops)
         sse_reconnects += max(0, rec_sse.connects - 1)
         sse_statuses.update(rec_sse.statuses)
+        if rec_sse.done_at is not None and sess.terminal is not None:
+            sse_lags.append(rec_sse.done_at - sess.terminal[2])
     if sse_bad:
         problems.append(f"SSE: {sse_bad} of {len(batch.sse)} clients did not see every event exactly once")
     if sse_stalled:
         problems.append(
-            f"SSE: {sse_stalled} streams still open without the terminal event 5 s after their sessions ended"
+            f"SSE: {sse_stalled} streams still open without the terminal event "
+            f"{SSE_GRACE_S:.0f} s after their sessions ended"
         )
     if sse_drops and not sse_drops_allowed:
         problems.append(f"SSE: {sse_drops} streams ended before the terminal event")
@@ -512,6 +519,7 @@ def evaluate(
             "ended_early_how": dict(sse_reasons.most_common(5)),
             "stalled": sse_stalled,
             "mismatched_events": dict(sse_mismatch),
+            "terminal_lag_s_max": round(max(sse_lags), 2) if sse_lags else None,
             "error_statuses": {str(k): v for k, v in sse_statuses.items()},
         },
         "elapsed_s": round(batch.elapsed_s, 1),
