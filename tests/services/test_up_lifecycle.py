@@ -417,6 +417,20 @@ async def test_every_service_stops_within_10s(simulator: str, sig: signal.Signal
                 assert proc.leader.returncode == 0, (name, proc.stderr()[-3000:])
 
 
+async def test_a_service_waiting_for_nats_stops_at_once() -> None:
+    """NATS not reachable: the service retries its connection; SIGTERM ends that without a drain.
+    (nats-py logs each failed attempt with a traceback through its default error callback: Bus.connect
+    sets no error_cb, so stderr is not checked here.)"""
+    env = {"TRIGREASON_NATS_URL": f"nats://127.0.0.1:{_free_port()}"}
+    with command(["serve", "orchestrator"], env=env) as proc:
+        await asyncio.sleep(3)
+        assert proc.leader.poll() is None, proc.stderr()[-3000:]
+        seconds = await asyncio.to_thread(proc.stop, signal.SIGTERM)
+        print(f"serve orchestrator (no NATS) stopped {seconds:.2f}s after SIGTERM")
+        assert proc.leader.poll() is not None
+        assert seconds < 3.0, proc.stderr()[-3000:]
+
+
 # --- trigreason solve ------------------------------------------------------------------------------------
 
 

@@ -96,17 +96,25 @@ async def run_service(
     """Run ``name`` until ``stop`` is set; then return within about ``settings.drain_s`` + 2 x ``_CLOSE_S``
     seconds. Raises the service's error if it fails."""
     log = structlog.get_logger("trigreason.host").bind(service=name)
+    started = False  # a service still starting (e.g. NATS not reachable yet) has nothing to drain
+
+    def ready(what: str) -> None:
+        nonlocal started
+        started = True
+        if on_ready is not None:
+            on_ready(what)
+
     serving = asyncio.create_task(
         _serve(name, settings, stop=stop, tracer_provider=tracer_provider, backend_factory=backend_factory,
-               on_ready=on_ready, log=log)
+               on_ready=ready, log=log)
     )  # fmt: skip
     stopping = asyncio.create_task(stop.wait())
     try:
         await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        if not serving.done():
+        if not serving.done() and started:
             await asyncio.wait({serving}, timeout=settings.drain_s)
         if not serving.done():
-            log.warning("drain_timeout", drain_s=settings.drain_s)
+            log.warning("drain_timeout" if started else "stopped_while_starting", drain_s=settings.drain_s)
             serving.cancel()
     except asyncio.CancelledError:
         serving.cancel()
