@@ -132,6 +132,7 @@ class Stack:
     proxy: FaultProxy | None = None
     notes: dict[str, Any] = field(default_factory=dict)
     run_id: str = field(default_factory=lambda: f"{random.getrandbits(32):08x}")
+    policies: dict[str, str] = field(default_factory=dict)  # session id -> policy
     _log_offsets: dict[str, int] = field(default_factory=dict)
 
     def start_service(self, name: str) -> None:
@@ -329,6 +330,7 @@ async def submit_all(
                         if resp.status == 202:
                             sid = json.loads(text)["session_id"]
                             stack.ledger.track(sid, submitted)
+                            stack.policies[sid] = body["policy"]
                             sids.append(sid)
                             return
                         errors.append(f"{resp.status}: {text[:200]}")
@@ -418,6 +420,7 @@ def evaluate(
     ledger = stack.ledger
     finished = failed = hung = lost = duplicated = no_code = 0
     codes: Counter[str] = Counter()
+    outcomes: Counter[str] = Counter()  # "<policy> <finished|failed code|hung>"
     reasons: Counter[str] = Counter()
     to_terminal: list[float] = []
     examples: dict[str, list[str]] = {}
@@ -429,6 +432,10 @@ def evaluate(
             range(rec.finished_steps if rec.finished_steps is not None else max(indices, default=-1) + 1)
         )
         gaps = bool(expected - indices)
+        policy = stack.policies.get(sid, "?")
+        outcomes[
+            f"{policy} " + ("hung" if end is None else "finished" if end[0] == "finished" else end[1])
+        ] += 1
         if end is None:
             hung += 1
             examples.setdefault("hung", []).append(sid)
@@ -510,6 +517,7 @@ def evaluate(
         "problems": problems,
         "failure_codes": dict(codes),
         "finish_reasons": dict(reasons),
+        "outcomes_by_policy": dict(sorted(outcomes.items())),
         "seconds_to_terminal_p50": round(percentiles(to_terminal)["p50"], 2) if to_terminal else None,
         "sse": {
             "clients": len(batch.sse),
