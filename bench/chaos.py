@@ -211,6 +211,25 @@ async def open_stack(
 ) -> Stack:
     procs = Procs(log_root / name)
     cluster = NatsCluster(nodes, new_tmp(f"trig-chaos-{name}-"))
+    try:
+        return await _open_stack(name, procs, cluster, sim=sim, proxy=proxy, extra_env=extra_env)
+    except BaseException:  # nothing of a stack that did not start stays behind for the next group
+        await asyncio.to_thread(procs.stop_all)
+        cluster.stop()
+        shutil.rmtree(cluster.root, ignore_errors=True)
+        raise
+
+
+async def _open_stack(
+    name: str,
+    procs: Procs,
+    cluster: NatsCluster,
+    *,
+    sim: dict[str, Any],
+    proxy: bool,
+    extra_env: dict[str, str] | None,
+) -> Stack:
+    nodes = len(cluster.nodes)
     await cluster.start()
     nc = await nats.connect(
         cluster.urls,
@@ -293,6 +312,7 @@ async def close_stack(stack: Stack) -> dict[str, float]:
     if stack.proxy is not None:
         await stack.proxy.stop()
     stack.nats.stop()
+    shutil.rmtree(stack.nats.root, ignore_errors=True)  # the JetStream stores
     return took
 
 
