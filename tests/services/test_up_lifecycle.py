@@ -326,7 +326,8 @@ async def test_up_stops_its_cpu_inference_servers(when: str) -> None:
             await asyncio.sleep(0.5)
         children = up.children()
         servers = [p for p, n in children.items() if n.startswith("python")]
-        assert len(servers) == (2 if when == "ready" else 1), children
+        expected = {2} if when == "ready" else {1, 2}  # the LRM's may have started by then
+        assert len(servers) in expected, children
         seconds = await asyncio.to_thread(up.stop, signal.SIGTERM)
         print(f"up with tgi-cpu ({when}) stopped {seconds:.2f}s after SIGTERM")
         assert_stopped_cleanly(up, seconds, children)
