@@ -313,7 +313,8 @@ def _tiny_model() -> Path:
 
 @pytest.mark.parametrize("when", ["ready", "loading"])
 async def test_up_stops_its_cpu_inference_servers(when: str) -> None:
-    """The real children: two ``serve tgi-cpu`` processes (tiny model), stopped once up and while loading."""
+    """The real children: two ``serve tgi-cpu`` processes (tiny model), stopped mid-session and while they
+    load."""
     model = str(_tiny_model())
     port = _free_port()
     args = ["up", "--port", str(port), "--srm-model", model, "--lrm-model", model]
@@ -328,7 +329,14 @@ async def test_up_stops_its_cpu_inference_servers(when: str) -> None:
         servers = [p for p, n in children.items() if n.startswith("python")]
         expected = {2} if when == "ready" else {1, 2}  # the LRM's may have started by then
         assert len(servers) in expected, children
-        seconds = await asyncio.to_thread(up.stop, signal.SIGTERM)
+        busy = Busy(f"http://127.0.0.1:{port}") if when == "ready" else None
+        try:
+            if busy is not None:
+                await busy.start()  # the servers are generating when the stop comes
+            seconds = await asyncio.to_thread(up.stop, signal.SIGTERM)
+        finally:
+            if busy is not None:
+                await busy.close()
         print(f"up with tgi-cpu ({when}) stopped {seconds:.2f}s after SIGTERM")
         assert_stopped_cleanly(up, seconds, children)
 
