@@ -390,6 +390,21 @@ async def test_up_rejects_a_bad_setting_before_starting_anything(quick_simulator
         assert "Traceback" not in up.stderr(), up.stderr()
 
 
+async def test_up_on_a_taken_port_says_so_and_leaves_nothing(quick_simulator: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with command(_up_args(port, quick_simulator)) as up:
+            children: dict[int, str] = {}
+            while up.leader.poll() is None:  # what it started before it failed
+                children |= up.children()
+                await asyncio.sleep(0.05)
+            assert up.leader.returncode == 2, up.stderr()[-3000:]
+            assert f"cannot listen on 127.0.0.1:{port}" in up.stderr(), up.stderr()[-3000:]
+            assert_stopped_cleanly(up, 0.0, children)
+
+
 # --- trigreason serve NAME -------------------------------------------------------------------------------
 
 

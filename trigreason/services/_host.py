@@ -151,7 +151,13 @@ async def _serve(
             )
             await runner.setup()
             site = web.TCPSite(runner, settings.host, settings.port)
-            await site.start()
+            try:
+                await site.start()
+            except OSError as exc:  # the port is taken, or the address is not ours
+                await runner.cleanup()
+                raise ConfigError(
+                    f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}", code="listen"
+                ) from exc
             sockets = getattr(site._server, "sockets", None) or []
             port = sockets[0].getsockname()[1] if sockets else settings.port  # the real one when port=0
             url = f"http://{settings.host}:{port}"
