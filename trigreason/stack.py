@@ -25,7 +25,7 @@ import aiohttp
 from opentelemetry.sdk.trace import TracerProvider
 
 from trigreason._process import die_with_parent, stop_processes
-from trigreason.backends import Backend, make_backend
+from trigreason.backends import Backend, BackendSettings, make_backend
 from trigreason.core import TrigReasonError
 from trigreason.proto import Role
 from trigreason.services._host import SERVICES, ServiceName, ServiceSettings, run_service
@@ -159,6 +159,7 @@ async def embedded_stack(
     ``env`` (default ``os.environ``): the ``TRIGREASON_*`` settings, as ``trigreason serve`` reads them."""
     env = dict(os.environ if env is None else env)
     ServiceSettings.from_env(env)  # a bad setting fails here, before anything starts
+    backend_settings = BackendSettings.from_env(env)  # TRIGREASON_BACKEND_*, as `serve srm-worker` reads them
     procs: list[subprocess.Popen[bytes]] = []
     nats_server: LocalNatsServer | None = None
     stop = asyncio.Event()
@@ -174,7 +175,7 @@ async def embedded_stack(
         urls = await _start_inference_servers(spec, procs, say)
 
         async def backend_factory(role: Role) -> Backend:
-            return await make_backend(urls[role])
+            return await make_backend(urls[role], settings=backend_settings)
 
         settings = service_settings(spec, env, nats_url=nats_url, local_nats=nats_server is not None)
         drain_s = settings.drain_s

@@ -262,6 +262,29 @@ async def quick_simulator() -> AsyncIterator[str]:
     await runner.cleanup()
 
 
+@contextlib.asynccontextmanager
+async def five_services(
+    backend: str, port: int, *, env: Mapping[str, str] | None = None, mode: str = "fg"
+) -> AsyncIterator[dict[str, Command]]:
+    """nats-server and `trigreason serve NAME` for each service, its own process, all ready."""
+    async with LocalNatsServer() as nats_server:
+        full_env = {
+            "TRIGREASON_NATS_URL": nats_server.url,
+            "TRIGREASON_SRM_URL": backend,
+            "TRIGREASON_LRM_URL": backend,
+            "TRIGREASON_NATS_STORAGE": "memory",
+            "TRIGREASON_PORT": str(port),
+            **(env or {}),
+        }
+        names = ("gateway", "orchestrator", "trigger-evaluator", "srm-worker", "lrm-worker")
+        with contextlib.ExitStack() as stack:
+            procs = {n: stack.enter_context(command(["serve", n], env=full_env, mode=mode)) for n in names}
+            await _wait_http(f"http://127.0.0.1:{port}/readyz", procs["gateway"])
+            for name in names[1:]:
+                await _wait_stderr(procs[name], '"consuming"')
+            yield procs
+
+
 def _up_args(port: int, backend: str) -> list[str]:
     return ["up", "--port", str(port), "--srm-url", backend, "--lrm-url", backend]
 
@@ -383,6 +406,31 @@ async def test_up_reads_the_gateway_settings_from_the_environment(
         assert_stopped_cleanly(up, seconds, children)
 
 
+@pytest.mark.parametrize("how", ["up", "serve"])
+async def test_the_workers_read_the_backend_settings_from_the_environment(simulator: str, how: str) -> None:
+    """TRIGREASON_BACKEND_TIMEOUT_S=1 against steps of 5 s: the workers give up after 1 s, under `up` as
+    under `serve srm-worker` (both used to ignore it: 300 s)."""
+    env = {"TRIGREASON_BACKEND_TIMEOUT_S": "1"}
+    port = _free_port()
+    if how == "up":
+        with command(_up_args(port, simulator), env=env) as up:
+            await _wait_http(f"http://127.0.0.1:{port}/readyz", up)
+            busy = Busy(f"http://127.0.0.1:{port}")
+            try:
+                await busy.start()
+                await _wait_stderr(up, "no response within 1.0s", timeout_s=20)
+            finally:
+                await busy.close()
+        return
+    async with five_services(simulator, port, env=env) as procs:
+        busy = Busy(f"http://127.0.0.1:{port}")
+        try:
+            await busy.start()
+            await _wait_stderr(procs["lrm-worker"], "no response within 1.0s", timeout_s=20)  # priming
+        finally:
+            await busy.close()
+
+
 async def test_up_rejects_a_bad_setting_before_starting_anything(quick_simulator: str) -> None:
     with command(_up_args(_free_port(), quick_simulator), env={"TRIGREASON_CONCURRENCY": "many"}) as up:
         assert await asyncio.to_thread(up.leader.wait, 30) == 2
@@ -415,30 +463,17 @@ async def test_every_service_stops_within_10s(simulator: str, sig: signal.Signal
     """All five services, each its own process, a session in flight and an SSE stream open: each exits
     within 10 s of the signal, with no traceback."""
     port = _free_port()
-    async with LocalNatsServer() as nats_server:
-        env = {
-            "TRIGREASON_NATS_URL": nats_server.url,
-            "TRIGREASON_SRM_URL": simulator,
-            "TRIGREASON_LRM_URL": simulator,
-            "TRIGREASON_NATS_STORAGE": "memory",
-            "TRIGREASON_PORT": str(port),
-        }
-        names = ("gateway", "orchestrator", "trigger-evaluator", "srm-worker", "lrm-worker")
-        with contextlib.ExitStack() as stack:
-            procs = {n: stack.enter_context(command(["serve", n], env=env, mode=mode)) for n in names}
-            await _wait_http(f"http://127.0.0.1:{port}/readyz", procs["gateway"])
-            for name in names[1:]:
-                await _wait_stderr(procs[name], '"consuming"')
-            busy = Busy(f"http://127.0.0.1:{port}")
-            try:
-                await busy.start()
-                times = await asyncio.gather(*(asyncio.to_thread(p.stop, sig) for p in procs.values()))
-            finally:
-                await busy.close()
-            for (name, proc), seconds in zip(procs.items(), times, strict=True):
-                print(f"serve {name} stopped {seconds:.2f}s after {sig.name} ({mode})")
-                assert_stopped_cleanly(proc, seconds, {})
-                assert proc.leader.returncode == 0, (name, proc.stderr()[-3000:])
+    async with five_services(simulator, port, mode=mode) as procs:
+        busy = Busy(f"http://127.0.0.1:{port}")
+        try:
+            await busy.start()
+            times = await asyncio.gather(*(asyncio.to_thread(p.stop, sig) for p in procs.values()))
+        finally:
+            await busy.close()
+        for (name, proc), seconds in zip(procs.items(), times, strict=True):
+            print(f"serve {name} stopped {seconds:.2f}s after {sig.name} ({mode})")
+            assert_stopped_cleanly(proc, seconds, {})
+            assert proc.leader.returncode == 0, (name, proc.stderr()[-3000:])
 
 
 async def test_a_service_waiting_for_nats_stops_at_once() -> None:

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from trigreason._eventloop import run as run_event_loop
+from trigreason.backends import Backend, BackendSettings, make_backend
 from trigreason.core import TrigReasonError
 from trigreason.proto import Role
 from trigreason.services._host import ServiceName, ServiceSettings, run_service, stop_on_signals
@@ -42,18 +43,17 @@ def _run(name: ServiceName, *, nats_url: str | None, concurrency: int | None, ba
         env["TRIGREASON_NATS_URL"] = nats_url
     try:
         settings = ServiceSettings.from_env(env, **overrides)
+        backend_settings = BackendSettings.from_env(env)  # TRIGREASON_BACKEND_* (timeouts, retries, ...)
     except TrigReasonError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2) from exc
     configure_logging(service=name, level=log_level)
     provider = configure_tracing(service=name, env=env)
 
-    async def backend_factory(role: Role):  # type: ignore[no-untyped-def]
-        from trigreason.backends import make_backend
-
+    async def backend_factory(role: Role) -> Backend:
         if not backend_url:
             raise TrigReasonError(f"{role}-worker needs --backend-url (or TRIGREASON_{role.upper()}_URL)")
-        return await make_backend(backend_url)
+        return await make_backend(backend_url, settings=backend_settings)
 
     async def main() -> None:
         stop = asyncio.Event()
