@@ -457,13 +457,23 @@ async def test_up_on_a_taken_port_says_so_and_leaves_nothing(quick_simulator: st
 
 
 @pytest.mark.parametrize(
-    ("sig", "mode"), [(signal.SIGTERM, "fg"), (signal.SIGINT, "fg"), (signal.SIGINT, "ign")]
+    ("sig", "mode", "collector"),
+    [
+        (signal.SIGTERM, "fg", False),
+        (signal.SIGINT, "fg", False),
+        (signal.SIGINT, "ign", False),
+        (signal.SIGTERM, "fg", True),  # spans to export to an OTLP collector that refuses connections
+    ],
+    ids=["sigterm", "sigint", "sigint-ignored", "sigterm-collector-down"],
 )
-async def test_every_service_stops_within_10s(simulator: str, sig: signal.Signals, mode: str) -> None:
+async def test_every_service_stops_within_10s(
+    simulator: str, sig: signal.Signals, mode: str, collector: bool
+) -> None:
     """All five services, each its own process, a session in flight and an SSE stream open: each exits
     within 10 s of the signal, with no traceback."""
     port = _free_port()
-    async with five_services(simulator, port, mode=mode) as procs:
+    env = {"OTEL_SDK_DISABLED": "false", "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{_free_port()}"}
+    async with five_services(simulator, port, mode=mode, env=env if collector else None) as procs:
         busy = Busy(f"http://127.0.0.1:{port}")
         try:
             await busy.start()
@@ -471,7 +481,7 @@ async def test_every_service_stops_within_10s(simulator: str, sig: signal.Signal
         finally:
             await busy.close()
         for (name, proc), seconds in zip(procs.items(), times, strict=True):
-            print(f"serve {name} stopped {seconds:.2f}s after {sig.name} ({mode})")
+            print(f"serve {name} stopped {seconds:.2f}s after {sig.name} ({mode}, collector {collector})")
             assert_stopped_cleanly(proc, seconds, {})
             assert proc.leader.returncode == 0, (name, proc.stderr()[-3000:])
 

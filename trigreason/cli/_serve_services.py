@@ -16,6 +16,7 @@ from trigreason.services._host import ServiceName, ServiceSettings, run_service,
 from trigreason.services._observability import configure_logging, configure_tracing
 
 from ._app import serve_app
+from ._shutdown import shutdown_tracing
 
 __all__: list[str] = []
 
@@ -68,7 +69,7 @@ def _run(name: ServiceName, *, nats_url: str | None, concurrency: int | None, ba
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2) from exc
     finally:
-        provider.shutdown()
+        shutdown_tracing(provider)
 
 
 @serve_app.command("gateway")
