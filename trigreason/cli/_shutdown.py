@@ -3,6 +3,7 @@ requests) and the tracer provider (an OTLP exporter retries an unreachable colle
 
 from __future__ import annotations
 
+import atexit
 import threading
 
 from aiohttp import web
@@ -30,3 +31,5 @@ def shutdown_tracing(provider: TracerProvider, timeout_s: float = _TRACING_SHUTD
     worker = threading.Thread(target=provider.shutdown, name="tracing-shutdown", daemon=True)
     worker.start()
     worker.join(timeout_s)
+    if worker.is_alive():  # not again at exit (the provider registers its shutdown with atexit)
+        atexit.unregister(provider.shutdown)
