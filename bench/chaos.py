@@ -11,7 +11,7 @@ that reconnects with ``Last-Event-ID``. What each session did is read back from 
 Cases (one row each; cases of one group share a cluster and run one after the other):
 
 - ``kill9-<service>`` for all five services: kill -9 mid-run, start a replacement;
-- ``nats-restart``: kill -9 of nats-server mid-run, restarted on its store;
+- ``nats-restart``: kill -9 of nats-server mid-run, restarted on its store (after the kills, same stack);
 - ``cluster3-kill-leader``, ``cluster3-kill-client``: 3-node JetStream cluster, streams and KV with 3
   replicas; kill -9 mid-run of the TRIG_EVT stream's leader, then of the node the services were given,
   each back after 5 s;
@@ -813,28 +813,22 @@ ALL_CASES = [
 
 
 async def group_kills(cfg: Config, rows: list[dict[str, Any]]) -> None:
-    cases = [c for c in KILL_CASES if cfg.wanted(c)]
+    """kill -9 of each service, then of nats-server itself, on one single-node cluster."""
+    cases = [c for c in [*KILL_CASES, "nats-restart"] if cfg.wanted(c)]
     if not cases:
         return
     stack = await open_stack("kill9", cfg.log_root, sim=SIM_FAULTS)
     try:
         for case in cases:
+            if case == "nats-restart":
+                batch = await run_batch(stack, case, cfg.n(24, 8), fault=restart_nats)
+                rows.append(evaluate(stack, case, batch))
+                continue
             service = case.removeprefix("kill9-")
             batch = await run_batch(stack, case, cfg.n(24, 8), fault=kill_mid_run(service), sse=cfg.n(8, 4))
             rows.append(evaluate(stack, case, batch, sse_drops_allowed=service == "gateway"))
     finally:
         rows_stop(rows, await close_stack(stack), len(cases))
-
-
-async def group_nats_restart(cfg: Config, rows: list[dict[str, Any]]) -> None:
-    if not cfg.wanted("nats-restart"):
-        return
-    stack = await open_stack("nats-restart", cfg.log_root, sim=SIM_FAULTS)
-    try:
-        batch = await run_batch(stack, "nats-restart", cfg.n(24, 8), fault=restart_nats)
-        rows.append(evaluate(stack, "nats-restart", batch))
-    finally:
-        rows_stop(rows, await close_stack(stack), 1)
 
 
 async def group_cluster(cfg: Config, rows: list[dict[str, Any]]) -> None:
@@ -949,7 +943,7 @@ def rows_stop(rows: list[dict[str, Any]], took: dict[str, float], n: int) -> Non
         row["sigterm_stop_s"] = took
 
 
-GROUPS = [group_kills, group_nats_restart, group_cluster, group_backend, group_malformed, group_load]
+GROUPS = [group_kills, group_cluster, group_backend, group_malformed, group_load]
 
 
 # -- output --------------------------------------------------------------------------------------------
