@@ -437,6 +437,7 @@ class SseRecord:
     drops: list[str] = field(default_factory=list)
     statuses: Counter[int] = field(default_factory=Counter)  # non-200 answers to a (re)connect
     stalled: bool = False  # set by the harness: still waiting when its session had ended
+    done_at: float | None = None  # wall-clock time the terminal event arrived
 
 
 async def follow_sse(http: aiohttp.ClientSession, base_url: str, rec: SseRecord, deadline: float) -> None:
@@ -476,6 +477,7 @@ async def follow_sse(http: aiohttp.ClientSession, base_url: str, rec: SseRecord,
                             rec.kinds.append(ev_kind)
                             if ev_kind in ("finished", "failed"):
                                 rec.done = True
+                                rec.done_at = time.time()
                                 break
                         ev_id, ev_kind = None, "message"
         except Exception as exc:  # refused, reset, a broken chunk, a bad line: reconnect

@@ -11,7 +11,7 @@ that reconnects with ``Last-Event-ID``. What each session did is read back from 
 Cases (one row each; cases of one group share a cluster and run one after the other):
 
 - ``kill9-<service>`` for all five services: kill -9 mid-run, start a replacement;
-- ``nats-restart``: kill -9 of nats-server mid-run, restarted on its store;
+- ``nats-restart``: kill -9 of nats-server mid-run, restarted on its store (after the kills, same stack);
 - ``cluster3-kill-leader``, ``cluster3-kill-client``: 3-node JetStream cluster, streams and KV with 3
   replicas; kill -9 mid-run of the TRIG_EVT stream's leader, then of the node the services were given,
   each back after 5 s;
@@ -85,6 +85,9 @@ CASE_SLACK_S = 15.0
 ACK_WAIT_S = "4"  # kill -9 of a worker: its commands come back after this (default 30 s)
 BACKEND_TIMEOUT_S = "2"  # for the hang case, if the worker reads TRIGREASON_BACKEND_TIMEOUT_S
 RSS_GROWTH_LIMIT = 1.20
+# An SSE stream gets this long after its session's end to deliver it (more than the gateway's 15 s
+# keep-alive, so a gateway that notices a dead subscription by its heartbeats has time to recover).
+SSE_GRACE_S = 20.0
 
 # Short steps on the simulator: ~10 tokens at 10 ms; answers once the prompt holds 5 steps.
 SIM_FAULTS = {
@@ -128,6 +131,7 @@ class Stack:
     proxy: FaultProxy | None = None
     notes: dict[str, Any] = field(default_factory=dict)
     run_id: str = field(default_factory=lambda: f"{random.getrandbits(32):08x}")
+    policies: dict[str, str] = field(default_factory=dict)  # session id -> policy
     _log_offsets: dict[str, int] = field(default_factory=dict)
 
     def start_service(self, name: str) -> None:
@@ -206,6 +210,25 @@ async def open_stack(
 ) -> Stack:
     procs = Procs(log_root / name)
     cluster = NatsCluster(nodes, new_tmp(f"trig-chaos-{name}-"))
+    try:
+        return await _open_stack(name, procs, cluster, sim=sim, proxy=proxy, extra_env=extra_env)
+    except BaseException:  # nothing of a stack that did not start stays behind for the next group
+        await asyncio.to_thread(procs.stop_all)
+        cluster.stop()
+        shutil.rmtree(cluster.root, ignore_errors=True)
+        raise
+
+
+async def _open_stack(
+    name: str,
+    procs: Procs,
+    cluster: NatsCluster,
+    *,
+    sim: dict[str, Any],
+    proxy: bool,
+    extra_env: dict[str, str] | None,
+) -> Stack:
+    nodes = len(cluster.nodes)
     await cluster.start()
     nc = await nats.connect(
         cluster.urls,
@@ -288,6 +311,7 @@ async def close_stack(stack: Stack) -> dict[str, float]:
     if stack.proxy is not None:
         await stack.proxy.stop()
     stack.nats.stop()
+    shutil.rmtree(stack.nats.root, ignore_errors=True)  # the JetStream stores
     return took
 
 
@@ -325,6 +349,7 @@ async def submit_all(
                         if resp.status == 202:
                             sid = json.loads(text)["session_id"]
                             stack.ledger.track(sid, submitted)
+                            stack.policies[sid] = body["policy"]
                             sids.append(sid)
                             return
                         errors.append(f"{resp.status}: {text[:200]}")
@@ -394,8 +419,8 @@ async def run_batch(
             detail = await asyncio.wait_for(fault_task, 30)
         except Exception as exc:
             detail = {"fault_error": f"{type(exc).__name__}: {exc}"}
-    # SSE clients of finished sessions are done; give the rest a moment, then stop them.
-    sse_done, pending = await asyncio.wait(followers, timeout=5) if followers else (set(), set())
+    # SSE clients of ended sessions are done; give the rest SSE_GRACE_S, then stop them.
+    sse_done, pending = await asyncio.wait(followers, timeout=SSE_GRACE_S) if followers else (set(), set())
     for task in pending:
         task.cancel()
     for rec, task in zip(records, followers, strict=True):
@@ -414,6 +439,7 @@ def evaluate(
     ledger = stack.ledger
     finished = failed = hung = lost = duplicated = no_code = 0
     codes: Counter[str] = Counter()
+    outcomes: Counter[str] = Counter()  # "<policy> <finished|failed code|hung>"
     reasons: Counter[str] = Counter()
     to_terminal: list[float] = []
     examples: dict[str, list[str]] = {}
@@ -425,6 +451,10 @@ def evaluate(
             range(rec.finished_steps if rec.finished_steps is not None else max(indices, default=-1) + 1)
         )
         gaps = bool(expected - indices)
+        policy = stack.policies.get(sid, "?")
+        outcomes[
+            f"{policy} " + ("hung" if end is None else "finished" if end[0] == "finished" else end[1])
+        ] += 1
         if end is None:
             hung += 1
             examples.setdefault("hung", []).append(sid)
@@ -464,6 +494,7 @@ def evaluate(
     sse_reasons: Counter[str] = Counter()
     sse_stalled = 0
     sse_mismatch: Counter[str] = Counter()  # e.g. "missing requested": events a client never saw
+    sse_lags: list[float] = []  # terminal event stored -> received by the SSE client
     for rec_sse in batch.sse:
         sse_reasons.update(rec_sse.drops)
         sess = ledger.sessions[rec_sse.sid]
@@ -477,11 +508,14 @@ def evaluate(
         sse_drops += len(rec_sse.drops)
         sse_reconnects += max(0, rec_sse.connects - 1)
         sse_statuses.update(rec_sse.statuses)
+        if rec_sse.done_at is not None and sess.terminal is not None:
+            sse_lags.append(rec_sse.done_at - sess.terminal[2])
     if sse_bad:
         problems.append(f"SSE: {sse_bad} of {len(batch.sse)} clients did not see every event exactly once")
     if sse_stalled:
         problems.append(
-            f"SSE: {sse_stalled} streams still open without the terminal event 5 s after their sessions ended"
+            f"SSE: {sse_stalled} streams still open without the terminal event "
+            f"{SSE_GRACE_S:.0f} s after their sessions ended"
         )
     if sse_drops and not sse_drops_allowed:
         problems.append(f"SSE: {sse_drops} streams ended before the terminal event")
@@ -502,6 +536,7 @@ def evaluate(
         "problems": problems,
         "failure_codes": dict(codes),
         "finish_reasons": dict(reasons),
+        "outcomes_by_policy": dict(sorted(outcomes.items())),
         "seconds_to_terminal_p50": round(percentiles(to_terminal)["p50"], 2) if to_terminal else None,
         "sse": {
             "clients": len(batch.sse),
@@ -511,6 +546,7 @@ def evaluate(
             "ended_early_how": dict(sse_reasons.most_common(5)),
             "stalled": sse_stalled,
             "mismatched_events": dict(sse_mismatch),
+            "terminal_lag_s_max": round(max(sse_lags), 2) if sse_lags else None,
             "error_statuses": {str(k): v for k, v in sse_statuses.items()},
         },
         "elapsed_s": round(batch.elapsed_s, 1),
@@ -776,28 +812,22 @@ ALL_CASES = [
 
 
 async def group_kills(cfg: Config, rows: list[dict[str, Any]]) -> None:
-    cases = [c for c in KILL_CASES if cfg.wanted(c)]
+    """kill -9 of each service, then of nats-server itself, on one single-node cluster."""
+    cases = [c for c in [*KILL_CASES, "nats-restart"] if cfg.wanted(c)]
     if not cases:
         return
     stack = await open_stack("kill9", cfg.log_root, sim=SIM_FAULTS)
     try:
         for case in cases:
+            if case == "nats-restart":
+                batch = await run_batch(stack, case, cfg.n(24, 8), fault=restart_nats)
+                rows.append(evaluate(stack, case, batch))
+                continue
             service = case.removeprefix("kill9-")
             batch = await run_batch(stack, case, cfg.n(24, 8), fault=kill_mid_run(service), sse=cfg.n(8, 4))
             rows.append(evaluate(stack, case, batch, sse_drops_allowed=service == "gateway"))
     finally:
         rows_stop(rows, await close_stack(stack), len(cases))
-
-
-async def group_nats_restart(cfg: Config, rows: list[dict[str, Any]]) -> None:
-    if not cfg.wanted("nats-restart"):
-        return
-    stack = await open_stack("nats-restart", cfg.log_root, sim=SIM_FAULTS)
-    try:
-        batch = await run_batch(stack, "nats-restart", cfg.n(24, 8), fault=restart_nats)
-        rows.append(evaluate(stack, "nats-restart", batch))
-    finally:
-        rows_stop(rows, await close_stack(stack), 1)
 
 
 async def group_cluster(cfg: Config, rows: list[dict[str, Any]]) -> None:
@@ -912,7 +942,7 @@ def rows_stop(rows: list[dict[str, Any]], took: dict[str, float], n: int) -> Non
         row["sigterm_stop_s"] = took
 
 
-GROUPS = [group_kills, group_nats_restart, group_cluster, group_backend, group_malformed, group_load]
+GROUPS = [group_kills, group_cluster, group_backend, group_malformed, group_load]
 
 
 # -- output --------------------------------------------------------------------------------------------

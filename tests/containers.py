@@ -7,7 +7,8 @@ the services in-process or as subprocesses). The suite's header says which mode 
 Three layers, the first two pure (unit-tested with no engine, tests/unit/test_containers.py):
 
 - ``select_mode(env, engine_probe)``: which mode, and why.
-- ``ContainerSpec``: one container as data (image, command, environment, exposed ports, health wait), and
+- ``ContainerSpec``: one container as data (image, entry point and command, environment, exposed ports,
+  health wait), and
   the builders ``nats_definition``, ``service_definitions`` (NATS + the five services, for an image tag and
   the backends' URLs), ``backend_sim_definition`` and ``tgi_cpu_definition``.
 - The glue: ``ContainerNats`` (what the ``nats_server`` fixture yields in container mode, with the interface
@@ -71,7 +72,7 @@ NATS_MONITOR_PORT = 8222
 GATEWAY_PORT = 8080
 PROBE_PORT = 9090  # /metrics, /healthz, /readyz of the bus-driven services (TRIGREASON_METRICS_PORT)
 BACKEND_SIM_PORT = 8090
-TGI_CPU_PORT = 8081
+TGI_CPU_PORT = 8080
 
 # The image targets in the Dockerfile; an image is named ``trigreason-<target>:<tag>``.
 Target = Literal["gateway", "orchestrator", "trigger-evaluator", "worker", "tgi-cpu", "backend-sim"]
@@ -187,7 +188,10 @@ HealthWait = LogWait | HttpWait
 
 @dataclass(frozen=True, slots=True)
 class ContainerSpec:
-    """One container: ``name`` is its role and its host name on the stack's network."""
+    """One container: ``name`` is its role and its host name on the stack's network. ``entrypoint``: the
+    program (empty: the image's own); ``command``: its arguments. The per-service images' entry point is
+    ``python -m trigreason.services.<svc>``; naming it here keeps the tests right whichever way the
+    Dockerfile spells it."""
 
     name: str
     image: str
@@ -195,6 +199,7 @@ class ContainerSpec:
     wait: HealthWait
     env: Mapping[str, str] = field(default_factory=dict, hash=False)
     ports: tuple[int, ...] = ()
+    entrypoint: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "env", types.MappingProxyType(dict(self.env)))
@@ -250,7 +255,8 @@ def service_definitions(
         return ContainerSpec(
             name=name,
             image=image_name(target, tag),
-            command=("python", "-m", module, *args),
+            entrypoint=("python", "-m", module),
+            command=args,
             env={**_service_env(nats_url, extra), **more},
             ports=(PROBE_PORT,),
             wait=HttpWait(PROBE_PORT, "/readyz"),
@@ -260,7 +266,8 @@ def service_definitions(
         ContainerSpec(
             name="gateway",
             image=image_name("gateway", tag),
-            command=("python", "-m", "trigreason.services.gateway"),
+            entrypoint=("python", "-m", "trigreason.services.gateway"),
+            command=(),
             env=gateway_env,
             ports=(GATEWAY_PORT,),
             wait=HttpWait(GATEWAY_PORT, "/readyz"),
@@ -277,7 +284,8 @@ def backend_sim_definition(*, tag: str = "latest", env: Mapping[str, str] | None
     return ContainerSpec(
         name="backend-sim",
         image=image_name("backend-sim", tag),
-        command=("python", "-m", "trigreason.services.backend_sim"),
+        entrypoint=("python", "-m", "trigreason.services.backend_sim"),
+        command=(),
         env={
             "TRIGREASON_SIM_HOST": "0.0.0.0",
             "TRIGREASON_SIM_PORT": str(BACKEND_SIM_PORT),
@@ -294,7 +302,8 @@ def tgi_cpu_definition(*, tag: str = "latest", model: str = "tiny", name: str = 
     return ContainerSpec(
         name=name,
         image=image_name("tgi-cpu", tag),
-        command=("python", "-m", "trigreason.services.tgi_cpu"),
+        entrypoint=("python", "-m", "trigreason.services.tgi_cpu"),
+        command=(),
         env={
             "TRIGREASON_TGI_CPU_HOST": "0.0.0.0",
             "TRIGREASON_TGI_CPU_PORT": str(TGI_CPU_PORT),
@@ -342,7 +351,10 @@ def make_container(
     port (a restarted container keeps its address); the other ports get any free host port."""
     from testcontainers.core.container import DockerContainer
 
-    container = DockerContainer(spec.image).with_command(list(spec.command)).with_envs(**spec.env)
+    kwargs: dict[str, Any] = {"entrypoint": list(spec.entrypoint)} if spec.entrypoint else {}
+    container = DockerContainer(spec.image, **kwargs).with_envs(**spec.env)
+    if spec.command:
+        container.with_command(list(spec.command))
     fixed = dict(bind or {})
     for port in spec.ports:
         if port in fixed:

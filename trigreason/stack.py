@@ -158,6 +158,7 @@ async def embedded_stack(
     ``env`` (default ``os.environ``): the ``TRIGREASON_*`` settings, as ``trigreason serve`` reads them."""
     env = dict(os.environ if env is None else env)
     ServiceSettings.from_env(env)  # a bad setting fails here, before anything starts
+    backend_settings = BackendSettings.from_env(env)  # TRIGREASON_BACKEND_*, as `serve srm-worker` reads them
     procs: list[subprocess.Popen[bytes]] = []
     nats_server: LocalNatsServer | None = None
     stop = asyncio.Event()
@@ -176,7 +177,6 @@ async def embedded_stack(
             return await make_backend(urls[role], settings=backend_settings)
 
         settings = service_settings(spec, env, nats_url=nats_url, local_nats=nats_server is not None)
-        backend_settings = BackendSettings.from_env(env)  # TRIGREASON_BACKEND_*: timeouts, retries
         drain_s = settings.host.drain_s
         ready: asyncio.Queue[str] = asyncio.Queue()
         names: list[ServiceName] = [s for s in SERVICES if s != "gateway" or spec.gateway_port is not None]

@@ -141,7 +141,19 @@ async def test_a_session_past_its_deadline_fails(cluster: Cluster, slow_sim: str
     assert asyncio.get_running_loop().time() - started < 3.5  # the first step alone takes 4 s
 
 
-async def test_a_dead_lettered_message_ends_its_session(cluster: Cluster, slow_sim: str) -> None:
+@pytest.mark.parametrize(
+    ("subject", "payload"),
+    [
+        # an event that names the session but decodes as nothing the orchestrator knows
+        ("trig.evt.x1.lrm_step", b'{"type": "StepGenerated.v1", "session_id": "x1", "step": 7}'),
+        # a command whose only readable field is the session (regression: a command id of the wrong type
+        # hid the session, and the session finished as if nothing had happened)
+        ("trig.cmd.srm", b'{"type": "GenerateStep.v1", "session_id": "x1", "command_id": 42, "role": 3}'),
+    ],
+)
+async def test_a_dead_lettered_message_ends_its_session(
+    cluster: Cluster, slow_sim: str, subject: str, payload: bytes
+) -> None:
     await _start(cluster, slow_sim)
     url = cluster.server.url
     await _request(url, "x1", SessionParams(priming_steps=1))
@@ -149,16 +161,13 @@ async def test_a_dead_lettered_message_ends_its_session(cluster: Cluster, slow_s
     nc = await nats.connect(url)
     try:
         js = nc.jetstream()
-        # Bytes that name the session but decode as nothing the orchestrator knows.
-        await js.publish(
-            "trig.evt.x1.lrm_step", b'{"type": "StepGenerated.v1", "session_id": "x1", "step": 7}'
-        )
+        await js.publish(subject, payload)
         # Garbage that names no session: dead-lettered, and nothing else happens.
         await js.publish("trig.evt.zz.verdict", b"\xff\x00 not json")
         end = _terminal(await _events(url, "x1", wait_s=10.0))
         assert isinstance(end, SessionFailed)
         assert end.code == "dead_lettered"
-        assert "trig.evt.x1.lrm_step" in end.message
+        assert subject in end.message
         info = await js.stream_info(DEAD_LETTER_STREAM)
         assert info.state.messages == 2
         # It names no session that exists: nothing is started or failed.

@@ -126,6 +126,7 @@ def test_image_names() -> None:
 def test_nats_runs_jetstream_and_is_healthy_by_its_monitoring_endpoint() -> None:
     spec = nats_definition()
     assert spec.image == "nats:2.11-alpine"
+    assert spec.entrypoint == ()  # the image's own, which runs nats-server with these flags
     assert spec.command == ("-js", "-sd", "/data", "-m", "8222")
     assert spec.ports == (4222, 8222)
     assert spec.wait == HttpWait(8222, "/healthz?js-enabled-only=true")
@@ -149,13 +150,17 @@ def test_the_five_services_their_images_and_commands() -> None:
         "srm-worker": "trigreason-worker:t1",
         "lrm-worker": "trigreason-worker:t1",
     }
-    assert {n: s.command for n, s in specs.items()} == {
+    assert {n: (*s.entrypoint, *s.command) for n, s in specs.items()} == {
         "gateway": ("python", "-m", "trigreason.services.gateway"),
         "orchestrator": ("python", "-m", "trigreason.services.orchestrator"),
         "trigger-evaluator": ("python", "-m", "trigreason.services.trigger_evaluator"),
         "srm-worker": ("python", "-m", "trigreason.services.worker", "srm"),
         "lrm-worker": ("python", "-m", "trigreason.services.worker", "lrm"),
     }
+    # The role is the worker's argument, not part of its entry point.
+    assert specs["srm-worker"].entrypoint == ("python", "-m", "trigreason.services.worker")
+    assert specs["srm-worker"].command == ("srm",)
+    assert specs["gateway"].command == ()
 
 
 def test_the_services_environment() -> None:
@@ -190,7 +195,8 @@ def test_the_backends() -> None:
     sim = backend_sim_definition(tag="t2", env={"TRIGREASON_SIM_ANSWER_AFTER": "6"})
     assert sim.name == "backend-sim"
     assert sim.image == "trigreason-backend-sim:t2"
-    assert sim.command == ("python", "-m", "trigreason.services.backend_sim")
+    assert sim.entrypoint == ("python", "-m", "trigreason.services.backend_sim")
+    assert sim.command == ()
     assert dict(sim.env) == {
         "TRIGREASON_SIM_HOST": "0.0.0.0",
         "TRIGREASON_SIM_PORT": "8090",
@@ -201,12 +207,13 @@ def test_the_backends() -> None:
 
     tgi = tgi_cpu_definition(tag="t2", model="srm")
     assert tgi.image == "trigreason-tgi-cpu:t2"
-    assert tgi.command == ("python", "-m", "trigreason.services.tgi_cpu")
+    assert tgi.entrypoint == ("python", "-m", "trigreason.services.tgi_cpu")
+    assert tgi.command == ()
     assert tgi.env["TRIGREASON_TGI_CPU_MODEL"] == "srm"
     assert tgi.env["TRIGREASON_TGI_CPU_HOST"] == "0.0.0.0"
-    assert tgi.env["TRIGREASON_TGI_CPU_PORT"] == "8081"
-    assert tgi.ports == (8081,)
-    assert tgi.wait == HttpWait(8081, "/health", timeout_s=300.0)
+    assert tgi.env["TRIGREASON_TGI_CPU_PORT"] == "8080"
+    assert tgi.ports == (8080,)
+    assert tgi.wait == HttpWait(8080, "/health", timeout_s=300.0)
 
 
 def test_the_stack_wires_the_workers_to_the_simulator() -> None:
@@ -253,14 +260,24 @@ def test_a_definition_becomes_a_testcontainers_container(monkeypatch: pytest.Mon
     spec = nats_definition()
     built = containers.make_container(spec, bind={4222: 14222})
     assert built.image.endswith("nats:2.11-alpine")
+    # What goes to the engine's create call (testcontainers keeps it in these attributes).
+    assert built._command == ["-js", "-sd", "/data", "-m", "8222"]
+    assert "entrypoint" not in built._kwargs
     assert built.ports == {"4222": 14222, "8222": None}  # 4222 fixed, 8222 any free port
     assert isinstance(containers.wait_strategy(spec.wait), HttpWaitStrategy)
     assert isinstance(containers.wait_strategy(LogWait("consuming")), LogMessageWaitStrategy)
 
     gateway = definitions_by_name(service_definitions(srm_url=SRM, lrm_url=LRM))["gateway"]
     built = containers.make_container(gateway)
+    assert built._kwargs["entrypoint"] == ["python", "-m", "trigreason.services.gateway"]
+    assert built._command is None  # no arguments: not the image's CMD either
     assert built.env == dict(gateway.env)
     assert built.ports == {"8080": None}
+
+    worker = definitions_by_name(service_definitions(srm_url=SRM, lrm_url=LRM))["lrm-worker"]
+    built = containers.make_container(worker)
+    assert built._kwargs["entrypoint"] == ["python", "-m", "trigreason.services.worker"]
+    assert built._command == ["lrm"]
 
 
 def test_container_nats_keeps_its_host_port_for_restarts() -> None:

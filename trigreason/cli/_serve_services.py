@@ -12,9 +12,10 @@ from trigreason._host import ServiceName, ServiceSettings, run_service, stop_on_
 from trigreason.proto import Role, TrigReasonError
 from trigreason.services.runtime import configure_logging, configure_tracing, run_event_loop
 from trigreason.services.worker import backend_from_env
-from trigreason.services.worker.backends import Backend
+from trigreason.services.worker.backends import Backend, BackendSettings
 
 from ._app import serve_app
+from ._shutdown import shutdown_tracing
 
 __all__: list[str] = []
 
@@ -42,6 +43,7 @@ def _run(name: ServiceName, *, nats_url: str | None, concurrency: int | None, ba
         env["TRIGREASON_NATS_URL"] = nats_url
     try:
         settings = ServiceSettings.from_env(env, **overrides)
+        BackendSettings.from_env(env)  # a bad TRIGREASON_BACKEND_* fails here, before anything starts
     except TrigReasonError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2) from exc
@@ -67,7 +69,7 @@ def _run(name: ServiceName, *, nats_url: str | None, concurrency: int | None, ba
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2) from exc
     finally:
-        provider.shutdown()
+        shutdown_tracing(provider)
 
 
 @serve_app.command("gateway")

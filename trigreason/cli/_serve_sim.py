@@ -15,8 +15,11 @@ from trigreason.proto import TrigReasonError
 from trigreason.services.runtime import run_event_loop
 
 from ._app import serve_app
+from ._shutdown import cleanup_within
 
 __all__: list[str] = []
+
+_SHUTDOWN_S = 1.5  # open requests may go on this long after SIGTERM or SIGINT (cancelled by 2x that)
 
 
 @serve_app.command("backend-sim")
@@ -114,7 +117,7 @@ def serve_backend_sim(
         try:
             await stop.wait()
         finally:
-            await runner.cleanup()
+            await cleanup_within(runner, _SHUTDOWN_S)
 
     try:
         run_event_loop(main, env=os.environ)

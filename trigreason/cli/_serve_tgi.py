@@ -19,8 +19,11 @@ from trigreason.proto import TrigReasonError
 from trigreason.services.runtime import run_event_loop
 
 from ._app import serve_app
+from ._shutdown import cleanup_within
 
 __all__: list[str] = []
+
+_SHUTDOWN_S = 1.5  # open requests may go on this long after SIGTERM or SIGINT (cancelled by 2x that)
 
 
 @serve_app.command("tgi-cpu")
@@ -113,7 +116,8 @@ def serve_tgi_cpu(
             await stop.wait()
         finally:
             log.info("shutting down")
-            await runner.cleanup()
+            # A generation in flight is cancelled (at its next token) after a moment, not run to its end.
+            await cleanup_within(runner, _SHUTDOWN_S)
 
     try:
         run_event_loop(main, env=os.environ)

@@ -35,6 +35,7 @@ from trigreason.stack import StackSpec, embedded_stack
 
 from ._app import app
 from ._params import session_params
+from ._shutdown import shutdown_tracing
 
 __all__: list[str] = []
 
@@ -217,7 +218,7 @@ def solve(
         err.print("interrupted")
         raise typer.Exit(interrupt.exit_code) from None
     finally:
-        provider.shutdown()
+        shutdown_tracing(provider)
     doc = _document(session_id, steps, end)
     if as_json:
         sys.stdout.write(msgspec.json.encode(doc).decode() + "\n")
@@ -303,4 +304,4 @@ def up(
         err.print(f"[red]error:[/] {exc.message}")
         raise typer.Exit(2) from exc
     finally:
-        provider.shutdown()
+        shutdown_tracing(provider)

@@ -65,6 +65,8 @@ __all__ = ["OPEN_STREAMS", "GatewaySettings", "idempotent_session_id", "make_app
 _TERMINAL = ("finished", "failed")
 _RETRY_AFTER_S = 5
 _TICK_S = 1.0  # how often a waiting stream looks whether its client is still there
+_PROBE_S = 10.0  # how long a feed waits for an event before it asks whether its consumer is still there
+_RESUBSCRIBE_S = 30.0  # how long a feed tries to get its subscription back before its stream ends
 _SESSION_ID = re.compile(SESSION_ID_PATTERN)
 _IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 _LAST_EVENT_ID = re.compile(LAST_EVENT_ID_PATTERN)
@@ -241,7 +243,14 @@ class _Event:
 
 class _Feed:
     """A session's events from the start, read by a task into a queue: a reader can wait with a timeout
-    (keep-alives, client checks) without cancelling the subscription."""
+    (keep-alives, client checks) without cancelling the subscription.
+
+    The subscription is an ephemeral ordered consumer, which a nats-server restart loses, and nats-py only
+    recreates one after two missed idle heartbeats (10 s), and tries once each time. So the feed keeps it
+    itself: when the connection has reconnected since it subscribed, or the consumer is not there when
+    asked after ``_PROBE_S`` without an event, it subscribes again from the stream sequence after the last
+    event it queued; every event is queued once, in order. Past ``_RESUBSCRIBE_S`` without a subscription it
+    hands the reader an error: the stream ends and the client resumes with Last-Event-ID."""
 
     def __init__(self, bus: Bus, session_id: str) -> None:
         self._bus = bus
@@ -249,24 +258,88 @@ class _Feed:
         self._queue: asyncio.Queue[_Event | BaseException] = asyncio.Queue(maxsize=256)
         self._sub: Any = None
         self._task: asyncio.Task[None] | None = None
+        self._last = 0  # the stream sequence of the last event queued
+        self._reconnects = 0  # the connection's reconnect count when the subscription was made
+        self._checked = 0.0  # monotonic: the last event, subscription or probe
 
     async def __aenter__(self) -> _Feed:
-        config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
-        self._sub = await self._bus.js.subscribe(
-            event_subject(self._session_id, ">"), ordered_consumer=True, config=config
-        )
+        await self._subscribe()
         self._task = asyncio.create_task(self._pump())
         return self
 
+    async def _subscribe(self) -> None:
+        if self._last:
+            config = ConsumerConfig(
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self._last + 1
+            )
+        else:
+            config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
+        # Read before subscribing: a reconnect while the consumer is made is one more, and is seen.
+        self._reconnects = self._bus.nc.stats["reconnects"]
+        self._sub = await self._bus.js.subscribe(
+            event_subject(self._session_id, ">"), ordered_consumer=True, config=config
+        )
+        self._checked = time.monotonic()
+
+    async def _unsubscribe(self) -> None:
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _lost(self) -> bool:
+        """Whether the subscription may have lost its consumer: the connection reconnected since, or the
+        consumer does not answer (asked at most every ``_PROBE_S``, only while no event comes)."""
+        if self._bus.nc.stats["reconnects"] != self._reconnects:
+            return True
+        if time.monotonic() - self._checked < _PROBE_S:
+            return False
+        self._checked = time.monotonic()
+        try:
+            await self._sub.consumer_info()
+        except NotFoundError:
+            return True
+        except (nats.errors.Error, TimeoutError, ConnectionError):
+            return not self._bus.nc.is_connected  # reconnecting: the count tells once it is back
+        return False
+
+    async def _resubscribe(self) -> None:
+        await self._unsubscribe()
+        deadline = time.monotonic() + _RESUBSCRIBE_S
+        delay = 0.25
+        while True:
+            try:
+                await self._subscribe()
+            except (nats.errors.Error, TimeoutError, ConnectionError) as exc:
+                if time.monotonic() + delay >= deadline:
+                    raise ConnectionError(
+                        f"the event subscription could not be restored within {_RESUBSCRIBE_S:g} s"
+                    ) from exc
+                log.info("event_resubscribe_retry", session_id=self._session_id, error=repr(exc))
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 2.0)
+            else:
+                log.info("event_resubscribed", session_id=self._session_id, after_seq=self._last)
+                return
+
     async def _pump(self) -> None:
         try:
-            async for msg in self._sub.messages:
+            while True:
+                try:
+                    msg = await self._sub.next_msg(timeout=_TICK_S)
+                except nats.errors.TimeoutError:
+                    if await self._lost():
+                        await self._resubscribe()
+                    continue
+                seq = msg.metadata.sequence.stream
+                if seq <= self._last:  # a new consumer's overlap with what was queued
+                    continue
+                self._last = seq
+                self._checked = time.monotonic()
                 kind = msg.subject.rsplit(".", 1)[1]
-                await self._queue.put(_Event(msg.metadata.sequence.stream, kind, msg.data))
-        except Exception as exc:  # handed to the reader
+                await self._queue.put(_Event(seq, kind, msg.data))
+        except Exception as exc:  # handed to the reader, which ends its stream
             await self._queue.put(exc)
-        else:
-            await self._queue.put(ConnectionError("the event subscription ended"))
 
     async def next(self, wait_s: float) -> _Event | None:
         """The next event, or None when none came within ``wait_s`` (the subscription stays)."""
@@ -281,9 +354,7 @@ class _Feed:
     async def __aexit__(self, *_exc: object) -> None:
         if self._task is not None:
             self._task.cancel()
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
+        await self._unsubscribe()
 
 
 class _Seen:

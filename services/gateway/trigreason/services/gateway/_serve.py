@@ -29,6 +29,7 @@ async def serve(
     """Serve HTTP on ``host.host:host.port`` until ``stop``; open requests (SSE streams never end by
     themselves) then get a third of the drain, and everything closes within about ``host.drain_s``."""
     log = structlog.get_logger("trigreason.host").bind(service="gateway")
+    started = asyncio.Event()
 
     async def run() -> None:
         connection = await Bus.connect(bus, name="gateway", tracer=tracer_provider.get_tracer("trigreason"))
@@ -42,11 +43,14 @@ async def serve(
                 await site.start()
             except OSError as exc:
                 await runner.cleanup()
-                raise ConfigError(f"cannot listen on {host.host}:{host.port}: {exc.strerror or exc}") from exc
+                raise ConfigError(
+                    f"cannot listen on {host.host}:{host.port}: {exc.strerror or exc}", code="listen"
+                ) from exc
             sockets = getattr(site._server, "sockets", None) or []
             port = sockets[0].getsockname()[1] if sockets else host.port  # the real one when port=0
             url = f"http://{host.host}:{port}"
             log.info("listening", url=url)
+            started.set()
             if on_ready:
                 on_ready(url)
             await stop.wait()
@@ -54,4 +58,4 @@ async def serve(
         finally:
             await close_bus(connection, log)
 
-    await run_bounded(run(), stop=stop, drain_s=host.drain_s, log=log)
+    await run_bounded(run(), stop=stop, drain_s=host.drain_s, log=log, started=started)

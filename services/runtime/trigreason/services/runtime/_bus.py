@@ -164,15 +164,15 @@ class Bus:
 
 
 class _Owner(msgspec.Struct):
-    """The fields that tie a message to a session, read leniently from bytes that failed to decode."""
+    """The fields that tie a message to a session, read leniently from bytes that failed to decode: only
+    the session id must be right; a command id of the wrong type is as good as none."""
 
     session_id: SessionId
-    command_id: str | None = None
-    candidate: dict[str, Any] | None = None
+    command_id: Any = None
+    candidate: Any = None
 
 
 _owner_decoder = msgspec.json.Decoder(_Owner)
-_session_token = msgspec.json.Decoder(SessionId)
 
 
 def _owner(subject: str, data: bytes) -> tuple[str, str | None] | None:
@@ -186,10 +186,9 @@ def _owner(subject: str, data: bytes) -> tuple[str, str | None] | None:
         owner = None
     if owner is not None:
         cid = owner.command_id
-        if cid is None and owner.candidate is not None:
-            candidate_cid = owner.candidate.get("command_id")
-            cid = candidate_cid if isinstance(candidate_cid, str) else None
-        return owner.session_id, cid
+        if cid is None and isinstance(owner.candidate, dict):
+            cid = owner.candidate.get("command_id")
+        return owner.session_id, cid if isinstance(cid, str) and cid else None
     if tokens[:2] in (["trig", "evt"], ["trig", "timer"]) and len(tokens) >= 3:
         with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
             return msgspec.convert(tokens[2], SessionId), None

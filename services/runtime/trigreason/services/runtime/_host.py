@@ -96,17 +96,26 @@ def stop_on_signals(stop: asyncio.Event) -> None:
     on_stop_signals(lambda _sig: stop.set())
 
 
-async def run_bounded(serve: Awaitable[None], *, stop: asyncio.Event, drain_s: float, log: Any) -> None:
+async def run_bounded(
+    serve: Awaitable[None],
+    *,
+    stop: asyncio.Event,
+    drain_s: float,
+    log: Any,
+    started: asyncio.Event | None = None,
+) -> None:
     """Run ``serve`` until it returns or ``stop`` is set; then give it ``drain_s`` to finish and about
-    ``2 x CLOSE_S`` more to close. Raises the service's own error, if any."""
+    ``2 x CLOSE_S`` more to close. A service that has not ``started`` yet (NATS not reachable, say) has
+    nothing to drain and is cancelled at once. Raises the service's own error, if any."""
     serving = asyncio.ensure_future(serve)
     stopping = asyncio.create_task(stop.wait())
     try:
         await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        if not serving.done():
+        running = started is None or started.is_set()
+        if not serving.done() and running:
             await asyncio.wait({serving}, timeout=drain_s)
         if not serving.done():
-            log.warning("drain_timeout", drain_s=drain_s)
+            log.warning("drain_timeout" if running else "stopped_while_starting", drain_s=drain_s)
             serving.cancel()
     except asyncio.CancelledError:
         serving.cancel()
@@ -134,6 +143,7 @@ async def serve_consumers(
 ) -> None:
     """Connect, build the service, pull from each of its consumers until ``stop``, then close (bounded)."""
     log = structlog.get_logger("trigreason.host").bind(service=name)
+    started = asyncio.Event()
 
     async def serve() -> None:
         bus = await Bus.connect(bus_settings, name=name, tracer=tracer_provider.get_tracer("trigreason"))
@@ -147,6 +157,7 @@ async def serve_consumers(
             if host.metrics_port:
                 side_tasks.append(asyncio.create_task(_serve_probes(bus, metrics, host, stop)))
             log.info("consuming", consumers=[b.consumer for b in bindings])
+            started.set()
             if on_ready:
                 on_ready(bindings[0].consumer)
             await asyncio.gather(
@@ -165,7 +176,7 @@ async def serve_consumers(
                     await asyncio.wait_for(service.aclose(), CLOSE_S)
             await close_bus(bus, log)
 
-    await run_bounded(serve(), stop=stop, drain_s=host.drain_s, log=log)
+    await run_bounded(serve(), stop=stop, drain_s=host.drain_s, log=log, started=started)
 
 
 async def close_bus(bus: Bus, log: Any) -> None:
