@@ -34,6 +34,7 @@ from trigreason.proto import (
     encode,
     render_schemas,
     subject_for,
+    subject_template,
 )
 from trigreason.services.orchestrator import render_diagram
 
@@ -45,7 +46,7 @@ _GEN = StepGenerated(
     step_index=3,
     role="srm",
     step=step("Wait, 2+2=4", [-0.1, -0.002]),
-    context=TriggerContext(params=SessionParams(rho=0.75), hesitation_run=1),
+    context=TriggerContext(params=SessionParams(rho=0.75), hesitation_run_before=1),
     at=12.5,
 )
 
@@ -157,3 +158,28 @@ def test_json_schemas_are_up_to_date() -> None:
 def test_state_diagram_is_up_to_date() -> None:
     doc = ROOT / "docs" / "state-machine.md"
     assert doc.read_text() == render_diagram(), "run `make schemas` and commit docs/state-machine.md"
+
+
+@pytest.mark.parametrize(
+    ("subject", "template"),
+    [
+        ("trig.cmd.srm", "trig.cmd.srm"),
+        ("trig.evt.abc123.committed", "trig.evt.{session}.committed"),
+        ("trig.timer.abc123", "trig.timer.{session}"),
+        ("trig.dlq.trig.evt.abc123.verdict", "trig.dlq.trig.evt.{session}.verdict"),
+        ("trig.dlq.trig.cmd.lrm", "trig.dlq.trig.cmd.lrm"),
+    ],
+)
+def test_subject_templates_hide_the_session(subject: str, template: str) -> None:
+    assert subject_template(subject) == template
+
+
+def test_renamed_attributes_keep_their_v1_wire_names() -> None:
+    """``hesitation_run_before``/``_after`` say what the values are; the wire still says ``hesitation_run``,
+    so old and new services read each other."""
+    context = TriggerContext(params=SessionParams(), hesitation_run_before=2)
+    wire = msgspec.json.decode(msgspec.json.encode(context))
+    assert wire["hesitation_run"] == 2
+    assert "hesitation_run_before" not in wire
+    old = msgspec.json.encode({"params": {}, "hesitation_run": 3})
+    assert msgspec.json.decode(old, type=TriggerContext).hesitation_run_before == 3

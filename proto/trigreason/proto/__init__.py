@@ -17,6 +17,7 @@ from ._subjects import (
     event_subject,
     judge_command_id,
     subject_for,
+    subject_template,
     timer_subject,
 )
 from ._v1 import (
@@ -114,5 +115,6 @@ __all__ = [
     "judge_command_id",
     "render_schemas",
     "subject_for",
+    "subject_template",
     "timer_subject",
 ]

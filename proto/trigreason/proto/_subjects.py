@@ -34,6 +34,7 @@ __all__ = [
     "event_subject",
     "judge_command_id",
     "subject_for",
+    "subject_template",
     "timer_subject",
 ]
 
@@ -103,3 +104,14 @@ def judge_command_id(generate_command_id: str) -> str:
 def answered_command(command_id: str) -> str:
     """The orchestrator's command that ``command_id`` works on: a judge call serves its SRM step."""
     return command_id.removesuffix(_JUDGE_SUFFIX)
+
+
+def subject_template(subject: str) -> str:
+    """``subject`` with its session token replaced by ``{session}``: a name of low cardinality for spans
+    and metrics (``trig.evt.{session}.committed``), where the concrete subject would name one per session."""
+    tokens = subject.split(".")
+    if tokens[:2] == ["trig", "dlq"]:
+        return "trig.dlq." + subject_template(".".join(tokens[2:]))
+    if tokens[:2] in (["trig", "evt"], ["trig", "timer"]) and len(tokens) >= 3:
+        tokens[2] = "{session}"
+    return ".".join(tokens)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from msgspec import Meta, Struct
+from msgspec import Meta, Struct, field
 
 __all__ = [
     "DEFAULT_HESITATION",
@@ -161,7 +161,8 @@ class TriggerContext(Struct, kw_only=True, frozen=True):
     """
 
     params: SessionParams
-    hesitation_run: _NonNegInt = 0
+    # Consecutive hesitating SRM steps before this one (on the wire: ``hesitation_run``).
+    hesitation_run_before: _NonNegInt = field(default=0, name="hesitation_run")
     # SpecReason: the judge prompt is head + candidate step + tail (rendered for the LRM's family).
     judge_prompt_head: str = ""
     judge_prompt_tail: str = ""
@@ -257,7 +258,9 @@ class Verdict(_Msg, tag="Verdict.v1", kw_only=True, frozen=True):
     candidate: StepGenerated
     r_s: float = 0.0
     hesitates: bool = False
-    hesitation_run: _NonNegInt = 0  # after this step (0 after a replace)
+    # The hesitation run once this verdict holds: this step counted, 0 after a replace (on the wire:
+    # ``hesitation_run``, its v1 name).
+    hesitation_run_after: _NonNegInt = field(default=0, name="hesitation_run")
     judge_score: float | None = None
     judge_timings: BackendTimings | None = None
     at: float = 0.0

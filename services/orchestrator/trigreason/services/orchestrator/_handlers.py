@@ -147,7 +147,7 @@ def on_verdict(state: SessionSnapshot, event: Verdict) -> Decision:
             srm_tokens=state.counters.srm_tokens + tokens,
             srm_steps=state.counters.srm_steps + 1,
         ),
-        hesitation_run=event.hesitation_run,
+        hesitation_run=event.hesitation_run_after,
     )
     return _commit(state, committed, candidate.step)
 
@@ -272,7 +272,10 @@ def _next_command(state: SessionSnapshot, out: tuple[Output, ...]) -> Decision:
         if params.policy == "specreason":
             head, tail = render_judge_prompt(params.lrm_prompt, state.question, texts)
         context = TriggerContext(
-            params=params, hesitation_run=state.hesitation_run, judge_prompt_head=head, judge_prompt_tail=tail
+            params=params,
+            hesitation_run_before=state.hesitation_run,
+            judge_prompt_head=head,
+            judge_prompt_tail=tail,
         )
     committed_tokens = state.counters.srm_tokens + state.counters.lrm_tokens
     cid = command_id(state.session_id, index, state.attempt, role)

@@ -31,6 +31,7 @@ from trigreason.proto import (
     dead_letter_subject,
     encode,
     subject_for,
+    subject_template,
 )
 
 from ._metrics import ServiceMetrics
@@ -117,13 +118,18 @@ class Bus:
     ) -> None:
         """Publish to the message's subject; JetStream drops a second publish of the same ``msg_id``."""
         subject = subject_for(message)
+        # OpenTelemetry's messaging conventions: "{operation} {destination}", the destination's template
+        # in the name (one operation per subject kind, not per session), the concrete subject attributed.
+        template = subject_template(subject)
         with self.tracer.start_as_current_span(
-            f"{subject} publish",
+            f"publish {template}",
             kind=SpanKind.PRODUCER,
             attributes={
                 "messaging.system": "nats",
                 "messaging.operation.type": "publish",
+                "messaging.operation.name": "publish",
                 "messaging.destination.name": subject,
+                "messaging.destination.template": template,
                 "messaging.message.id": msg_id,
                 "trigreason.session_id": message.session_id,
                 "trigreason.message_type": type(message).__name__,
@@ -229,14 +235,17 @@ async def consume(
                 await raw.term()
                 return
             ctx = propagate.extract(dict(raw.headers or {}))
+            template = subject_template(raw.subject)
             with bus.tracer.start_as_current_span(
-                f"{raw.subject} process",
+                f"process {template}",
                 context=ctx,
                 kind=SpanKind.CONSUMER,
                 attributes={
                     "messaging.system": "nats",
                     "messaging.operation.type": "process",
+                    "messaging.operation.name": "process",
                     "messaging.destination.name": raw.subject,
+                    "messaging.destination.template": template,
                     "messaging.consumer.group.name": spec.durable,
                     "messaging.message.delivery_count": delivered,
                     "trigreason.message_type": type(message).__name__,

@@ -22,7 +22,7 @@ def evaluate(event: StepGenerated | JudgeScored) -> Verdict | JudgeStep:
         d = decide_trigreason(
             text=step.text,
             token_logprobs=step.token_logprobs,
-            hesitation_run=ctx.hesitation_run,
+            hesitation_run=ctx.hesitation_run_before,
             tau=params.tau,
             rho=params.rho,
             k=params.k,
@@ -40,7 +40,7 @@ def evaluate(event: StepGenerated | JudgeScored) -> Verdict | JudgeStep:
             candidate=event,
             r_s=d.r_s,
             hesitates=d.hesitates,
-            hesitation_run=d.next_run,
+            hesitation_run_after=d.next_run,
             at=event.at,
         )
     if params.policy == "specreason":
