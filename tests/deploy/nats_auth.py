@@ -135,8 +135,9 @@ def _extra(service: str) -> list[str]:
             f"{API}.STREAM.NAMES",  # which stream holds trig.evt.<session>.> (js.subscribe asks)
             f"{API}.CONSUMER.CREATE.{EVENT_STREAM}",  # ordered (ephemeral) consumers for SSE replay
             f"$JS.FC.{EVENT_STREAM}.>",  # their flow-control replies
-            f"{API}.STREAM.MSG.GET.{EVENT_STREAM}",  # does the session exist
-            *_KV_READ,  # session snapshots for GET /v1/sessions/{id}
+            # does the session exist, its stored request, its last event (GET /v1/sessions/{id} is a
+            # projection of the events up to it; the gateway never reads the orchestrator's snapshots)
+            f"{API}.STREAM.MSG.GET.{EVENT_STREAM}",
         ]
     if service == "orchestrator":
         # snapshots, compare-and-set; is an outbox's event on the stream already (after a crash)

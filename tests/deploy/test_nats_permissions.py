@@ -71,9 +71,12 @@ PUBLISH: dict[str, set[str]] = {
     "trig.dlq.trig.evt.s1.verdict": {ORCH},
     "trig.dlq.trig.evt.s1.srm_step": {EVAL},
     "trig.dlq.trig.evt.s1.committed": set(),
-    # session snapshots: only the orchestrator writes them; the gateway reads them
+    # session snapshots: the orchestrator's private state, which only it writes and reads (the gateway's
+    # session view is a projection of the session's events)
     "$KV.trig_sessions.s1": {ORCH},
-    "$JS.API.DIRECT.GET.KV_trig_sessions.$KV.trig_sessions.s1": {GW, ORCH},
+    "$JS.API.DIRECT.GET.KV_trig_sessions.$KV.trig_sessions.s1": {ORCH},
+    "$JS.API.STREAM.MSG.GET.KV_trig_sessions": {ORCH},
+    "$JS.API.STREAM.MSG.GET.TRIG_EVT": {GW, ORCH},
     # SSE replay: ephemeral consumers on the event stream, never on the command stream
     "$JS.API.CONSUMER.CREATE.TRIG_EVT": {GW},
     "$JS.API.STREAM.NAMES": {GW},

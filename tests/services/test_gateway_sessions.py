@@ -26,8 +26,7 @@ from trigreason.proto import (
     encode,
     event_subject,
 )
-from trigreason.services.gateway import GatewaySettings, make_app
-from trigreason.services.gateway._app import OPEN_STREAMS, idempotent_session_id
+from trigreason.services.gateway import OPEN_STREAMS, GatewaySettings, idempotent_session_id, make_app
 from trigreason.services.runtime import Bus
 from trigreason.services.worker.backends import Generation, GenerationRequest, ScriptedBackend
 
@@ -317,10 +316,10 @@ async def test_nats_errors_are_a_503(idle: Gateway) -> None:
 
 
 async def test_any_unexpected_exception_is_a_json_500(idle: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
-    async def broken(_key: str) -> None:
+    async def broken(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(idle.bus.kv, "get", broken)
+    monkeypatch.setattr(idle.bus.js, "get_last_msg", broken)
     async with idle.http.get(f"{idle.url}/v1/sessions/abc") as resp:
         await _error(resp, 500, "internal")
 
@@ -515,8 +514,6 @@ async def test_idempotency_keys_are_per_token(cluster: Cluster) -> None:
 
 async def test_a_session_that_is_gone_is_a_clear_404(idle: Gateway) -> None:
     sid = await _create(idle, "gone")
-    await idle.bus.kv.put(sid, b"{}")
-    await idle.bus.kv.delete(sid)  # a delete marker: KeyDeletedError, not KeyNotFoundError
     await idle.bus.js.purge_stream(EVENT_STREAM, subject=event_subject(sid, ">"))
     for path in (f"/v1/sessions/{sid}", f"/v1/sessions/{sid}/events"):
         async with idle.http.get(idle.url + path) as resp:

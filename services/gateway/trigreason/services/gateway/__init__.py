@@ -1,7 +1,19 @@
 """The HTTP gateway: sessions in, their events out (Server-Sent Events, OpenAI-compatible chat), health,
 readiness, metrics and the OpenAPI document. ``python -m trigreason.services.gateway`` runs it."""
 
-from ._app import GatewaySettings, make_app, profile_file
+from ._app import OPEN_STREAMS, Gateway, idempotent_session_id, make_app
+from ._projection import SessionProjection, session_view
 from ._serve import serve
+from ._settings import GatewaySettings, profile_file
 
-__all__ = ["GatewaySettings", "make_app", "profile_file", "serve"]
+__all__ = [
+    "OPEN_STREAMS",
+    "Gateway",
+    "GatewaySettings",
+    "SessionProjection",
+    "idempotent_session_id",
+    "make_app",
+    "profile_file",
+    "serve",
+    "session_view",
+]

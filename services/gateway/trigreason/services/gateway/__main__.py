@@ -6,8 +6,8 @@ import sys
 
 from trigreason.services.runtime import BusSettings, HostSettings, service_main
 
-from ._app import GatewaySettings
 from ._serve import serve
+from ._settings import GatewaySettings
 
 sys.exit(
     service_main(

@@ -12,7 +12,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from trigreason.proto import ConfigError
 from trigreason.services.runtime import Bus, BusSettings, HostSettings, close_bus, run_bounded
 
-from ._app import GatewaySettings, make_app
+from ._app import make_app
+from ._settings import GatewaySettings
 
 __all__ = ["serve"]
 
