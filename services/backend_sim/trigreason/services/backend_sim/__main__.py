@@ -15,8 +15,9 @@ import sys
 from collections.abc import Mapping
 
 from trigreason.proto import ConfigError, TrigReasonError
+from trigreason.services.runtime import start_server
 
-from ._server import make_app, start_server
+from ._server import make_app
 from ._settings import SimSettings
 
 __all__ = ["main"]

@@ -22,10 +22,11 @@ from typing import Any
 import structlog
 
 from trigreason.proto import ConfigError, TrigReasonError
+from trigreason.services.runtime import start_server
 
 from ._engine import LlamaEngine
 from ._model_ref import resolve_model_path
-from ._server import make_app, start_server
+from ._server import make_app
 from ._settings import TgiCpuSettings
 
 __all__ = ["main"]
