@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
 from aiohttp import web
 
@@ -228,6 +229,50 @@ async def test_chat_passes_each_step_index_once(idle: Gateway) -> None:
     assert [d["reasoning_content"] for d in deltas if "reasoning_content" in d] == ["first\n\n", "second\n\n"]
     assert [c["choices"][0]["finish_reason"] for c in chunks] == [None, None, None, "stop"]
     assert deltas[-1]["content"] == "7"
+
+
+async def test_the_session_view_is_a_projection_of_its_events(idle: Gateway) -> None:
+    """GET /v1/sessions/{id} reads the events up to the last one now (no terminal event needed): queued,
+    running with what the committed steps tell, then the first end's answer and statistics."""
+    sid = await _create(idle, "view")
+
+    async def view() -> dict[str, Any]:
+        async with idle.http.get(f"{idle.url}/v1/sessions/{sid}") as resp:
+            assert resp.status == 200, await resp.text()
+            data: dict[str, Any] = await resp.json()
+            return data
+
+    queued = await view()
+    assert (queued["status"], queued["question"], queued["steps"]) == ("queued", "What is 3 + 4?", [])
+    assert msgspec.convert(queued["params"], SessionParams) == SessionParams()
+    await idle.bus.publish(committed(sid, 0, "first"), msg_id=f"{sid}.c0")
+    await idle.bus.publish(committed(sid, 0, "first again"), msg_id=f"{sid}.c0-late")
+    await idle.bus.publish(
+        StepCommitted(session_id=sid, index=1, role="lrm", text="second", tokens=3, trigger="priming"),
+        msg_id=f"{sid}.c1",
+    )
+    running = await view()
+    assert running["status"] == "running"
+    assert [(s["index"], s["role"], s["text"], s["tokens"]) for s in running["steps"]] == [
+        (0, "srm", "first", 1),
+        (1, "lrm", "second", 3),
+    ]
+    stats = running["stats"]
+    assert (stats["srm_tokens"], stats["lrm_tokens"], stats["srm_token_ratio"]) == (1, 3, 0.25)
+    assert (running["answer"], running["end_reason"]) == (None, None)
+    end = SessionFinished(
+        session_id=sid,
+        answer="7",
+        reason="final_answer",
+        steps=2,
+        stats=SessionStats(srm_tokens=1, wall_s=2.5),
+    )
+    await idle.bus.publish(end, msg_id=f"{sid}.f")
+    await idle.bus.publish(finished(sid, "8"), msg_id=f"{sid}.f-late")
+    done = await view()
+    assert (done["status"], done["answer"], done["end_reason"]) == ("finished", "7", "final_answer")
+    assert done["stats"] == msgspec.to_builtins(end.stats)
+    assert len(done["steps"]) == 2
 
 
 async def test_eval_client_passes_each_step_index_once(idle: Gateway) -> None:

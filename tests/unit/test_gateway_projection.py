@@ -78,7 +78,8 @@ def _step(index: int, role: str = "srm", tokens: int = 1, text: str | None = Non
 
 
 def _stats(**fields: Any) -> dict[str, Any]:
-    return msgspec.to_builtins(SessionStats(**fields))
+    stats: dict[str, Any] = msgspec.to_builtins(SessionStats(**fields))
+    return stats
 
 
 def _view(status: str, **fields: Any) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from trigreason.proto import Message, SessionParams
+from trigreason.proto import MAX_QUESTION_CHARS, Message, SessionParams
 
 __all__ = [
     "IDEMPOTENCY_KEY_PATTERN",
@@ -20,7 +20,6 @@ __all__ = [
     "openapi_document",
 ]
 
-MAX_QUESTION_CHARS = 20_000
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 IDEMPOTENCY_KEY_PATTERN = r"^[!-~]{1,255}$"  # printable ASCII, no spaces
 LAST_EVENT_ID_PATTERN = r"^[0-9]{1,19}$"
@@ -91,7 +90,8 @@ def openapi_document(*, auth: bool = False) -> dict[str, Any]:
     }
     components["SessionView"] = {
         "type": "object",
-        "description": "A queued session has only session_id and status.",
+        "description": "A projection of the session's events up to the last one. Where the session's "
+        "request has expired before its other events, question, policy and params are absent.",
         "properties": {
             "session_id": {"type": "string"},
             "status": {"enum": ["queued", "running", "finished", "failed"]},
