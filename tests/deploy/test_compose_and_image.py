@@ -18,7 +18,8 @@ import pytest
 import yaml
 
 from tests.deploy.nats_auth import ROOT, inbox_prefix, password_variable
-from trigreason._host import SERVICES
+from tests.deploy.service_images import IMAGES
+from trigreason.host import SERVICES
 from trigreason.proto import SessionParams
 
 COMPOSE = ROOT / "infra" / "compose.yaml"
@@ -98,7 +99,6 @@ def test_each_service_runs_as_its_own_nats_user(compose: dict[str, Any]) -> None
     services = compose["services"]
     for service in SERVICES:
         s = services[service]
-        assert s["command"][:2] == ["serve", service]
         assert s["environment"]["TRIGREASON_NATS_USER"] == service
         assert s["environment"]["TRIGREASON_NATS_PASSWORD"] == env[password_variable(service)]
         assert s["environment"]["TRIGREASON_NATS_INBOX_PREFIX"] == inbox_prefix(service)
@@ -121,12 +121,48 @@ def test_gpu_and_cpu_profiles_serve_the_same_hostnames(compose: dict[str, Any]) 
         assert cpu["profiles"] == ["cpu"]
         assert f"--model-id={model}" in gpu["command"]  # the paper's pair by default
         assert gpu["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
-        assert cpu["command"][:4] == ["serve", "tgi-cpu", "--model", role]
-        assert cpu["build"]["target"] == "cpu"
+        assert cpu["image"] == "trigreason-tgi-cpu:local"
+        assert "command" not in cpu  # the image's entry point, configured by the environment
+        assert cpu["environment"]["TRIGREASON_TGI_CPU_MODEL"] == role
+        assert cpu["environment"]["TRIGREASON_TGI_CPU_PORT"] == "8080"
         assert gpu["networks"]["default"]["aliases"] == cpu["networks"]["default"]["aliases"] == [role]
         worker = services[f"{role}-worker"]
         assert worker["environment"][f"TRIGREASON_{role.upper()}_URL"] == f"http://{role}:8080"
         assert worker["depends_on"][f"tgi-{role}"]["required"] is False
+
+
+def test_each_service_runs_its_own_image(compose: dict[str, Any]) -> None:
+    """Per-service images, named trigreason-<Dockerfile target>:<tag>; the worker image serves both roles
+    (its argument), the others run their image's entry point as it is."""
+    services = compose["services"]
+    targets = {image.target for image in IMAGES}
+    expected = {
+        "gateway": "gateway",
+        "orchestrator": "orchestrator",
+        "trigger-evaluator": "trigger-evaluator",
+        "srm-worker": "worker",
+        "lrm-worker": "worker",
+        "tgi-cpu-srm": "tgi-cpu",
+        "tgi-cpu-lrm": "tgi-cpu",
+    }
+    assert set(expected) >= set(SERVICES)
+    built: dict[str, str] = {}
+    for name, target in expected.items():
+        s = services[name]
+        assert target in targets
+        assert s["image"] == f"trigreason-{target}:local", name
+        if "build" in s:
+            assert s["build"] == {"context": "..", "target": target}, name
+            built[target] = name
+        if target == "worker":
+            assert s["command"] == [name.split("-")[0]]  # srm or lrm
+        else:
+            assert "command" not in s, name
+    assert set(built) == set(expected.values())  # every image is built by one of the services using it
+    # A registry and tag from the environment.
+    raw = yaml.safe_load(COMPOSE.read_text())
+    env = {**_env_file(EXAMPLE_ENV), "TRIGREASON_REGISTRY": "ghcr.io/x/", "TRIGREASON_TAG": "v1"}
+    assert interpolate(raw, env)["services"]["lrm-worker"]["image"] == "ghcr.io/x/trigreason-worker:v1"
 
 
 def test_traces_flow_to_jaeger_through_the_collector(compose: dict[str, Any]) -> None:
@@ -163,20 +199,68 @@ def test_hadolint_can_fail(tmp_path: Path) -> None:
     assert "DL3007" in result.stdout  # :latest
 
 
-def test_image_is_multi_stage_non_root_with_a_cpu_target() -> None:
+def _stages(text: str) -> dict[str, list[str]]:
+    """The Dockerfile's stages: name -> its lines (continuations joined), FROM line first."""
+    stages: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in text.replace("\\\n", " ").splitlines():
+        m = re.match(r"^FROM \S+ AS (\S+)$", line)
+        if m:
+            current = stages[m.group(1)] = [line]
+        elif current is not None and line and not line.startswith("#"):
+            current.append(line)
+    return stages
+
+
+def test_one_image_per_service_built_from_its_own_package() -> None:
     text = DOCKERFILE.read_text()
-    stages = re.findall(r"^FROM \S+ AS (\S+)$", text, re.MULTILINE)
-    assert stages == ["uv", "build", "build-cpu", "runtime", "cpu", "services"]  # services: the default
-    assert re.findall(r"^USER (\S+)$", text, re.MULTILINE) == ["10001:10001", "10001:10001"]
-    assert 'ENTRYPOINT ["trigreason"]' in text
-    assert "--extra cpu" in text
-    assert "slim" in text
+    stages = _stages(text)
+    assert list(stages)[-1] == "cli"  # the default target: the whole CLI
+    for image in IMAGES:
+        build, final = stages[f"build-{image.target}"], stages[image.target]
+        extras = "".join(f" --extra {e}" for e in image.extras)
+        # Dependencies first (a layer that changes with uv.lock only), then the members, as wheels.
+        syncs = [line.strip() for line in build if "uv sync" in line]
+        assert [re.sub(r"^RUN --mount=type=cache,target=/root/.cache/uv\s+", "", s) for s in syncs] == [
+            f"uv sync --frozen --no-dev --no-install-workspace --package {image.member}{extras}",
+            f"uv sync --frozen --no-dev --no-editable --package {image.member}{extras}",
+        ]
+        assert final[0] == f"FROM runtime AS {image.target}"
+        assert f"COPY --from=build-{image.target} /app/.venv /app/.venv" in final
+        assert "USER 10001:10001" in final
+        assert f'ENTRYPOINT ["python", "-m", "{image.module}"]' in final
+        # No compiler in any image: build tools only in the tgi-cpu build stage.
+        assert not any("build-essential" in line or "cmake" in line for line in final)
+    assert 'CMD ["srm"]' in stages["worker"]  # both roles, one image: srm unless told lrm
+    assert any("libgomp1" in line for line in stages["tgi-cpu"])  # llama.cpp's OpenMP
+    assert [name for name, lines in stages.items() if any("build-essential" in x for x in lines)] == [
+        "build-tgi-cpu"
+    ]
+    # The manifests layer holds every workspace member's pyproject.toml (uv needs the whole workspace).
+    members = [
+        "proto",
+        *sorted(f"services/{p.parent.name}" for p in (ROOT / "services").glob("*/pyproject.toml")),
+    ]
+    copied = sorted(m.group(1) for m in re.finditer(r"^COPY (\S+)/pyproject.toml \1/$", text, re.MULTILINE))
+    assert copied == sorted(members)
+    assert "slim" in stages["runtime"][0]
+    assert 'ENTRYPOINT ["trigreason"]' in stages["cli"]
     # llama.cpp's flags are the ones in pyproject.toml, which uv applies while building it in the image.
     pyproject = (ROOT / "pyproject.toml").read_text()
     for flag in ('GGML_NATIVE" = "OFF"', 'GGML_AVX2" = "ON"', 'GGML_AVX512" = "OFF"'):
         assert flag in pyproject
+    assert "GGML_NATIVE=OFF" in text  # and the Dockerfile says so where it builds it
     ignored = (ROOT / ".dockerignore").read_text().splitlines()
-    assert ignored[1:5] == ["*", "!pyproject.toml", "!uv.lock", "!README.md"]
+    assert [line for line in ignored if line and not line.startswith("#")][:8] == [
+        "*",
+        "!pyproject.toml",
+        "!uv.lock",
+        "!README.md",
+        "!proto/",
+        "!services/",
+        "!trigreason/",
+        "**/__pycache__",
+    ]
 
 
 def test_the_lrm_server_allows_the_judges_top_n(compose: dict[str, Any]) -> None:
