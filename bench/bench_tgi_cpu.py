@@ -26,8 +26,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from trigreason.services.tgi_cpu import LlamaEngine, SamplingParams, resolve_model_path
-from trigreason.services.tgi_cpu._engine import available_cpus
+from trigreason.services.tgi_cpu import LlamaEngine, SamplingParams, available_cpus, resolve_model_path
 
 RESULTS = Path(__file__).parent / "results" / "tgi_cpu.json"
 PROMPT = (

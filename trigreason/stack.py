@@ -24,8 +24,8 @@ from typing import Any
 import aiohttp
 from opentelemetry.sdk.trace import TracerProvider
 
-from trigreason._host import SERVICES, ServiceName, ServiceSettings, run_service
 from trigreason._nats_server import LocalNatsServer, find_nats_server
+from trigreason.host import SERVICES, ServiceName, ServiceSettings, run_service
 from trigreason.proto import Role, TrigReasonError
 from trigreason.services.runtime import die_with_parent, stop_processes
 from trigreason.services.worker.backends import Backend, BackendSettings, make_backend

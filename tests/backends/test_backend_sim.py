@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from typer.testing import CliRunner
 
-from trigreason.cli import _app
+from trigreason.cli import app
 from trigreason.proto import DEFAULT_HESITATION, BackendError, ConfigError
 from trigreason.services.backend_sim import SimParams, SimSettings, Simulator, StepLength
 from trigreason.services.trigger_evaluator import hesitates
@@ -190,8 +190,8 @@ def test_settings_from_env() -> None:
 
 
 def test_cli_registers_backend_sim() -> None:
-    result = CliRunner().invoke(_app.app, ["serve", "backend-sim", "--help"])
+    result = CliRunner().invoke(app, ["serve", "backend-sim", "--help"])
     assert result.exit_code == 0
     assert "--time-per-token-ms" in result.output
-    bad = CliRunner().invoke(_app.app, ["serve", "backend-sim", "--step-tokens", "uniform:9..3"])
+    bad = CliRunner().invoke(app, ["serve", "backend-sim", "--step-tokens", "uniform:9..3"])
     assert bad.exit_code == 2

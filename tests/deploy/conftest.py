@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.deploy.nats_auth import ROOT, password_variable
-from trigreason._host import SERVICES
+from trigreason.host import SERVICES
 from trigreason.stack import find_nats_server
 
 NATS_CONF = ROOT / "infra" / "nats" / "nats.conf"

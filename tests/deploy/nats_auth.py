@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from trigreason._host import SERVICES
+from trigreason.host import SERVICES
 from trigreason.proto import (
     COMMAND_STREAM,
     DEAD_LETTER_STREAM,

@@ -14,7 +14,7 @@ from tests.deploy.nats_auth import (
     nats_values,
     values_yaml,
 )
-from trigreason._host import SERVICES
+from trigreason.host import SERVICES
 from trigreason.services.runtime import CONSUMERS
 
 REGENERATE = "run: uv run --frozen --no-sync python -m tests.deploy.nats_auth"

@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from tests.deploy.conftest import AuthNats
 from tests.deploy.nats_auth import inbox_prefix
 from tests.support import step
-from trigreason._host import SERVICES, ServiceSettings, run_service
+from trigreason.host import SERVICES, ServiceSettings, run_service
 from trigreason.proto import Role
 from trigreason.services.worker.backends import Backend, ScriptedBackend
 

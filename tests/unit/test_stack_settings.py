@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from trigreason._host import ServiceSettings
+from trigreason.host import ServiceSettings
 from trigreason.proto import ConfigError
 from trigreason.stack import StackSpec, service_settings
 

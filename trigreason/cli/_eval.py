@@ -31,8 +31,8 @@ from trigreason.eval import (
     read_rows,
     run_eval,
     summarize,
+    write_report,
 )
-from trigreason.eval._report import write_report
 from trigreason.profiles import user_profile_path
 from trigreason.proto import SessionParams, TrigReasonError
 from trigreason.services.worker.backends import make_backend

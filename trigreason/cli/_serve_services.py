@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from trigreason._host import ServiceName, ServiceSettings, run_service, stop_on_signals
+from trigreason.host import ServiceName, ServiceSettings, run_service, stop_on_signals
 from trigreason.proto import Role, TrigReasonError
 from trigreason.services.runtime import configure_logging, configure_tracing, run_event_loop
 from trigreason.services.worker import backend_from_env

@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from trigreason._host import ServiceSettings
+from trigreason.host import ServiceSettings
 from trigreason.profiles import load_profile
 from trigreason.proto import (
     DEFAULT_HESITATION,

@@ -4,6 +4,7 @@ from ._calibrate import GridPoint, choose, grid
 from ._cost import EdgeCloudModel, edge_cloud
 from ._data import DATASETS, Problem, load_problems
 from ._grading import grade, numeric_value
+from ._report import write_report
 from ._run import (
     Executor,
     GatewayExecutor,
@@ -36,4 +37,5 @@ __all__ = [
     "run_eval",
     "seed_for",
     "summarize",
+    "write_report",
 ]

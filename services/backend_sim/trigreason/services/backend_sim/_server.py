@@ -17,6 +17,8 @@ import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
+from trigreason.services.runtime import start_server
+
 from ._model import SimGeneration, SimParams, SimToken, Simulator
 from ._settings import SimSettings
 
@@ -364,17 +366,3 @@ def make_app(settings: SimSettings) -> web.Application:
     app.router.add_get("/health", _health)
     app.router.add_get("/metrics", _metrics)
     return app
-
-
-async def start_server(app: web.Application, *, host: str, port: int) -> tuple[web.AppRunner, str]:
-    """Serve ``app`` on ``host:port`` (0: any free port); returns the runner (``cleanup()`` stops it) and
-    the base URL. A client that disconnects cancels its handler, which frees its generation slot."""
-    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    bound = port
-    server = getattr(site, "_server", None)
-    if server is not None and server.sockets:
-        bound = server.sockets[0].getsockname()[1]
-    return runner, f"http://{host}:{bound}"

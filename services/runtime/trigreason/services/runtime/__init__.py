@@ -15,6 +15,7 @@ from ._host import (
     service_main,
     stop_on_signals,
 )
+from ._http import start_server
 from ._metrics import ServiceMetrics
 from ._observability import configure_logging, configure_tracing
 from ._process import STOP_SIGNALS, die_with_parent, on_stop_signals, stop_processes
@@ -49,6 +50,7 @@ __all__ = [
     "run_event_loop",
     "serve_consumers",
     "service_main",
+    "start_server",
     "stop_on_signals",
     "stop_processes",
 ]

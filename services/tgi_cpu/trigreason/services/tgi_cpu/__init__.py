@@ -13,6 +13,7 @@ from ._engine import (
     SamplingParams,
     StreamToken,
     TokenInfo,
+    available_cpus,
 )
 from ._errors import EngineError, GenerationCancelled, InputValidationError, Overloaded
 from ._model_ref import resolve_model_path
@@ -32,6 +33,7 @@ __all__ = [
     "StreamToken",
     "TgiCpuSettings",
     "TokenInfo",
+    "available_cpus",
     "make_app",
     "resolve_model_path",
     "start_server",

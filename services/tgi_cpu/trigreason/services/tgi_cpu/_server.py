@@ -31,6 +31,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from trigreason.services.runtime import start_server
+
 from ._engine import Generation, LlamaEngine, StreamToken
 from ._errors import EngineError, GenerationCancelled, InputValidationError, Overloaded
 from ._protocol import BadJson, ParsedRequest, generate_response, parse_request, stream_message
@@ -442,17 +444,3 @@ def make_app(engine: LlamaEngine, settings: TgiCpuSettings) -> web.Application:
     app.router.add_get("/health", _health)
     app.router.add_get("/metrics", _metrics)
     return app
-
-
-async def start_server(app: web.Application, *, host: str, port: int) -> tuple[web.AppRunner, str]:
-    """Serve ``app`` on ``host:port`` (0: any free port); returns the runner (``cleanup()`` stops it) and
-    the base URL. Handlers are cancelled when their client disconnects, which cancels the generation."""
-    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    bound = port
-    server = getattr(site, "_server", None)
-    if server is not None and server.sockets:
-        bound = server.sockets[0].getsockname()[1]
-    return runner, f"http://{host}:{bound}"
