@@ -21,7 +21,8 @@ import pytest
 import yaml
 
 from tests.deploy.nats_auth import ROOT, inbox_prefix
-from trigreason._host import SERVICES
+from tests.deploy.service_images import IMAGES
+from trigreason.host import SERVICES
 from trigreason.proto import SessionParams
 from trigreason.services.runtime import CONSUMERS
 
@@ -108,6 +109,39 @@ def test_every_manifest_is_valid_against_the_kubernetes_and_keda_schemas(
         assert doc["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
 
 
+IMAGE_OF = {
+    "gateway": ("trigreason-gateway", None),
+    "orchestrator": ("trigreason-orchestrator", None),
+    "trigger-evaluator": ("trigreason-trigger-evaluator", None),
+    "srm-worker": ("trigreason-worker", ["srm"]),
+    "lrm-worker": ("trigreason-worker", ["lrm"]),
+}
+
+
+@pytest.mark.parametrize(
+    ("image_values", "prefix", "tag"),
+    [
+        ({}, "ghcr.io/trigreason/", None),
+        ({"registry": "registry.local:5000/team", "tag": "v7"}, "registry.local:5000/team/", "v7"),
+        ({"registry": "", "tag": "dev"}, "", "dev"),
+    ],
+)
+def test_each_service_runs_its_own_image(image_values: dict[str, str], prefix: str, tag: str | None) -> None:
+    """Per-service images (the Dockerfile's targets); the worker image serves both roles, by argument; the
+    others run their image's entry point (python -m trigreason.services.<service>) without arguments."""
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    deployments = by_kind(render({"image": image_values, "logLevel": "DEBUG"}), "Deployment")
+    assert set(IMAGE_OF) == set(SERVICES)
+    targets = {image.name for image in IMAGES}
+    for service, (name, args) in IMAGE_OF.items():
+        (c,) = deployments[f"{FULL}-{service}"]["spec"]["template"]["spec"]["containers"]
+        assert name in targets
+        assert c["image"] == f"{prefix}{name}:{tag or chart['appVersion']}"
+        assert c.get("args") == args
+        assert "command" not in c
+        assert _env(c)["TRIGREASON_LOG_LEVEL"] == "DEBUG"
+
+
 def test_the_validators_catch_mistakes() -> None:
     """The checks above can fail: a typo in a Deployment and in a ScaledObject is caught."""
     docs = render({})
@@ -134,7 +168,6 @@ def test_a_deployment_per_service_with_its_own_nats_user(rendered: tuple[str, li
         d = deployments[f"{FULL}-{service}"]
         pod = d["spec"]["template"]["spec"]
         (c,) = pod["containers"]
-        assert c["args"][:2] == ["serve", service]
         env = _env(c)
         assert env["TRIGREASON_NATS_USER"] == service
         assert env["TRIGREASON_NATS_PASSWORD"] == {"secretKeyRef": {"name": secret, "key": service}}
@@ -263,6 +296,7 @@ BAD_VALUES: list[tuple[dict[str, Any], str]] = [
     ({"natsUrl": "http://nats:4222"}, "natsUrl"),
     ({"gateway": {"port": "8080"}}, "/gateway/port"),
     ({"image": {"pullPolicy": "Sometimes"}}, "pullPolicy"),
+    ({"image": {"registry": "ghcr.io/trigreason/"}}, "registry"),  # the names follow a slash already
     ({"orchestrator": {"replicas": -1}}, "/orchestrator/replicas"),
     ({"lrmWorker": {"concurrency": 0}}, "concurrency"),
     ({"logLevel": "LOUD"}, "logLevel"),

@@ -33,17 +33,25 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
-{{/* The five services: values key -> service name (`trigreason serve NAME`) and role. */}}
+{{/* The five services: values key -> service name, image (Dockerfile target) and role (the worker's
+argument). */}}
 {{- define "trigreason.components" -}}
-gateway: {name: gateway}
-orchestrator: {name: orchestrator}
-triggerEvaluator: {name: trigger-evaluator}
-srmWorker: {name: srm-worker, role: srm}
-lrmWorker: {name: lrm-worker, role: lrm}
+gateway: {name: gateway, target: gateway}
+orchestrator: {name: orchestrator, target: orchestrator}
+triggerEvaluator: {name: trigger-evaluator, target: trigger-evaluator}
+srmWorker: {name: srm-worker, target: worker, role: srm}
+lrmWorker: {name: lrm-worker, target: worker, role: lrm}
 {{- end }}
 
+{{/* A service's image: (dict "root" $ "target" "gateway") -> <registry>/trigreason-gateway:<tag> */}}
 {{- define "trigreason.image" -}}
-{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- $image := .root.Values.image }}
+{{- $name := printf "trigreason-%s:%s" .target ($image.tag | default .root.Chart.AppVersion) }}
+{{- if $image.registry }}
+{{- printf "%s/%s" $image.registry $name }}
+{{- else }}
+{{- $name }}
+{{- end }}
 {{- end }}
 
 {{/* The bundled NATS chart's full name (the same rule as its own helper). */}}
