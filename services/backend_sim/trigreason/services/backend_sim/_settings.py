@@ -6,10 +6,11 @@ import math
 import random
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from trigreason.proto import ConfigError
+from trigreason.services.runtime import env_settings
 
 __all__ = ["SimSettings", "StepLength"]
 
@@ -121,38 +122,10 @@ class SimSettings:
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> SimSettings:
         """Read ``TRIGREASON_SIM_<FIELD>`` (e.g. ``TRIGREASON_SIM_STEP_TOKENS=normal:40,10``); overrides
         that are None (a flag not given) leave the value from the environment."""
-        values: dict[str, Any] = {}
-        defaults = cls()
-        for f in fields(cls):
-            raw = env.get(_PREFIX + f.name.upper())
-            if raw is None or raw == "":
-                continue
-            values[f.name] = _parse(f.name, raw, getattr(defaults, f.name))
-        chosen = {k: v for k, v in overrides.items() if v is not None}
-        unknown = set(chosen) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
-        if isinstance(chosen.get("step_tokens"), str):
-            chosen["step_tokens"] = StepLength.parse(chosen["step_tokens"])
-        if isinstance(chosen.get("hesitation_words"), str):
-            chosen["hesitation_words"] = _words(chosen["hesitation_words"])
-        return replace(cls(**values), **chosen)
+        return env_settings(
+            cls, env, prefix=_PREFIX, parsers={"step_tokens": StepLength.parse}, overrides=overrides
+        )
 
 
 def _words(raw: str) -> tuple[str, ...]:
     return tuple(w.strip() for w in raw.split(",") if w.strip())
-
-
-def _parse(name: str, raw: str, default: object) -> object:
-    try:
-        if isinstance(default, StepLength):
-            return StepLength.parse(raw)
-        if isinstance(default, tuple):
-            return _words(raw)
-        if isinstance(default, int):
-            return int(raw)
-        if isinstance(default, float):
-            return float(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{_PREFIX}{name.upper()}: cannot parse {raw!r}") from exc
-    return raw

@@ -22,6 +22,8 @@ from trigreason.proto import ConfigError
 __all__ = ["env_settings", "env_variable"]
 
 T = TypeVar("T")
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
 
 
 def env_variable(field: str, prefix: str, names: Mapping[str, str] | None = None) -> str:
@@ -85,6 +87,11 @@ def _convert(raw: str, tp: Any, name: str, parser: Callable[[str], Any] | None) 
     try:
         if parser is not None:
             return parser(raw)
+        if tp is bool or tp == (bool | None):
+            word = raw.strip().lower()
+            if word in _TRUE or word in _FALSE:
+                return word in _TRUE
+            raise ValueError("use true or false")
         value: Any = [part.strip() for part in raw.split(",") if part.strip()] if _is_sequence(tp) else raw
         return msgspec.convert(value, tp, strict=False)
     except (msgspec.ValidationError, ValueError) as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -30,6 +30,8 @@ from trigreason.proto import (
     ConfigError,
 )
 
+from ._settings import env_settings
+
 __all__ = ["CONSUMERS", "BusSettings", "ConsumerSpec", "ensure_topology"]
 
 
@@ -48,6 +50,15 @@ _DEFAULT_MAX_BYTES = {  # (file, memory)
     "sessions": (1024 * _MiB, 64 * _MiB),
     "commands": (512 * _MiB, 32 * _MiB),
     "dead_letters": (256 * _MiB, 8 * _MiB),
+}
+
+
+# Fields whose variable is not TRIGREASON_<FIELD>.
+_ENV_NAMES = {
+    "replicas": "TRIGREASON_NATS_REPLICAS",
+    "storage": "TRIGREASON_NATS_STORAGE",
+    "inbox_prefix": "TRIGREASON_NATS_INBOX_PREFIX",
+    "backoff_s": "TRIGREASON_RETRY_BACKOFF_S",
 }
 
 
@@ -72,7 +83,7 @@ class BusSettings:
     ack_wait_s: float = 30.0  # workers send in_progress more often than this during long generations
     max_deliver: int = 5
     backoff_s: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0)  # nak delays after a failed attempt
-    storage: str = "file"
+    storage: Literal["file", "memory"] = "file"
     # Credentials (one NATS user per service in a deployment, see infra/nats/auth.conf): user and password,
     # or a token, or a .creds file (JWT + NKey seed); none by default.
     nats_user: str | None = None
@@ -103,60 +114,23 @@ class BusSettings:
             options["user_credentials"] = self.nats_creds
         return options
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> BusSettings:
-        def num(name: str, default: float) -> float:
-            raw = env.get(name)
-            if raw is None or raw == "":
-                return default
-            try:
-                return float(raw)
-            except ValueError as exc:
-                raise ConfigError(f"{name}={raw!r} is not a number") from exc
-
-        def size(name: str) -> int | None:
-            return int(num(name, -2)) if env.get(name) else None
-
-        defaults = cls()
-        storage = env.get("TRIGREASON_NATS_STORAGE", defaults.storage)
-        if storage not in ("file", "memory"):
-            raise ConfigError(f"TRIGREASON_NATS_STORAGE={storage!r}: use file or memory")
-        user = env.get("TRIGREASON_NATS_USER") or None
-        password = env.get("TRIGREASON_NATS_PASSWORD") or None
-        token = env.get("TRIGREASON_NATS_TOKEN") or None
-        if (user is None) != (password is None):
+    def __post_init__(self) -> None:
+        if (self.nats_user is None) != (self.nats_password is None):
             raise ConfigError("TRIGREASON_NATS_USER and TRIGREASON_NATS_PASSWORD go together")
-        if token is not None and user is not None:
+        if self.nats_token is not None and self.nats_user is not None:
             raise ConfigError("set TRIGREASON_NATS_TOKEN or TRIGREASON_NATS_USER/PASSWORD, not both")
-        inbox_prefix = env.get("TRIGREASON_NATS_INBOX_PREFIX") or defaults.inbox_prefix
-        raw_backoff = env.get("TRIGREASON_RETRY_BACKOFF_S", "")
-        try:
-            backoff = tuple(float(x) for x in raw_backoff.split(",") if x.strip()) or defaults.backoff_s
-        except ValueError as exc:
-            raise ConfigError(f"TRIGREASON_RETRY_BACKOFF_S={raw_backoff!r}: comma-separated seconds") from exc
-        if not _INBOX_PREFIX.fullmatch(inbox_prefix):
-            raise ConfigError(f"TRIGREASON_NATS_INBOX_PREFIX={inbox_prefix!r}: subject tokens, no wildcards")
-        return cls(
-            nats_url=env.get("TRIGREASON_NATS_URL", defaults.nats_url),
-            nats_user=user,
-            nats_password=password,
-            nats_token=token,
-            nats_creds=env.get("TRIGREASON_NATS_CREDS") or None,
-            inbox_prefix=inbox_prefix,
-            replicas=int(num("TRIGREASON_NATS_REPLICAS", defaults.replicas)),
-            event_max_age_s=num("TRIGREASON_EVENT_MAX_AGE_S", defaults.event_max_age_s),
-            event_max_bytes=size("TRIGREASON_EVENT_MAX_BYTES"),
-            session_max_bytes=size("TRIGREASON_SESSION_MAX_BYTES"),
-            command_max_bytes=size("TRIGREASON_COMMAND_MAX_BYTES"),
-            dead_letter_max_age_s=num("TRIGREASON_DEAD_LETTER_MAX_AGE_S", defaults.dead_letter_max_age_s),
-            dead_letter_max_bytes=size("TRIGREASON_DEAD_LETTER_MAX_BYTES"),
-            max_message_bytes=int(num("TRIGREASON_MAX_MESSAGE_BYTES", defaults.max_message_bytes)),
-            duplicate_window_s=num("TRIGREASON_DUPLICATE_WINDOW_S", defaults.duplicate_window_s),
-            ack_wait_s=num("TRIGREASON_ACK_WAIT_S", defaults.ack_wait_s),
-            max_deliver=int(num("TRIGREASON_MAX_DELIVER", defaults.max_deliver)),
-            backoff_s=backoff,
-            storage=storage,
-        )
+        if not _INBOX_PREFIX.fullmatch(self.inbox_prefix):
+            raise ConfigError(
+                f"TRIGREASON_NATS_INBOX_PREFIX={self.inbox_prefix!r}: subject tokens, no wildcards"
+            )
+        if self.replicas < 1 or self.max_deliver < 1 or not self.ack_wait_s > 0:
+            raise ConfigError("replicas and max_deliver must be >= 1, ack_wait_s > 0")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], **overrides: Any) -> BusSettings:
+        """``TRIGREASON_<FIELD>`` for each field (``TRIGREASON_ACK_WAIT_S``, ...), except the names in
+        ``_ENV_NAMES``; flags in ``overrides``."""
+        return env_settings(cls, env, prefix="TRIGREASON_", names=_ENV_NAMES, overrides=overrides)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

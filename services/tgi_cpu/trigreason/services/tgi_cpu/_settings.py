@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from typing import Any
 
 from trigreason.proto import ConfigError
+from trigreason.services.runtime import env_settings
 
 __all__ = ["TgiCpuSettings"]
 
@@ -44,31 +45,4 @@ class TgiCpuSettings:
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> TgiCpuSettings:
         """Read ``TRIGREASON_TGI_CPU_<FIELD>`` (e.g. ``TRIGREASON_TGI_CPU_MAX_QUEUE``); overrides that are
         None (a flag not given) leave the value from the environment."""
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            raw = env.get(_PREFIX + f.name.upper())
-            if raw is None or raw == "":
-                continue
-            values[f.name] = _parse(f.name, raw, getattr(cls(), f.name))
-        base = cls(**values)
-        chosen = {k: v for k, v in overrides.items() if v is not None}
-        unknown = set(chosen) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
-        return replace(base, **chosen)
-
-
-def _parse(name: str, raw: str, default: Any) -> Any:
-    var = _PREFIX + name.upper()
-    if isinstance(default, bool):
-        if raw.lower() in ("1", "true", "yes", "on"):
-            return True
-        if raw.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(f"{var}={raw!r}: use true or false")
-    if isinstance(default, int) or (default is None and name == "threads"):
-        try:
-            return int(raw)
-        except ValueError as exc:
-            raise ConfigError(f"{var}={raw!r} is not an integer") from exc
-    return raw
+        return env_settings(cls, env, prefix=_PREFIX, overrides=overrides)

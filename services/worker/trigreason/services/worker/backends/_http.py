@@ -8,7 +8,7 @@ import email.utils
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +18,7 @@ import structlog
 from multidict import CIMultiDictProxy
 
 from trigreason.proto import BackendError, ConfigError
+from trigreason.services.runtime import env_settings
 
 __all__ = ["BackendSettings", "HttpClient", "Reply", "trace_headers"]
 
@@ -60,35 +61,7 @@ class BackendSettings:
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> BackendSettings:
         """Read ``TRIGREASON_BACKEND_<FIELD>`` (e.g. ``TRIGREASON_BACKEND_TIMEOUT_S``); overrides that are
         None leave the value from the environment."""
-        values: dict[str, Any] = {}
-        defaults = cls()
-        for f in fields(cls):
-            raw = env.get(_PREFIX + f.name.upper())
-            if raw is None or raw == "":
-                continue
-            values[f.name] = _parse(f.name, raw, getattr(defaults, f.name))
-        chosen = {k: v for k, v in overrides.items() if v is not None}
-        unknown = set(chosen) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ConfigError(f"unknown backend settings: {', '.join(sorted(unknown))}")
-        return replace(cls(**values), **chosen)
-
-
-def _parse(name: str, raw: str, default: object) -> object:
-    try:
-        if isinstance(default, bool):
-            if raw.lower() in ("1", "true", "yes", "on"):
-                return True
-            if raw.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(raw)
-        if isinstance(default, int):
-            return int(raw)
-        if isinstance(default, float):
-            return float(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{_PREFIX}{name.upper()}: cannot parse {raw!r}") from exc
-    return raw  # str | None fields
+        return env_settings(cls, env, prefix=_PREFIX, overrides=overrides)
 
 
 def trace_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
