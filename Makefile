@@ -40,7 +40,7 @@ fmt: setup
 	$(RUN) ruff format .
 	$(RUN) ruff check --fix .
 
-# Regenerate the JSON Schemas in trigreason/proto/schema and the state diagram in docs/.
+# Regenerate the JSON Schemas in proto/trigreason/proto/schema and the state diagram in docs/.
 schemas: setup
 	$(RUN) python -m trigreason.proto
 	$(RUN) python -c "from trigreason.services.orchestrator import render_diagram; print(render_diagram(), end='')" > docs/state-machine.md

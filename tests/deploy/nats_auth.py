@@ -71,7 +71,7 @@ def _evt(kind: str) -> str:
     return event_subject("*", kind)
 
 
-# What each service publishes to the streams (see trigreason/proto/_subjects.py and docs/cluster.md).
+# What each service publishes to the streams (see proto/trigreason/proto/_subjects.py and docs/cluster.md).
 # Every service that consumes also tells a session when it dead-letters one of its messages.
 PRODUCES: dict[str, list[str]] = {
     "gateway": [_evt("requested")],

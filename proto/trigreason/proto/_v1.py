@@ -2,7 +2,7 @@
 
 Every message on the bus is one of the tagged ``Struct``s below, encoded as JSON. The tag field is
 ``type``; its value names the message and its version (``"GenerateStep.v1"``), so a consumer can tell
-an incompatible future message from garbage. Compatibility rules (msgspec's, see docs/protocol.md):
+an incompatible future message from garbage. Compatibility rules (msgspec's, see proto/README.md):
 
 * a field added later always has a default, so an old message still decodes;
 * unknown fields are ignored, so an old service decodes a newer message;
