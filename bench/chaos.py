@@ -519,6 +519,10 @@ def evaluate(
         )
     if sse_drops and not sse_drops_allowed:
         problems.append(f"SSE: {sse_drops} streams ended before the terminal event")
+    if batch.detail.get("running_at_fault") == 0:
+        problems.append("the fault landed after every session had ended: nothing was tested")
+    if "fault_error" in batch.detail:
+        problems.append(f"the fault itself failed: {batch.detail['fault_error']}")
     exits = stack.procs.unexpected_exits()
     if exits:
         problems.append(f"services exited: {exits}")
@@ -561,25 +565,34 @@ def evaluate(
 # -- faults --------------------------------------------------------------------------------------------
 
 
+def running(stack: Stack, sids: list[str]) -> int:
+    """Sessions without a terminal event yet: a fault that lands when this is 0 tested nothing."""
+    return sum(1 for s in sids if stack.ledger.sessions[s].terminal is None)
+
+
 def kill_mid_run(service: str) -> Fault:
     async def fault(stack: Stack, sids: list[str]) -> dict[str, Any]:
         await until(lambda: stack.ledger.commits(sids) >= len(sids), stack, 30)
-        at = stack.ledger.commits(sids)
+        at, live = stack.ledger.commits(sids), running(stack, sids)
         info = await stack.replace(service)
-        return {"killed": service, "killed_after_steps": at, **info}
+        return {"killed": service, "killed_after_steps": at, "running_at_fault": live, **info}
 
     return fault
 
 
 async def restart_nats(stack: Stack, sids: list[str]) -> dict[str, Any]:
     await until(lambda: stack.ledger.commits(sids) >= len(sids), stack, 30)
-    at = stack.ledger.commits(sids)
+    at, live = stack.ledger.commits(sids), running(stack, sids)
     node = stack.nats.nodes[0]
     stack.nats.kill9(node)
     await asyncio.sleep(1.0)
     t0 = time.monotonic()
     await stack.nats.start_node(node)
-    return {"nats_killed_after_steps": at, "nats_restart_s": round(time.monotonic() - t0, 2)}
+    return {
+        "nats_killed_after_steps": at,
+        "running_at_fault": live,
+        "nats_restart_s": round(time.monotonic() - t0, 2),
+    }
 
 
 def kill_cluster_node(which: str) -> Fault:
@@ -588,7 +601,7 @@ def kill_cluster_node(which: str) -> Fault:
 
     async def fault(stack: Stack, sids: list[str]) -> dict[str, Any]:
         await until(lambda: stack.ledger.commits(sids) >= len(sids), stack, 30)
-        at = stack.ledger.commits(sids)
+        at, live = stack.ledger.commits(sids), running(stack, sids)
         info = await stack.js.stream_info(EVENT_STREAM)
         leader = info.cluster.leader if info.cluster is not None else None
         victim = stack.nats.node(leader) if which == "leader" and leader else stack.nats.nodes[0]
@@ -599,6 +612,7 @@ def kill_cluster_node(which: str) -> Fault:
             "killed_node": victim.name,
             "services_connect_to": stack.env["TRIGREASON_NATS_URL"],
             "killed_after_steps": at,
+            "running_at_fault": live,
             "evt_leader_before": leader,
         }
         # Until the node is back in the stream's replica set and caught up.
@@ -621,10 +635,11 @@ def backend_fault(mode: FaultMode, rate: float) -> Fault:
         assert stack.proxy is not None
         if mode == "refused":
             await until(lambda: stack.ledger.commits(sids) >= len(sids) // 2, stack, 30)
+            live = running(stack, sids)
             await stack.proxy.refuse(True)
             await asyncio.sleep(4.0)
             await stack.proxy.refuse(False)
-            return {"refused_for_s": 4.0, "injected": dict(stack.proxy.injected)}
+            return {"refused_for_s": 4.0, "running_at_fault": live, "injected": dict(stack.proxy.injected)}
         stack.proxy.set(mode, rate)
         # Faults stay on until the batch has ended; the caller reads proxy.injected and resets the mode.
         await until(lambda: stack.ledger.terminal_count(sids) == len(sids), stack, SESSION_DEADLINE_S + 5)
