@@ -37,14 +37,18 @@ COPY services/backend_sim/pyproject.toml services/backend_sim/
 
 # ---- build-<service>: `uv sync --package <member>` installs that member and its dependencies only -------
 # First the third-party dependencies (a layer that changes only with the lock file), then the workspace
-# members (the service, trigreason-runtime, trigreason-proto) as wheels, into /app/.venv.
+# members (the service, trigreason-runtime, trigreason-proto) as wheels, into /app/.venv. --reinstall-package:
+# uv caches the wheels it builds from a local folder until that folder's pyproject.toml changes, so without
+# it a changed source file could ship as the cached, older wheel.
 FROM workspace AS build-gateway
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-install-workspace --package trigreason-gateway
 COPY proto ./proto
 COPY services ./services
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-editable --package trigreason-gateway
+    uv sync --frozen --no-dev --no-editable --package trigreason-gateway \
+        --reinstall-package trigreason-gateway --reinstall-package trigreason-runtime \
+        --reinstall-package trigreason-proto
 
 FROM workspace AS build-orchestrator
 RUN --mount=type=cache,target=/root/.cache/uv \
@@ -52,7 +56,9 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 COPY proto ./proto
 COPY services ./services
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-editable --package trigreason-orchestrator
+    uv sync --frozen --no-dev --no-editable --package trigreason-orchestrator \
+        --reinstall-package trigreason-orchestrator --reinstall-package trigreason-runtime \
+        --reinstall-package trigreason-proto
 
 FROM workspace AS build-trigger-evaluator
 RUN --mount=type=cache,target=/root/.cache/uv \
@@ -60,7 +66,9 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 COPY proto ./proto
 COPY services ./services
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-editable --package trigreason-trigger-evaluator
+    uv sync --frozen --no-dev --no-editable --package trigreason-trigger-evaluator \
+        --reinstall-package trigreason-trigger-evaluator --reinstall-package trigreason-runtime \
+        --reinstall-package trigreason-proto
 
 FROM workspace AS build-worker
 RUN --mount=type=cache,target=/root/.cache/uv \
@@ -68,7 +76,9 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 COPY proto ./proto
 COPY services ./services
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-editable --package trigreason-worker
+    uv sync --frozen --no-dev --no-editable --package trigreason-worker \
+        --reinstall-package trigreason-worker --reinstall-package trigreason-runtime \
+        --reinstall-package trigreason-proto
 
 FROM workspace AS build-backend-sim
 RUN --mount=type=cache,target=/root/.cache/uv \
@@ -76,7 +86,9 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 COPY proto ./proto
 COPY services ./services
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-editable --package trigreason-backend-sim
+    uv sync --frozen --no-dev --no-editable --package trigreason-backend-sim \
+        --reinstall-package trigreason-backend-sim --reinstall-package trigreason-runtime \
+        --reinstall-package trigreason-proto
 
 # ---- build-tgi-cpu: plus llama-cpp-python (trigreason-tgi-cpu's `llama` extra), built from source -------
 # [tool.uv.config-settings-package.llama-cpp-python] in the root pyproject.toml: GGML_NATIVE=OFF (native
@@ -94,7 +106,9 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 COPY proto ./proto
 COPY services ./services
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-editable --package trigreason-tgi-cpu --extra llama
+    uv sync --frozen --no-dev --no-editable --package trigreason-tgi-cpu --extra llama \
+        --reinstall-package trigreason-tgi-cpu --reinstall-package trigreason-runtime \
+        --reinstall-package trigreason-proto
 
 # ---- build-cli: the user-facing package (CLI, runner, eval, embedded stack) with every member ------------
 FROM workspace AS build-cli
@@ -105,7 +119,11 @@ COPY proto ./proto
 COPY services ./services
 COPY trigreason ./trigreason
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-editable
+    uv sync --frozen --no-dev --no-editable --reinstall-package trigreason \
+        --reinstall-package trigreason-proto --reinstall-package trigreason-runtime \
+        --reinstall-package trigreason-gateway --reinstall-package trigreason-orchestrator \
+        --reinstall-package trigreason-trigger-evaluator --reinstall-package trigreason-worker \
+        --reinstall-package trigreason-tgi-cpu --reinstall-package trigreason-backend-sim
 
 # ---- runtime: the base of every image; no compiler, no uv, an unprivileged user ------------------------
 FROM python:${PYTHON_VERSION}-slim-bookworm AS runtime

@@ -21,6 +21,7 @@ __all__ = [
     "FORBIDDEN_IN_LEAN",
     "IMAGES",
     "ROOT",
+    "WORKSPACE_MEMBERS",
     "Image",
     "PackageSet",
     "build_venv",
@@ -68,6 +69,15 @@ IMAGES = (
 )
 
 
+# Every package of the uv workspace (the root and its members).
+WORKSPACE_MEMBERS = (
+    "trigreason",
+    "trigreason-proto",
+    "trigreason-runtime",
+    *(image.member for image in IMAGES),
+)
+
+
 def uv() -> str:
     found = shutil.which("uv") or shutil.which("uv", path=str(Path.home() / ".local" / "bin"))
     if found is None:
@@ -107,6 +117,9 @@ def build_venv(
         image.member,
         *(_extra_flags(image.extras) if with_extras else []),
         *(["--compile-bytecode"] if compile_bytecode else []),
+        # uv reuses a wheel it built from a workspace folder until that folder's pyproject.toml changes:
+        # without these, an edited source file would be tested as the cached, older wheel.
+        *(flag for member in WORKSPACE_MEMBERS for flag in ("--reinstall-package", member)),
         "--python",
         sys.executable,
         "--quiet",
