@@ -18,6 +18,7 @@ from trigreason.proto import (
     DEAD_LETTER_STREAM,
     EVENT_STREAM,
     SESSION_BUCKET,
+    GeneratedStep,
     Message,
     SessionFailed,
     SessionFinished,
@@ -35,7 +36,7 @@ from trigreason.proto import (
 from trigreason.services.backend_sim import SimSettings, StepLength, make_app, start_server
 from trigreason.services.orchestrator import Orchestrator, event_key
 from trigreason.services.runtime import Bus, BusSettings, Delivery, ensure_topology
-from trigreason.services.worker.backends import TgiBackend
+from trigreason.services.worker.backends import ScriptedBackend, TgiBackend
 from trigreason.stack import LocalNatsServer
 
 
@@ -335,3 +336,30 @@ async def test_a_session_at_the_size_bounds_finishes_within_nats_limits(
         assert info.state.messages == 0
     finally:
         await nc.close()
+
+
+async def test_an_answer_too_large_for_the_bus_fails_its_step_at_once(cluster: Cluster) -> None:
+    """Found by make chaos (backend-oversized): the worker retried a 2 MB answer that could never be
+    published until its deliveries ran out; now the step fails at once with a code that says why."""
+    huge = GeneratedStep(text="x" * (2 * 1024 * 1024), token_logprobs=(-1.0,))
+    lrm = ScriptedBackend("lrm", default=huge)
+    await start_all(cluster, ScriptedBackend("srm", default=huge), lrm)
+    started = asyncio.get_running_loop().time()
+    await _request(cluster.server.url, "big1", SessionParams(priming_steps=1))
+    end = _terminal(await _events(cluster.server.url, "big1"))
+    assert isinstance(end, SessionFailed)
+    assert end.code == "result_too_large"
+    assert len(lrm.requests) == 1  # not retried
+    assert asyncio.get_running_loop().time() - started < 10.0
+
+
+async def test_a_list_of_nats_servers_is_accepted(nats_server: LocalNatsServer) -> None:
+    """TRIGREASON_NATS_URL may name several servers of a cluster; any reachable one will do."""
+    settings = BusSettings.from_env(
+        {"TRIGREASON_NATS_URL": f"nats://127.0.0.1:1, {nats_server.url}", "TRIGREASON_NATS_STORAGE": "memory"}
+    )
+    bus = await Bus.connect(settings, name="list")
+    try:
+        assert bus.nc.is_connected
+    finally:
+        await bus.nc.close()

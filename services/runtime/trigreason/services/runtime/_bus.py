@@ -98,11 +98,19 @@ class Bus:
 
     @classmethod
     async def connect(cls, settings: BusSettings, *, name: str, tracer: Tracer | None = None) -> Bus:
+        log = structlog.get_logger("trigreason.bus").bind(service=name)
+
+        async def on_error(exc: Exception) -> None:
+            # One line per failed (re)connect attempt, instead of nats-py's traceback each time.
+            log.warning("nats_error", error=f"{type(exc).__name__}: {exc}")
+
         nc = await nats.connect(
-            settings.nats_url,
+            # A comma-separated list names several servers of a cluster: any one of them will do.
+            [url.strip() for url in settings.nats_url.split(",") if url.strip()],
             name=name,
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
+            error_cb=on_error,
             **settings.connect_options(),  # credentials, inbox prefix
         )
         js = nc.jetstream()

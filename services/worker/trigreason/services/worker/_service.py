@@ -8,6 +8,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable
 
+from nats.errors import MaxPayloadError
 from opentelemetry import propagate
 from opentelemetry.trace import SpanKind
 
@@ -90,7 +91,20 @@ class Worker:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
-        await self._bus.publish(result, msg_id=f"{command.command_id}.out")
+        try:
+            await self._bus.publish(result, msg_id=f"{command.command_id}.out")
+        except MaxPayloadError:
+            # The backend's answer can never travel (it would fail the same on every retry): the step fails
+            # at once, with a code that says why.
+            await self._bus.publish(
+                step_failed(
+                    command,
+                    code="result_too_large",
+                    message=f"the backend's answer exceeds the bus's limit ({self._bus.nc.max_payload} B)",
+                    at=self._clock(),
+                ),
+                msg_id=f"{command.command_id}.out",
+            )
         return "ack"
 
     async def _call(
