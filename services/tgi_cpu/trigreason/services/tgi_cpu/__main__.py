@@ -9,7 +9,6 @@ exit status 2. SIGTERM and SIGINT stop it within a few seconds, also while the m
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import signal
 import sys
@@ -22,7 +21,7 @@ from typing import Any
 import structlog
 
 from trigreason.proto import ConfigError, TrigReasonError
-from trigreason.services.runtime import start_server
+from trigreason.services.runtime import configure_logging, run_event_loop, start_server
 
 from ._engine import LlamaEngine
 from ._model_ref import resolve_model_path
@@ -50,16 +49,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
     if level not in _LEVELS:
         print(f"error: TRIGREASON_LOG_LEVEL={level!r}: use {', '.join(_LEVELS)}", file=sys.stderr)
         return 2
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.JSONRenderer(),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-    )
+    configure_logging(service="tgi-cpu", level=level)
     log = structlog.get_logger("trigreason.tgi_cpu").bind(service="tgi-cpu")
     # As PID 1 in a container a signal without a handler does nothing: until the event loop takes over,
     # SIGTERM and SIGINT end the fetch or load with _Stopped.
@@ -88,7 +78,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
             n_ctx=engine.n_ctx,
             threads=engine.n_threads,
         )
-        asyncio.run(_serve(engine, settings, log))
+        run_event_loop(lambda: _serve(engine, settings, log), env=env)
     except _Stopped as exc:
         log.info("stopped before serving", signal=str(exc))
         return 0
