@@ -44,7 +44,8 @@ from trigreason.proto import (
 )
 from trigreason.services.runtime import Bus
 
-from ._chat import ChatBody, chat_blocking, chat_stream
+from ._browser import install_browser
+from ._chat import ChatBody, chat_blocking, chat_request, chat_stream, model_ids, model_list
 from ._feed import decode_event, last_sequence, read_to
 from ._http import (
     HttpError,
@@ -147,7 +148,7 @@ class Gateway:
         self.metrics = _Metrics()
         self.streams = _Streams(settings.max_streams, self.metrics.open_streams)
         self.tokens = tuple(t.encode() for t in settings.api_tokens)
-        self.document = openapi_document(auth=bool(self.tokens))
+        self.document = openapi_document(auth=bool(self.tokens), models=model_ids(settings))
         self._param_names = frozenset(f.encode_name for f in msgspec.structs.fields(SessionParams))
         schema = msgspec.json.schema(SessionParams)["$defs"]["SessionParams"]["properties"]
         self._int_params = frozenset(k for k, v in schema.items() if v.get("type") == "integer")
@@ -200,30 +201,25 @@ class Gateway:
             )
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
-        """``POST /v1/chat/completions``: a session for the last user message, answered as OpenAI does."""
+        """``POST /v1/chat/completions``: a session for the user's question, answered as OpenAI does."""
         body: ChatBody = await read_json(request, ChatBody)
-        users = [
-            m.content
-            for m in body.messages
-            if m.role == "user" and m.content and _NOT_BLANK.search(m.content)
-        ]
-        if not users:
-            raise HttpError(422, "invalid_request", "messages needs a user message with content")
-        params = self._params(body.trigreason.policy, body.trigreason.params, "trigreason.params")
+        chat = chat_request(body, self.settings)
+        self._params(None, chat.params, "request")  # OpenAI's temperature, top_p, seed, max_tokens
+        params = self._params(chat.policy, {**chat.params, **body.trigreason.params}, "trigreason.params")
         idempotency_key(request)  # a bad key is a 400 before anything is published
         with self.streams.slot():
-            session_id, _replayed = await self._submit(request, users[-1], params)
+            session_id, _replayed = await self._submit(request, chat.question, params)
             deadline = time.monotonic() + self.settings.session_timeout_s
-            answer = chat_stream if body.stream else chat_blocking
-            return await answer(self.bus, self.settings, request, body, session_id, deadline)
+            if body.stream:
+                include_usage = body.stream_options is not None and body.stream_options.include_usage
+                return await chat_stream(
+                    self.bus, self.settings, request, chat, session_id, deadline, include_usage=include_usage
+                )
+            return await chat_blocking(self.bus, self.settings, request, chat, session_id, deadline)
 
     async def models(self, _request: web.Request) -> web.Response:
-        return json_response(
-            {
-                "object": "list",
-                "data": [{"id": "trigreason", "object": "model", "created": 0, "owned_by": "trigreason"}],
-            }
-        )
+        """``GET /v1/models``: the profile (if the gateway has one) and the policies, as model ids."""
+        return json_response(model_list(self.settings))
 
     async def healthz(self, _request: web.Request) -> web.Response:
         return json_response({"status": "ok"})
@@ -365,4 +361,5 @@ def make_app(bus: Bus, settings: GatewaySettings) -> web.Application:
     app[GATEWAY] = gateway
     app[OPEN_STREAMS] = gateway.streams
     gateway.add_routes(app.router)
+    install_browser(app, gateway)
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -23,12 +24,20 @@ class GatewaySettings(msgspec.Struct, kw_only=True, frozen=True):
     sse_keepalive_s: float = 15.0
     # Long-lived requests open at once (SSE event streams and chat completions); beyond: 429.
     max_streams: int = 256
+    # The profile's name (TRIGREASON_PROFILE without folder and .json): a model id of GET /v1/models.
+    profile: str = ""
+    # The session browser: a link to each session's trace where set, "{trace_id}" in it replaced (for
+    # example Jaeger's "http://jaeger:16686/trace/{trace_id}"); how many recent sessions it lists.
+    trace_url_template: str = ""
+    browser_sessions: int = 100
 
     def __post_init__(self) -> None:
         if not self.sse_keepalive_s > 0:
             raise ValueError("sse_keepalive_s must be > 0")
         if self.max_streams < 1:
             raise ValueError("max_streams must be >= 1")
+        if self.browser_sessions < 1:
+            raise ValueError("browser_sessions must be >= 1")
         if not self.session_timeout_s > 0:
             raise ValueError("session_timeout_s must be > 0")
 
@@ -40,7 +49,8 @@ class GatewaySettings(msgspec.Struct, kw_only=True, frozen=True):
         load_profile: Callable[[str], dict[str, Any]] | None = None,
         **overrides: Any,
     ) -> GatewaySettings:
-        """``TRIGREASON_API_TOKENS``, ``_SESSION_TIMEOUT_S``, ``_SSE_KEEPALIVE_S``, ``_MAX_STREAMS``, and the
+        """``TRIGREASON_API_TOKENS``, ``_SESSION_TIMEOUT_S``, ``_SSE_KEEPALIVE_S``, ``_MAX_STREAMS``,
+        ``_TRACE_URL_TEMPLATE``, ``_BROWSER_SESSIONS``, and the
         default parameters of ``TRIGREASON_PROFILE``: a profile file, or a name where ``load_profile`` (the
         user-facing package's profile lookup) is given."""
         profile = env.get("TRIGREASON_PROFILE")
@@ -49,9 +59,18 @@ class GatewaySettings(msgspec.Struct, kw_only=True, frozen=True):
             cls,
             env,
             prefix="TRIGREASON_",
-            skip=frozenset({"default_params"}),
-            overrides={"default_params": params, **overrides},
+            skip=frozenset({"default_params", "profile"}),
+            overrides={
+                "default_params": params,
+                "profile": _profile_id(profile) if profile else None,
+                **overrides,
+            },
         )
+
+
+def _profile_id(ref: str) -> str:
+    name = os.path.basename(ref.rstrip("/\\"))
+    return name.removesuffix(".json") or ref
 
 
 def profile_file(path: str) -> dict[str, Any]:
