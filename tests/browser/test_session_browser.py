@@ -154,7 +154,8 @@ async def test_start_watch_reload_and_badges(site: Site, page: Any) -> None:
     await page.wait_for_selector("#policy option", state="attached")
     assert await page.input_value("#policy") == "trigreason"
     defaults = json.loads(await page.input_value("#params"))
-    assert defaults["rho"] == 0.85 and "policy" not in defaults
+    assert defaults["rho"] == 0.85
+    assert "policy" not in defaults
     await page.fill("#question", QUESTION)
     await page.fill("#params", json.dumps({**defaults, **PARAMS}))
     await page.screenshot(path=str(ARTIFACTS / "session-browser-form.png"), full_page=True)
@@ -255,14 +256,17 @@ async def test_start_watch_reload_and_badges(site: Site, page: Any) -> None:
 async def test_the_pages_and_routes_without_a_browser(site: Site) -> None:
     """The pages are open (they hold no data); what they read needs the token."""
     async with site.http.get(site.url + "/") as resp:
-        assert resp.status == 200 and resp.content_type == "text/html"
+        assert resp.status == 200
+        assert resp.content_type == "text/html"
         assert "script-src 'self'" in resp.headers["Content-Security-Policy"]
     async with site.http.get(site.url + "/sessions/abc") as resp:
-        assert resp.status == 200 and resp.content_type == "text/html"
+        assert resp.status == 200
+        assert resp.content_type == "text/html"
     async with site.http.get(site.url + "/sessions/a.b") as resp:
         assert resp.status == 400
     async with site.http.get(site.url + "/static/session.js") as resp:
-        assert resp.status == 200 and resp.content_type == "text/javascript"
+        assert resp.status == 200
+        assert resp.content_type == "text/javascript"
     async with site.http.get(site.url + "/static/../_app.py") as resp:
         assert resp.status == 404
     async with site.http.get(site.url + "/v1/sessions") as resp:
@@ -299,5 +303,3 @@ def test_trace_id_from_traceparent() -> None:
     assert _trace_id({"traceparent": f"00-{tid}-00f067aa0ba902b7-01"}) == tid
     assert _trace_id({"traceparent": f"00-{'0' * 32}-00f067aa0ba902b7-01"}) is None
     assert _trace_id(None) is None
-
-

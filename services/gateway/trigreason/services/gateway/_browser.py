@@ -364,8 +364,8 @@ def browser_paths(*, auth: bool) -> dict[str, Any]:
         "/v1/sessions": {
             "get": {
                 "operationId": "listSessions",
-                "summary": "The recent sessions this gateway has seen requested (newest first), the policies, "
-                "the default parameters and the trace URL template",
+                "summary": "The recent sessions this gateway has seen requested (newest first), the "
+                "policies, the default parameters and the trace URL template",
                 "parameters": [
                     {
                         "name": "limit",
@@ -388,8 +388,8 @@ def browser_paths(*, auth: bool) -> dict[str, Any]:
         "/v1/sessions/{session_id}/trace": {
             "get": {
                 "operationId": "sessionTrace",
-                "summary": "The session's trace id (from its request's traceparent) and its URL in the trace UI "
-                "(TRIGREASON_TRACE_URL_TEMPLATE)",
+                "summary": "The session's trace id (from its request's traceparent) and its URL in the trace "
+                "UI (TRIGREASON_TRACE_URL_TEMPLATE)",
                 "parameters": [sid],
                 "responses": {
                     "200": {
