@@ -347,7 +347,7 @@ def browser_paths(*, auth: bool) -> dict[str, Any]:
                 "summary": "The session browser's CSS and JavaScript",
                 **open_route,
                 "parameters": [
-                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+                    {"name": "name", "in": "path", "required": True, "schema": {"enum": sorted(_STATIC)}}
                 ],
                 "responses": {
                     "200": {
