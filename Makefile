@@ -6,7 +6,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
 RUN := $(UV) run --frozen --no-sync
 
-.PHONY: setup test test-fast lint fmt schemas demo bench chaos clean models models-tiny replay-sample eval-local
+.PHONY: setup browser test test-fast lint fmt schemas demo bench chaos clean models models-tiny replay-sample eval-local
 
 setup: .venv/.setup-done
 
@@ -25,10 +25,26 @@ models-tiny: setup
 models: setup
 	$(RUN) trigreason models pull all
 
-test: setup models-tiny
+# The OS's headless Chromium for tests/browser (Playwright drives it; Playwright's own browser download is
+# not reachable): installed with apt-get where it is missing and this runs as root; elsewhere, or when the
+# install fails, those tests skip and say why.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@if [ -x "$(CHROMIUM)" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing chromium (apt-get) for the browser tests"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -q chromium >/dev/null \
+			|| { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; } \
+			|| echo "chromium could not be installed: the browser tests will skip"; \
+	else \
+		echo "no $(CHROMIUM) and no apt-get as root to install it: the browser tests will skip"; \
+	fi
+
+test: setup models-tiny browser
 	$(RUN) pytest
 
-test-fast: setup models-tiny
+test-fast: setup models-tiny browser
 	$(RUN) pytest -m "not slow"
 
 lint: setup
