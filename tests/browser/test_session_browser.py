@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 TOKEN = "browser-token"
 SURE = (-0.01,) * 6  # perplexity 1.01: every token confident
@@ -71,9 +72,19 @@ def _chromium() -> str:
 
 
 class Site:
-    def __init__(self, url: str, http: aiohttp.ClientSession) -> None:
+    def __init__(self, url: str, http: aiohttp.ClientSession, streams: list[web.Request]) -> None:
         self.url = url
         self.http = http
+        self.streams = streams  # the event-stream requests the gateway has had, in order
+
+    def cut_streams(self) -> int:
+        """Close the connections of the event streams open now, as a proxy dropping them would."""
+        cut = 0
+        for request in self.streams:
+            if request.transport is not None and not request.transport.is_closing():
+                request.transport.close()
+                cut += 1
+        return cut
 
     async def events(self, session_id: str) -> list[dict[str, Any]]:
         """The session's whole event stream, read as any client would."""
@@ -96,7 +107,6 @@ class Site:
 
 @pytest.fixture
 async def site(cluster: Cluster) -> AsyncIterator[Site]:
-    _chromium()
     await start_all(
         cluster,
         SlowBackend("srm", 1.0, steps=SRM_STEPS, default=step("So \\boxed{7}.")),
@@ -108,14 +118,24 @@ async def site(cluster: Cluster) -> AsyncIterator[Site]:
         sse_keepalive_s=0.5,
         trace_url_template="http://jaeger.invalid/trace/{trace_id}",
     )
-    runner = web.AppRunner(make_app(bus, settings))
+    app = make_app(bus, settings)
+    streams: list[web.Request] = []
+
+    @web.middleware
+    async def record(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.endswith("/events"):
+            streams.append(request)
+        return await handler(request)
+
+    app.middlewares.append(record)
+    runner = web.AppRunner(app)
     await runner.setup()
     tcp = web.TCPSite(runner, "127.0.0.1", 0)
     await tcp.start()
     port = tcp._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
         async with aiohttp.ClientSession() as http:
-            yield Site(f"http://127.0.0.1:{port}", http)
+            yield Site(f"http://127.0.0.1:{port}", http, streams)
     finally:
         await runner.cleanup()
         await bus.close()
@@ -123,11 +143,12 @@ async def site(cluster: Cluster) -> AsyncIterator[Site]:
 
 @pytest.fixture
 async def page(site: Site) -> AsyncIterator[Any]:
+    chromium = _chromium()
     from playwright.async_api import async_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
     async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=_chromium(), args=ARGS, headless=True)
+        browser = await p.chromium.launch(executable_path=chromium, args=ARGS, headless=True)
         try:
             context = await browser.new_context(viewport={"width": 1280, "height": 900})
             page = await context.new_page()
@@ -175,7 +196,16 @@ async def test_start_watch_reload_and_badges(site: Site, page: Any) -> None:
     await page.reload()
     await page.wait_for_selector("li.step[data-index='1']", timeout=20_000)
     assert await page.text_content("#status") == "running", "the reload came before the end"
+
+    # a dropped connection: the page resumes with Last-Event-ID, and no step comes twice
+    await page.wait_for_selector("li.step[data-index='2']", timeout=20_000)
+    assert await page.text_content("#status") == "running", "the cut came before the end"
+    opened = len(site.streams)
+    assert site.cut_streams() == 1
     await page.wait_for_selector("#status.finished", timeout=40_000)
+    resumed = site.streams[opened:]
+    assert resumed, "the page opened the stream again"
+    assert int(resumed[0].headers.get("Last-Event-ID", "0")) > 0
     indexes = await _indexes(page)
     assert indexes == sorted(set(indexes), key=int), "no step twice, in order"
     await page.screenshot(path=str(ARTIFACTS / "session-browser.png"), full_page=True)
