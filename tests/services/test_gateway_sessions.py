@@ -405,7 +405,7 @@ async def test_a_failed_session_in_a_chat_stream_is_an_error_chunk(idle: Gateway
 
 async def test_405_has_allow_and_a_json_body(idle: Gateway) -> None:
     for method, path, allow in [
-        ("DELETE", "/v1/sessions", "POST"),
+        ("DELETE", "/v1/sessions", "GET,POST"),  # GET: the session browser's list
         ("PUT", "/v1/sessions/abc", "GET"),
         ("POST", "/healthz", "GET"),
         ("GET", "/v1/chat/completions", "POST"),
