@@ -174,7 +174,8 @@ async def test_chat_completions(gateway: Gateway) -> None:
         assert resp.status == 200
         out = await resp.json()
     msg = out["choices"][0]["message"]
-    assert msg["content"] == "7"
+    assert msg["content"] == "So \\boxed{7}."  # the step that holds the answer
+    assert out["trigreason"]["answer"] == "7"
     assert "We add 3 and 4." in msg["reasoning_content"]
 
     chunks: list[dict[str, Any]] = []
@@ -188,7 +189,8 @@ async def test_chat_completions(gateway: Gateway) -> None:
     deltas = [c["choices"][0]["delta"] for c in chunks]
     assert any("reasoning_content" in d for d in deltas)
     assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
-    assert deltas[-1]["content"] == "7"
+    assert deltas[-1]["content"] == "So \\boxed{7}."
+    assert chunks[-1]["trigreason"]["answer"] == "7"
 
 
 async def test_bearer_token_auth(cluster: Cluster) -> None:

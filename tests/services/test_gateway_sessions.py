@@ -219,7 +219,8 @@ async def test_chat_passes_each_step_index_once(idle: Gateway) -> None:
         out = await resp.json()
     assert out["trigreason"]["session_id"] == sid
     assert out["choices"][0]["message"]["reasoning_content"] == "first\n\nsecond"
-    assert out["choices"][0]["message"]["content"] == "7"
+    assert out["choices"][0]["message"]["content"] == "second"  # no step holds a box: the last one
+    assert out["trigreason"]["answer"] == "7"
     async with idle.http.post(
         f"{idle.url}/v1/chat/completions", json={**body, "stream": True}, headers=headers
     ) as resp:
@@ -228,7 +229,7 @@ async def test_chat_passes_each_step_index_once(idle: Gateway) -> None:
     deltas = [c["choices"][0]["delta"] for c in chunks]
     assert [d["reasoning_content"] for d in deltas if "reasoning_content" in d] == ["first\n\n", "second\n\n"]
     assert [c["choices"][0]["finish_reason"] for c in chunks] == [None, None, None, "stop"]
-    assert deltas[-1]["content"] == "7"
+    assert deltas[-1]["content"] == "second"
 
 
 async def test_the_session_view_is_a_projection_of_its_events(idle: Gateway) -> None:

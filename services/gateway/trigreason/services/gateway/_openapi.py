@@ -5,11 +5,11 @@ come from the msgspec Structs."""
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 
-from trigreason.proto import MAX_QUESTION_CHARS, Message, SessionParams
+from trigreason.proto import MAX_QUESTION_CHARS, Message, PolicyName, SessionParams
 
 __all__ = [
     "IDEMPOTENCY_KEY_PATTERN",
@@ -48,8 +48,9 @@ def _ok(description: str, schema: dict[str, Any], media: str = "application/json
 _RETRY_AFTER = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "string"}}}
 
 
-def openapi_document(*, auth: bool = False) -> dict[str, Any]:
-    """The document; with ``auth`` the ``/v1/*`` routes need a bearer token (and may answer 401)."""
+def openapi_document(*, auth: bool = False, models: tuple[str, ...] = get_args(PolicyName)) -> dict[str, Any]:
+    """The document; with ``auth`` the ``/v1/*`` routes need a bearer token (and may answer 401).
+    ``models``: the model ids the chat completion takes (GET /v1/models)."""
     (params_ref, message_ref), components = msgspec.json.schema_components(
         [SessionParams, Message], ref_template="#/components/schemas/{name}"
     )
@@ -118,46 +119,87 @@ def openapi_document(*, auth: bool = False) -> dict[str, Any]:
         },
         "required": ["session_id", "status"],
     }
-    chat_message = {
+    param = components["SessionParams"]["properties"]
+
+    def nullable(schema: dict[str, Any]) -> dict[str, Any]:
+        return {"anyOf": [schema, {"type": "null"}]}
+
+    usage = {
         "type": "object",
+        "description": "prompt_tokens: the prompt the session's first backend call read; completion_tokens: "
+        "the committed steps' tokens; total_tokens: their sum",
+        "required": ["prompt_tokens", "completion_tokens", "total_tokens"],
         "properties": {
-            "role": {"type": "string"},
-            "content": {"type": ["string", "null"], "maxLength": MAX_QUESTION_CHARS},
+            "completion_tokens": {"type": "integer"},
+            "prompt_tokens": {"type": "integer"},
+            "total_tokens": {"type": "integer"},
         },
-        "required": ["role"],
     }
     components["ChatRequest"] = {
         "type": "object",
-        "description": "OpenAI's chat completion request. The question is the last user message with "
-        "content; other OpenAI members are accepted and ignored.",
+        "description": "OpenAI's chat completion request, for one question: messages is a single user "
+        "message (a system message or earlier turns are a 422 unsupported_messages: the chat template and "
+        "its system prompt are the model family's). model is one of GET /v1/models (another is a 404 "
+        "model_not_found): a policy, or the gateway's profile. temperature, top_p, seed and max_tokens "
+        "(or max_completion_tokens) set the session parameters of those names, trigreason.params over them. "
+        "Other OpenAI members are accepted and ignored.",
         "required": ["messages"],
         "properties": {
             "messages": {
                 "type": "array",
                 "minItems": 1,
-                "items": chat_message,
-                "contains": {
+                "maxItems": 1,
+                "items": {
                     "type": "object",
                     "properties": {
                         "role": {"const": "user"},
-                        "content": {"type": "string", "pattern": NOT_BLANK_PATTERN},
+                        "content": {
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": MAX_QUESTION_CHARS,
+                            "pattern": NOT_BLANK_PATTERN,
+                        },
                     },
                     "required": ["role", "content"],
                 },
             },
-            "model": {"type": "string"},
+            "model": {"enum": list(models)},
             "stream": {"type": "boolean"},
+            "stream_options": nullable(
+                {
+                    "type": "object",
+                    "description": "include_usage: a last chunk with empty choices carries the usage",
+                    "properties": {"include_usage": {"type": "boolean"}},
+                }
+            ),
+            "n": nullable({"const": 1}),
+            "temperature": nullable(param["temperature"]),
+            "top_p": nullable(param["top_p"]),
+            "seed": nullable(param["seed"]),
+            "max_tokens": nullable(param["max_tokens"]),
+            "max_completion_tokens": nullable(param["max_tokens"]),
             "trigreason": {
                 "type": "object",
-                "description": "TrigReason's own parameters",
+                "description": "TrigReason's own parameters; a policy here must agree with a policy model",
                 "properties": {"policy": policy, "params": _ref("RequestParams")},
                 "additionalProperties": False,
             },
         },
     }
+    extension = {
+        "type": "object",
+        "description": "answer: the \\boxed{} value (null without one); end_reason: why the session ended",
+        "properties": {
+            "session_id": {"type": "string"},
+            "answer": {"type": ["string", "null"]},
+            "end_reason": {"type": "string"},
+            "stats": _ref("SessionStats"),
+        },
+        "required": ["session_id", "answer", "end_reason", "stats"],
+    }
     components["ChatCompletion"] = {
         "type": "object",
-        "required": ["id", "object", "created", "model", "choices", "usage"],
+        "required": ["id", "object", "created", "model", "choices", "usage", "trigreason"],
         "properties": {
             "id": {"type": "string"},
             "object": {"const": "chat.completion"},
@@ -165,14 +207,18 @@ def openapi_document(*, auth: bool = False) -> dict[str, Any]:
             "model": {"type": "string"},
             "choices": {
                 "type": "array",
+                "minItems": 1,
+                "maxItems": 1,
                 "items": {
                     "type": "object",
                     "required": ["index", "message", "finish_reason"],
                     "properties": {
-                        "index": {"type": "integer"},
+                        "index": {"const": 0},
                         "message": {
                             "type": "object",
-                            "required": ["role", "content"],
+                            "required": ["role", "content", "reasoning_content"],
+                            "description": "content: the committed step that holds the final answer, or "
+                            "without one the last committed step; reasoning_content: every committed step",
                             "properties": {
                                 "role": {"const": "assistant"},
                                 "content": {"type": "string"},
@@ -183,25 +229,28 @@ def openapi_document(*, auth: bool = False) -> dict[str, Any]:
                     },
                 },
             },
-            "usage": {
-                "type": "object",
-                "properties": {
-                    "completion_tokens": {"type": "integer"},
-                    "prompt_tokens": {"type": "integer"},
-                    "total_tokens": {"type": "integer"},
-                },
-            },
-            "trigreason": {
-                "type": "object",
-                "properties": {"session_id": {"type": "string"}, "stats": _ref("SessionStats")},
-            },
+            "usage": usage,
+            "trigreason": extension,
+        },
+    }
+    components["Model"] = {
+        "type": "object",
+        "required": ["id", "object", "created", "owned_by"],
+        "properties": {
+            "id": {"enum": list(models)},
+            "object": {"const": "model"},
+            "created": {"type": "integer"},
+            "owned_by": {"type": "string"},
         },
     }
     # Open API 3.1 (before itemSchema): the schema of text/event-stream describes one event.
     components["ChatChunkEvent"] = {
         "type": "object",
-        "description": 'data: a chat.completion.chunk, an error object {"error": {"code", "message"}}, '
-        "or [DONE] at the end",
+        "description": "data: a chat.completion.chunk (its choices' deltas: the role, then each committed "
+        "step as reasoning_content, then the answer as content with finish_reason stop or length and the "
+        "trigreason member; with stream_options.include_usage every chunk has usage null and a last chunk "
+        'with empty choices the usage), an error object {"error": {"code", "message"}} when the session '
+        "fails or times out, and [DONE] at the end",
         "properties": {"data": {"type": "string"}, "event": {"type": "string"}},
         "required": ["data"],
     }
@@ -309,8 +358,8 @@ def openapi_document(*, auth: bool = False) -> dict[str, Any]:
                 "post": {
                     "operationId": "chatCompletions",
                     "summary": "OpenAI-compatible chat completion (streaming and not); steps come as "
-                    "reasoning_content. A stream ends with data: [DONE]; a failure in it is a chunk "
-                    '{"error": {"code", "message"}} before [DONE].',
+                    "reasoning_content, the answer's step as content. A stream ends with data: [DONE]; a "
+                    'failure in it is a chunk {"error": {"code", "message"}} before [DONE].',
                     "parameters": [idempotency_key],
                     "requestBody": {
                         "required": True,
@@ -325,6 +374,11 @@ def openapi_document(*, auth: bool = False) -> dict[str, Any]:
                             },
                         },
                         **post_errors,
+                        "404": _error("model_not_found: not a model of GET /v1/models"),
+                        "422": _error(
+                            "invalid request: a field, a parameter (unknown names too), a blank question, "
+                            "messages other than one user message (unsupported_messages), n other than 1"
+                        ),
                         "429": _error("too many open streams", _RETRY_AFTER),
                         "502": _error("the session failed"),
                         "504": _error("the session did not end within TRIGREASON_SESSION_TIMEOUT_S"),
@@ -334,13 +388,18 @@ def openapi_document(*, auth: bool = False) -> dict[str, Any]:
             "/v1/models": {
                 "get": {
                     "operationId": "listModels",
+                    "summary": "The model ids chat completions take: the gateway's profile (if it has one), "
+                    "then each policy",
                     "responses": {
                         "200": _ok(
                             "OpenAI's model list",
                             {
                                 "type": "object",
                                 "required": ["object", "data"],
-                                "properties": {"object": {"const": "list"}, "data": {"type": "array"}},
+                                "properties": {
+                                    "object": {"const": "list"},
+                                    "data": {"type": "array", "items": _ref("Model")},
+                                },
                             },
                         ),
                         **v1_errors,
