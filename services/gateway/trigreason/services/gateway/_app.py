@@ -204,7 +204,8 @@ class Gateway:
         """``POST /v1/chat/completions``: a session for the user's question, answered as OpenAI does."""
         body: ChatBody = await read_json(request, ChatBody)
         chat = chat_request(body, self.settings)
-        self._params(None, chat.params, "request")  # OpenAI's temperature, top_p, seed, max_tokens
+        for name, param, value in chat.given:  # OpenAI's temperature, top_p, seed, max_tokens
+            self._params(None, {param: value}, name)
         params = self._params(chat.policy, {**chat.params, **body.trigreason.params}, "trigreason.params")
         idempotency_key(request)  # a bad key is a 400 before anything is published
         with self.streams.slot():

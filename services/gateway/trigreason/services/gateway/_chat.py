@@ -14,7 +14,8 @@ What OpenAI clients get:
   a ``data: {"error": {...}}`` chunk, then ``data: [DONE]``.
 * ``model`` picks one of ``GET /v1/models``: a policy, or the gateway's profile; another is a 404
   ``model_not_found``. ``temperature``, ``top_p``, ``seed`` and ``max_tokens`` (or
-  ``max_completion_tokens``) set the session's parameters of those names; ``trigreason.params`` wins.
+  ``max_completion_tokens``) set the session's parameters of those names; ``trigreason.params`` and
+  ``trigreason.policy`` win.
 * One question per request: ``messages`` is a single user message. A system message or earlier turns are
   a 422 ``unsupported_messages`` (the chat template and its system prompt are the model family's).
 """
@@ -102,7 +103,9 @@ class ChatRequest:
     question: str
     model: str  # the model id the answer names
     policy: PolicyName | None  # None: the profile's (or the default) policy
-    params: dict[str, Any]  # OpenAI's members that are session parameters, as given
+    params: dict[str, Any]  # the session parameters OpenAI's members set
+    # Each of those members as given, to be checked alone: (member, parameter, value).
+    given: tuple[tuple[str, str, Any], ...] = ()
 
 
 def model_ids(settings: GatewaySettings) -> tuple[str, ...]:
@@ -122,7 +125,7 @@ def model_list(settings: GatewaySettings) -> dict[str, Any]:
 
 def chat_request(body: ChatBody, settings: GatewaySettings) -> ChatRequest:
     """What a chat request asks for: 404 for a model the gateway does not serve, 422 for messages other than
-    one user message with a question, for n other than 1, or for a policy that contradicts the model."""
+    one user message with a question, or for n other than 1."""
     if body.model is not None and body.model not in model_ids(settings):
         raise HttpError(
             404,
@@ -143,24 +146,20 @@ def chat_request(body: ChatBody, settings: GatewaySettings) -> ChatRequest:
     question = body.messages[0].content
     if question is None or not _NOT_BLANK.search(question):
         raise HttpError(422, "invalid_request", "messages[0].content: the question is missing or blank")
-    if body.n is not None and body.n != 1:
+    if body.n is not None and (isinstance(body.n, bool) or body.n != 1):
         raise HttpError(422, "invalid_request", "n: only one choice (n = 1) is supported")
     policy: PolicyName | None = None
     if body.model in POLICIES:
         policy = body.model  # type: ignore[assignment]
-    ext = body.trigreason.policy
-    if ext is not None and policy is not None and ext != policy:
-        raise HttpError(
-            422,
-            "invalid_request",
-            f"trigreason.policy '{ext}' contradicts model '{body.model}': the model names the policy",
-        )
-    policy = ext or policy
-    given = {k: getattr(body, k) for k in _OPENAI_PARAMS if getattr(body, k) is not None}
-    if "max_completion_tokens" in given:
-        given["max_tokens"] = given.pop("max_completion_tokens")
+    policy = body.trigreason.policy or policy  # TrigReason's own member wins
+    given = tuple(
+        (name, name.replace("max_completion_tokens", "max_tokens"), getattr(body, name))
+        for name in _OPENAI_PARAMS
+        if getattr(body, name) is not None
+    )
+    params = {param: value for _name, param, value in given}  # max_completion_tokens over max_tokens
     model = body.model or settings.profile or policy or settings.default_params.get("policy", POLICIES[0])
-    return ChatRequest(question=question, model=model, policy=policy, params=given)
+    return ChatRequest(question=question, model=model, policy=policy, params=params, given=given)
 
 
 class _Usage:

@@ -163,7 +163,10 @@ def openapi_document(*, auth: bool = False, models: tuple[str, ...] = get_args(P
                     "required": ["role", "content"],
                 },
             },
-            "model": {"enum": list(models)},
+            "model": {
+                "anyOf": [{"enum": list(models)}, {"type": "null"}],
+                "description": "one of GET /v1/models; absent or null: the profile (or the default policy)",
+            },
             "stream": {"type": "boolean"},
             "stream_options": nullable(
                 {
@@ -180,7 +183,7 @@ def openapi_document(*, auth: bool = False, models: tuple[str, ...] = get_args(P
             "max_completion_tokens": nullable(param["max_tokens"]),
             "trigreason": {
                 "type": "object",
-                "description": "TrigReason's own parameters; a policy here must agree with a policy model",
+                "description": "TrigReason's own parameters, over model and OpenAI's members",
                 "properties": {"policy": policy, "params": _ref("RequestParams")},
                 "additionalProperties": False,
             },
