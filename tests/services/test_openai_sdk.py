@@ -5,6 +5,7 @@ empty once a step was committed, the models it lists and selects, and errors as 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -281,3 +282,11 @@ async def test_a_failure_mid_stream_raises_the_sessions_error(idle: Served) -> N
         )
     assert http_error.value.status_code == 502
     assert http_error.value.code == "session_failed"
+
+
+def test_the_profile_files_name_is_its_model_id(tmp_path: Path) -> None:
+    path = tmp_path / "tiny.json"
+    path.write_text('{"params": {"policy": "srm-only"}}')
+    settings = GatewaySettings.from_env({"TRIGREASON_PROFILE": str(path)})
+    assert (settings.profile, settings.default_params) == ("tiny", {"policy": "srm-only"})
+    assert GatewaySettings.from_env({}).profile == ""
