@@ -22,7 +22,7 @@ from trigreason.services.worker.backends import Generation, GenerationRequest, S
 pytestmark = pytest.mark.timeout(60)
 
 TOKEN = "sdk-token"
-POLICIES = ["trigreason", "specreason", "lrm-only", "srm-only"]
+POLICIES = ["trigreason", "specreason", "lrm-only", "srm-only", "random"]
 FINAL = step("So \\boxed{7}.")
 NO_PRIMING = {"trigreason": {"params": {"priming_steps": 0, "rho": 1.0}}}
 

@@ -57,10 +57,19 @@ def replay_command(
         typer.Option(help=f"Comma-separated hesitation words [default: {','.join(DEFAULT_HESITATION)}]"),
     ] = None,
     table: Annotated[bool, typer.Option("--table", help="A readable table instead of JSON lines.")] = False,
+    policy: Annotated[
+        str, typer.Option(help="trigreason, or random (the matched baseline: --offload-p, --seed)")
+    ] = "trigreason",
+    offload_p: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="random: replacement probability")
+    ] = _DEFAULTS.offload_p,
+    seed: Annotated[int, typer.Option(min=0, help="random: the session's seed")] = _DEFAULTS.seed,
 ) -> None:
     """Print each step's r_s, hesitation and verdict: why a trigger fired."""
     if tau <= 0:
         raise typer.BadParameter("tau must be > 0", param_hint="--tau")
+    if policy not in ("trigreason", "random"):
+        raise typer.BadParameter("trigreason or random", param_hint="--policy")
     words = _words(hesitation)
     try:
         lines = sys.stdin.readlines() if str(file) == "-" else file.read_text(encoding="utf-8").splitlines()
@@ -68,7 +77,20 @@ def replay_command(
         typer.echo(f"error: cannot read {file}: {exc.strerror}", err=True)
         raise typer.Exit(2) from exc
     try:
-        rows = list(replay(read_steps(lines, source=str(file)), tau=tau, rho=rho, k=k, m=m, hesitation=words))
+        steps = read_steps(lines, source=str(file))
+        rows = list(
+            replay(
+                steps,
+                tau=tau,
+                rho=rho,
+                k=k,
+                m=m,
+                hesitation=words,
+                policy=policy,
+                offload_p=offload_p,
+                seed=seed,
+            )
+        )
     except ReplayError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
@@ -78,7 +100,7 @@ def replay_command(
     t = Table(title=f"tau={tau} rho={rho} k={k} m={m}")
     for col in ("step", "tokens", "r_s", "hesitates", "run", "verdict"):
         t.add_column(col, justify="right" if col not in ("verdict",) else "left")
-    style = {"accept": "green", "offload": "yellow", "intervene": "red"}
+    style = {"accept": "green", "offload": "yellow", "intervene": "red", "random": "magenta"}
     for r in rows:
         t.add_row(
             str(r.index),

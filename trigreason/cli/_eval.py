@@ -46,7 +46,8 @@ __all__: list[str] = []
 _T = TypeVar("_T")
 _D = SessionParams()
 _EC = EdgeCloudModel()
-_POLICIES = ("trigreason", "specreason", "lrm-only", "srm-only")
+_POLICIES = ("trigreason", "specreason", "lrm-only", "srm-only")  # run by default
+_ACCEPTED = (*_POLICIES, "random")  # the random baseline on request (--policies random, with --params)
 _Model = Annotated[str, typer.Option(help="srm, lrm, tiny, a GGUF path or hf://REPO/FILE")]
 _Url = Annotated[
     str | None, typer.Option(help="an existing inference server [env: TRIGREASON_SRM_URL/_LRM_URL]")
@@ -189,6 +190,9 @@ def eval_(
     rho: float = _D.rho,
     k: int = _D.k,
     m: int = _D.m,
+    offload_p: Annotated[
+        float, typer.Option(help="the random policy's replacement probability (--policies ...,random)")
+    ] = _D.offload_p,
     hesitation: Annotated[str | None, typer.Option(help="comma-separated words")] = None,
     max_tokens: int = _D.max_tokens,
     step_max_tokens: int = _D.step_max_tokens,
@@ -213,16 +217,16 @@ def eval_(
 ) -> None:
     """Run problems under every policy with the same seeds; grade; write results, summary and report."""
     wanted = [p.strip() for p in policies.split(",") if p.strip()]
-    unknown = [p for p in wanted if p not in _POLICIES]
+    unknown = [p for p in wanted if p not in _ACCEPTED]
     if unknown or not wanted:
         raise typer.BadParameter(
-            f"unknown policy {unknown}; use {', '.join(_POLICIES)}", param_hint="--policies"
+            f"unknown policy {unknown}; use {', '.join(_ACCEPTED)}", param_hint="--policies"
         )
     params = session_params(
         ctx, profile,
         {"priming_steps": priming_steps, "tau": tau, "rho": rho, "k": k, "m": m, "hesitation": hesitation,
          "max_tokens": max_tokens, "step_max_tokens": step_max_tokens, "temperature": temperature,
-         "seed": seed},
+         "seed": seed, "offload_p": offload_p},
     )  # fmt: skip
     model = _cost_model(price_in, price_cached, price_out, srm_price, rtt)
     console = Console(stderr=True)

@@ -7,7 +7,12 @@ from typing import IO, Annotated
 
 import msgspec
 
-from trigreason.services.trigger_evaluator import decide_trigreason
+from trigreason.services.trigger_evaluator import (
+    confident_share,
+    decide_trigreason,
+    hesitates,
+    random_offload,
+)
 
 __all__ = ["RecordedStep", "ReplayError", "ReplayRow", "read_steps", "replay"]
 
@@ -22,7 +27,7 @@ class ReplayRow(msgspec.Struct, frozen=True):
     r_s: float
     hesitation: bool
     hesitation_run: int  # consecutive hesitating steps including this one
-    verdict: str  # accept | offload | intervene
+    verdict: str  # accept | offload | intervene (trigreason); accept | random (the random baseline)
     tokens: int
 
 
@@ -51,13 +56,30 @@ def replay(
     k: int,
     m: int,
     hesitation: tuple[str, ...],
+    policy: str = "trigreason",
+    offload_p: float = 0.0,
+    seed: int = 0,
 ) -> Iterator[ReplayRow]:
     """Verdicts as the trigger-evaluator would give them, one SRM step after the other.
 
     After any replace verdict the LRM writes the step, so the next SRM step's hesitation run starts at 0.
+    Under ``random`` the verdict is the baseline's seeded draw (step ``index``, first attempt), with
+    ``r_s`` and hesitation shown for comparison.
     """
     run = 0
     for index, step in enumerate(steps):
+        if policy == "random":
+            replaced = random_offload(seed=seed, step_index=index, attempt=0, offload_p=offload_p)
+            hes = hesitates(step.text, hesitation)
+            yield ReplayRow(
+                index=index,
+                r_s=confident_share(step.token_logprobs, tau),
+                hesitation=hes,
+                hesitation_run=0,
+                verdict="random" if replaced else "accept",
+                tokens=len(step.token_logprobs),
+            )
+            continue
         d = decide_trigreason(
             text=step.text,
             token_logprobs=step.token_logprobs,

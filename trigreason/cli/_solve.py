@@ -8,7 +8,7 @@ import signal
 import sys
 import time
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 import msgspec
 import nats
@@ -20,6 +20,7 @@ from trigreason.host import ServiceSettings
 from trigreason.profiles import load_profile
 from trigreason.proto import (
     DEFAULT_HESITATION,
+    PolicyName,
     SessionFailed,
     SessionFinished,
     SessionParams,
@@ -152,12 +153,17 @@ _Model = Annotated[str, typer.Option(help="srm, lrm, tiny, a GGUF path or hf://R
 def solve(
     ctx: typer.Context,
     question: Annotated[str, typer.Argument(help="The question to solve.")],
-    policy: Annotated[str, typer.Option(help="trigreason | specreason | lrm-only | srm-only")] = _D.policy,
+    policy: Annotated[
+        str, typer.Option(help="trigreason | specreason | lrm-only | srm-only | random")
+    ] = _D.policy,
     priming_steps: Annotated[int, typer.Option(help="n: LRM steps at the start")] = _D.priming_steps,
     tau: Annotated[float, typer.Option(help="token perplexity threshold")] = _D.tau,
     rho: Annotated[float, typer.Option(help="offload when r_s > rho")] = _D.rho,
     k: Annotated[int, typer.Option(help="hesitating steps in a row that trigger an intervention")] = _D.k,
     m: Annotated[int, typer.Option(help="LRM steps per intervention")] = _D.m,
+    offload_p: Annotated[
+        float, typer.Option(help="random policy: the probability that an SRM step goes to the LRM")
+    ] = _D.offload_p,
     hesitation: Annotated[
         str | None, typer.Option(help=f"comma-separated words [default: {','.join(DEFAULT_HESITATION)}]")
     ] = None,
@@ -178,13 +184,14 @@ def solve(
     ] = None,
 ) -> None:
     """Solve one question; with nothing configured, on the embedded stack (local NATS, CPU models)."""
-    if policy not in ("trigreason", "specreason", "lrm-only", "srm-only"):
+    if policy not in get_args(PolicyName):
         raise typer.BadParameter(f"unknown policy {policy!r}", param_hint="--policy")
     params = session_params(
         ctx,
         profile,
         {
             "policy": policy, "priming_steps": priming_steps, "tau": tau, "rho": rho, "k": k, "m": m,
+            "offload_p": offload_p,
             "hesitation": hesitation, "max_tokens": max_tokens, "step_max_tokens": step_max_tokens,
             "temperature": temperature, "seed": seed,
         },

@@ -56,9 +56,9 @@ __all__ = [
 ]
 
 Role = Literal["srm", "lrm"]
-PolicyName = Literal["trigreason", "specreason", "lrm-only", "srm-only"]
+PolicyName = Literal["trigreason", "specreason", "lrm-only", "srm-only", "random"]
 # Why the LRM wrote a step (or, for ``judge_reject``, why an SRM step was replaced under SpecReason).
-TriggerKind = Literal["priming", "offload", "intervention", "judge_reject"]
+TriggerKind = Literal["priming", "offload", "intervention", "judge_reject", "random"]
 FinishReason = Literal["length", "eos_token", "stop_sequence"]
 PromptFamily = Literal["chatml", "deepseek-r1", "raw"]
 JudgeMode = Literal["greedy", "expected"]
@@ -100,6 +100,9 @@ class SessionParams(Struct, kw_only=True, frozen=True, forbid_unknown_fields=Fal
     # Intervention: k consecutive hesitating SRM steps hand the next m steps to the LRM.
     k: Annotated[int, Meta(ge=1, le=1024)] = 2
     m: Annotated[int, Meta(ge=1, le=1024)] = 1
+    # The matched random baseline (policy "random"): after the same priming, each SRM step is replaced
+    # by an LRM step with this probability, drawn from the seed (reproducible), with no other trigger.
+    offload_p: Annotated[float, Meta(ge=0, le=1)] = 0.0
     hesitation: Annotated[
         tuple[Annotated[str, Meta(min_length=1, max_length=64)], ...], Meta(max_length=64)
     ] = DEFAULT_HESITATION

@@ -67,7 +67,8 @@ def on_session_requested(state: SessionSnapshot, event: SessionRequested) -> Dec
     params = event.params
     counters = state.counters
     run_left, run_reason = 0, None
-    if params.policy == "trigreason" and params.priming_steps > 0:
+    # The random baseline is primed exactly as TrigReason, so the two differ only in which steps go over.
+    if params.policy in ("trigreason", "random") and params.priming_steps > 0:
         run_left, run_reason = params.priming_steps, "priming"
         counters = add_trigger(counters, "priming")
     started = msgspec.structs.replace(

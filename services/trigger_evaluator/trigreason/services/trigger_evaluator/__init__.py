@@ -9,7 +9,14 @@ and ``trigreason triggers replay`` use too. ``TriggerEvaluator`` is the thin bus
 from ._evaluator import evaluate
 from ._serve import serve
 from ._service import TriggerEvaluator
-from ._triggers import TriggerDecision, confident_share, decide_trigreason, hesitates, judge_score
+from ._triggers import (
+    TriggerDecision,
+    confident_share,
+    decide_trigreason,
+    hesitates,
+    judge_score,
+    random_offload,
+)
 
 __all__ = [
     "TriggerDecision",
@@ -19,5 +26,6 @@ __all__ = [
     "evaluate",
     "hesitates",
     "judge_score",
+    "random_offload",
     "serve",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from trigreason.proto import IllegalEvent, JudgeScored, JudgeStep, StepGenerated, Verdict, judge_command_id
 
-from ._triggers import decide_trigreason, hesitates, judge_score
+from ._triggers import confident_share, decide_trigreason, hesitates, judge_score, random_offload
 
 __all__ = ["evaluate"]
 
@@ -53,6 +53,22 @@ def evaluate(event: StepGenerated | JudgeScored) -> Verdict | JudgeStep:
             top_n=params.judge_top_n,
             candidate=event,
             issued_at=event.at,
+        )
+    if params.policy == "random":
+        replace = random_offload(
+            seed=params.seed, step_index=event.step_index, attempt=event.attempt, offload_p=params.offload_p
+        )
+        return Verdict(
+            session_id=event.session_id,
+            step_index=event.step_index,
+            attempt=event.attempt,
+            decision="replace" if replace else "accept",
+            lrm_steps=1 if replace else 0,
+            reason="random" if replace else None,
+            candidate=event,
+            r_s=confident_share(step.token_logprobs, params.tau),  # reported, never used to decide
+            hesitates=hesitates(step.text, params.hesitation),
+            at=event.at,
         )
     if params.policy == "srm-only":
         return Verdict(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -18,6 +19,7 @@ __all__ = [
     "decide_trigreason",
     "hesitates",
     "judge_score",
+    "random_offload",
 ]
 
 StepVerdict = Literal["accept", "offload", "intervene"]
@@ -112,3 +114,16 @@ def judge_score(top_logprobs: Sequence[TokenLogprob], mode: JudgeMode) -> float 
         return float(max(mass.items(), key=lambda kv: (kv[1], -kv[0]))[0])
     total = sum(mass.values())
     return sum(d * p for d, p in mass.items()) / total
+
+
+def random_offload(*, seed: int, step_index: int, attempt: int, offload_p: float) -> bool:
+    """The random baseline's verdict on one SRM step: replace it with probability ``offload_p``.
+
+    The draw is a pure function of the session's seed, the step and the attempt (no global random state),
+    so a session replays identically, and two sessions with the same seed replace the same steps."""
+    if offload_p <= 0.0:
+        return False
+    if offload_p >= 1.0:
+        return True
+    digest = hashlib.blake2b(f"{seed}:{step_index}:{attempt}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64 < offload_p
