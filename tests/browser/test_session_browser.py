@@ -20,7 +20,7 @@ from aiohttp import web
 from tests.services.cluster import Cluster, start_all
 from tests.services.test_gateway_sessions import SlowBackend
 from tests.support import step
-from trigreason.services.gateway import GatewaySettings, make_app
+from trigreason.services.gateway import GatewaySettings, make_app, trace_id_of
 from trigreason.services.runtime import Bus
 
 pytestmark = pytest.mark.timeout(120)
@@ -327,9 +327,7 @@ async def test_the_pages_and_routes_without_a_browser(site: Site) -> None:
 
 
 def test_trace_id_from_traceparent() -> None:
-    from trigreason.services.gateway._browser import _trace_id
-
     tid = "4bf92f3577b34da6a3ce929d0e0e4736"
-    assert _trace_id({"traceparent": f"00-{tid}-00f067aa0ba902b7-01"}) == tid
-    assert _trace_id({"traceparent": f"00-{'0' * 32}-00f067aa0ba902b7-01"}) is None
-    assert _trace_id(None) is None
+    assert trace_id_of({"traceparent": f"00-{tid}-00f067aa0ba902b7-01"}) == tid
+    assert trace_id_of({"traceparent": f"00-{'0' * 32}-00f067aa0ba902b7-01"}) is None
+    assert trace_id_of(None) is None

@@ -2,6 +2,7 @@
 readiness, metrics and the OpenAPI document. ``python -m trigreason.services.gateway`` runs it."""
 
 from ._app import OPEN_STREAMS, Gateway, idempotent_session_id, make_app
+from ._browser import trace_id_of
 from ._projection import SessionProjection, session_view
 from ._serve import serve
 from ._settings import GatewaySettings, profile_file
@@ -16,4 +17,5 @@ __all__ = [
     "profile_file",
     "serve",
     "session_view",
+    "trace_id_of",
 ]

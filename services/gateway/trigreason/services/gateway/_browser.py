@@ -53,7 +53,7 @@ from trigreason.services.runtime import Bus
 from ._http import HttpError, json_response, path_session_id
 from ._openapi import SESSION_ID_PATTERN
 
-__all__ = ["RecentSessions", "browser_paths", "install_browser"]
+__all__ = ["RecentSessions", "browser_paths", "install_browser", "trace_id_of"]
 
 log = structlog.get_logger("trigreason.gateway")
 
@@ -83,7 +83,7 @@ class _Entry(msgspec.Struct, kw_only=True):
     seq: int
 
 
-def _trace_id(headers: dict[str, str] | None) -> str | None:
+def trace_id_of(headers: dict[str, str] | None) -> str | None:
     """The trace id of a W3C ``traceparent`` header (``00-<trace id>-<span id>-<flags>``)."""
     parts = (headers or {}).get("traceparent", "").split("-")
     if len(parts) == 4 and len(parts[1]) == 32 and parts[1] != "0" * 32:
@@ -251,7 +251,7 @@ class _Browser:
             msg = await self.gateway.bus.js.get_last_msg(EVENT_STREAM, event_subject(session_id, "requested"))
         except NotFoundError:
             raise HttpError(404, "not_found", f"unknown or expired session {session_id}") from None
-        trace_id = _trace_id(msg.headers)
+        trace_id = trace_id_of(msg.headers)
         template = self.gateway.settings.trace_url_template
         url = template.replace("{trace_id}", trace_id) if template and trace_id else None
         return json_response({"trace_id": trace_id, "url": url})
