@@ -29,6 +29,7 @@ from trigreason.eval import (
     grid,
     load_problems,
     read_rows,
+    replaced_share,
     run_eval,
     summarize,
     write_report,
@@ -214,6 +215,13 @@ def eval_(
     report_only: Annotated[
         bool, typer.Option(help="run nothing: summary and report from the problems whose runs are all done")
     ] = False,
+    matched_random: Annotated[
+        bool,
+        typer.Option(
+            help="also run the random baseline at TrigReason's replaced share of SRM steps, same problems "
+            "and seeds, and compare them pairwise (summary: trigreason_vs_random)"
+        ),
+    ] = False,
 ) -> None:
     """Run problems under every policy with the same seeds; grade; write results, summary and report."""
     wanted = [p.strip() for p in policies.split(",") if p.strip()]
@@ -222,6 +230,8 @@ def eval_(
         raise typer.BadParameter(
             f"unknown policy {unknown}; use {', '.join(_ACCEPTED)}", param_hint="--policies"
         )
+    if matched_random and "trigreason" not in wanted:
+        raise typer.BadParameter("--matched-random compares with trigreason: add it", param_hint="--policies")
     params = session_params(
         ctx, profile,
         {"priming_steps": priming_steps, "tau": tau, "rho": rho, "k": k, "m": m, "hesitation": hesitation,
@@ -239,17 +249,32 @@ def eval_(
         async with _executor(
             via, srm_model, lrm_model, srm_url, lrm_url, lambda m: console.print(f"[dim]{m}[/]")
         ) as ex:
-            return await _run_with_progress(
+            rows = await _run_with_progress(
                 console, f"{dataset}", ex, problems=problems, policies=wanted, samples=samples, params=params,
                 out_dir=out, concurrency=concurrency,
             )  # fmt: skip
+            if not matched_random:
+                return rows
+            # The baseline hands the LRM as many SRM steps as TrigReason did on this data set.
+            p = replaced_share(r["stats"] for r in rows if r["policy"] == "trigreason")
+            console.print(
+                f"random baseline at offload_p {p:.3f} (the share of SRM steps TrigReason replaced)"
+            )
+            matched = msgspec.structs.replace(params, offload_p=p)
+            return rows + await _run_with_progress(
+                console, f"{dataset} random", ex, problems=problems, policies=["random"], samples=samples,
+                params=matched, out_dir=out, concurrency=concurrency,
+            )  # fmt: skip
 
     if report_only:
-        rows = complete_rows(read_rows(out / "results.jsonl"), problems, wanted, samples)
+        done_policies = [*wanted, "random"] if matched_random and "random" not in wanted else wanted
+        rows = complete_rows(read_rows(out / "results.jsonl"), problems, done_policies, samples)
         if not rows:
             console.print(f"[red]error:[/] {out / 'results.jsonl'} has no problem with every run done")
             raise typer.Exit(2)
-        console.print(f"report from the {len(rows) // (len(wanted) * samples)} problems with every run done")
+        console.print(
+            f"report from the {len(rows) // (len(done_policies) * samples)} problems with every run done"
+        )
     else:
         rows = _run_async(main, console, out / "results.jsonl")
     summary = summarize(rows, model)

@@ -4,6 +4,7 @@ from ._calibrate import GridPoint, choose, grid
 from ._cost import EdgeCloudModel, edge_cloud
 from ._data import DATASETS, Problem, load_problems
 from ._grading import grade, numeric_value
+from ._matched import matched_comparison, mcnemar_exact_p, replaced_share
 from ._report import write_report
 from ._run import (
     Executor,
@@ -32,8 +33,11 @@ __all__ = [
     "grade",
     "grid",
     "load_problems",
+    "matched_comparison",
+    "mcnemar_exact_p",
     "numeric_value",
     "read_rows",
+    "replaced_share",
     "run_eval",
     "seed_for",
     "summarize",

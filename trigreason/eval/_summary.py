@@ -8,6 +8,7 @@ from collections import defaultdict
 from typing import Any
 
 from ._cost import EdgeCloudModel, edge_cloud
+from ._matched import matched_comparison
 
 __all__ = ["summarize"]
 
@@ -34,12 +35,16 @@ def summarize(rows: list[dict[str, Any]], model: EdgeCloudModel) -> dict[str, An
         ec["latency_vs_lrm"] = _ratio(ec["latency_s"], lrm["edge_cloud"]["latency_s"])
         ec["api_cost_vs_lrm"] = _ratio(ec["api_cost_usd"], lrm["edge_cloud"]["api_cost_usd"])
     problems = {row["problem_id"] for row in rows}
-    return {
+    summary: dict[str, Any] = {
         "runs": len(rows),
         "problems": len(problems),
         "edge_cloud_model": {name: getattr(model, name) for name in model.__slots__},
         "policies": policies,
     }
+    matched = matched_comparison(rows)
+    if matched is not None:
+        summary["trigreason_vs_random"] = matched
+    return summary
 
 
 def _one(runs: list[dict[str, Any]], model: EdgeCloudModel) -> dict[str, Any]:

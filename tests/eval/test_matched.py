@@ -1,0 +1,109 @@
+"""The matched random baseline in eval: TrigReason against random at the same replaced share, paired."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import CONFIDENT, step
+from trigreason.eval import (
+    EdgeCloudModel,
+    InProcessExecutor,
+    Problem,
+    matched_comparison,
+    mcnemar_exact_p,
+    replaced_share,
+    run_eval,
+    summarize,
+)
+from trigreason.proto import SessionParams
+from trigreason.services.worker.backends import ScriptedBackend
+
+
+@pytest.mark.parametrize(
+    ("b", "c", "expected"),
+    [
+        (0, 0, 1.0),
+        (5, 5, 1.0),
+        (10, 0, 2 / 2**10),  # all discordant pairs one way
+        (7, 2, 2 * sum(math.comb(9, i) for i in range(3)) / 2**9),
+        (2, 7, 2 * sum(math.comb(9, i) for i in range(3)) / 2**9),  # symmetric
+    ],
+)
+def test_mcnemar_exact(b: int, c: int, expected: float) -> None:
+    assert mcnemar_exact_p(b, c) == pytest.approx(expected)
+
+
+def test_replaced_share_counts_the_triggers_that_discard_srm_steps() -> None:
+    stats = [
+        {"srm_steps": 6, "triggers": {"priming": 2, "offload": 1, "intervention": 1}},
+        {"srm_steps": 2, "triggers": {"judge_reject": 1, "random": 1}},
+    ]
+    assert replaced_share(stats) == pytest.approx(4 / 12)  # priming replaces nothing
+    assert replaced_share([]) == 0.0
+
+
+def _rows(pairs: list[tuple[bool, bool]]) -> list[dict[str, Any]]:
+    rows = []
+    for i, (tr, rnd) in enumerate(pairs):
+        for policy, ok in (("trigreason", tr), ("random", rnd)):
+            rows.append({
+                "problem_id": f"p{i}", "sample": 0, "policy": policy, "correct": ok,
+                "stats": {"srm_steps": 3, "triggers": {"offload": 1}}, "params": {"offload_p": 0.25},
+            })  # fmt: skip
+    return rows
+
+
+def test_the_paired_comparison() -> None:
+    pairs = [(True, False)] * 12 + [(False, True)] * 2 + [(True, True)] * 10 + [(False, False)] * 6
+    got = matched_comparison(_rows(pairs))
+    assert got is not None
+    assert got["pairs"] == 30
+    assert (got["trigreason_right_random_wrong"], got["random_right_trigreason_wrong"]) == (12, 2)
+    assert got["accuracy_difference"] == pytest.approx(10 / 30)
+    low, high = got["accuracy_difference_ci95"]
+    assert 0 < low < 10 / 30 < high
+    assert got["mcnemar_p"] == pytest.approx(mcnemar_exact_p(12, 2))
+    assert got["verdict"].startswith("trigreason beats random")
+    assert got["random_offload_p"] == 0.25
+    assert matched_comparison(_rows(pairs)) == got  # the bootstrap is seeded: the same every time
+    even = matched_comparison(_rows([(True, False), (False, True)] * 5))
+    assert even is not None
+    assert even["verdict"].startswith("no better than chance")
+    assert matched_comparison([r for r in _rows(pairs) if r["policy"] == "trigreason"]) is None
+
+
+async def test_a_matched_run_through_the_runner(tmp_path: Path) -> None:
+    """TrigReason offloads every confident SRM step; the random baseline runs the same problems and seeds at
+    TrigReason's replaced share, and the summary compares them pairwise."""
+    sure = step("3 + 4 = 7.", [CONFIDENT] * 8)
+    final = step("So \\boxed{7}.")
+    problems = [Problem(id=f"t/{i}", question="What is 3 + 4?", gold="7", grade="numeric") for i in range(6)]
+
+    class Executor:
+        async def solve(self, question: str, params: SessionParams, session_id: str) -> Any:
+            srm = ScriptedBackend("srm", [sure, sure, final], default=final)
+            lrm = ScriptedBackend("lrm", default=step("Adding."))
+            return await InProcessExecutor(srm, lrm).solve(question, params, session_id)
+
+    params = SessionParams(priming_steps=1, rho=0.5, max_steps=12)
+    rows = await run_eval(
+        problems, ["trigreason"], samples=1, params=params, executor=Executor(), out_dir=tmp_path
+    )
+    p = replaced_share(r["stats"] for r in rows)
+    assert 0 < p < 1
+    matched = SessionParams(priming_steps=1, rho=0.5, max_steps=12, offload_p=p)
+    rows += await run_eval(
+        problems, ["random"], samples=1, params=matched, executor=Executor(), out_dir=tmp_path
+    )
+    assert {r["seed"] for r in rows if r["policy"] == "random"} == {
+        r["seed"] for r in rows if r["policy"] == "trigreason"
+    }
+    summary = summarize(rows, EdgeCloudModel())
+    versus = summary["trigreason_vs_random"]
+    assert versus["pairs"] == 6
+    assert versus["random_offload_p"] == pytest.approx(p)
+    assert "random" in summary["policies"]
