@@ -100,6 +100,8 @@ class RecentSessions:
         self.size = size
         self._last = 0
         self._task: asyncio.Task[None] | None = None
+        # Checked as well as cancelling: Python 3.11's wait_for (in next_msg) can swallow a cancellation.
+        self._stopping = False
 
     def add(self, entry: _Entry) -> None:
         if entry.session_id in self.entries:
@@ -109,7 +111,7 @@ class RecentSessions:
             self.entries.popitem(last=False)
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             sub = None
             try:
                 config = (
@@ -123,7 +125,7 @@ class RecentSessions:
                     event_subject("*", "requested"), ordered_consumer=True, config=config
                 )
                 reconnects = self.bus.nc.stats["reconnects"]
-                while self.bus.nc.stats["reconnects"] == reconnects:
+                while self.bus.nc.stats["reconnects"] == reconnects and not self._stopping:
                     try:
                         msg = await sub.next_msg(timeout=1.0)
                     except nats.errors.TimeoutError:
@@ -138,7 +140,7 @@ class RecentSessions:
             finally:
                 if sub is not None:
                     with contextlib.suppress(Exception):
-                        await sub.unsubscribe()
+                        await asyncio.wait_for(sub.unsubscribe(), 2.0)
 
     def _take(self, data: bytes, seq: int) -> None:
         try:
@@ -160,10 +162,10 @@ class RecentSessions:
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait({self._task}, timeout=5.0)
 
     async def _last_msg(self, subject: str) -> Any:
         try:
