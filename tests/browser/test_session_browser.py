@@ -112,6 +112,23 @@ async def site(cluster: Cluster) -> AsyncIterator[Site]:
         SlowBackend("srm", 1.0, steps=SRM_STEPS, default=step("So \\boxed{7}.")),
         SlowBackend("lrm", 1.0, steps=LRM_STEPS, default=step("So \\boxed{7}.")),
     )
+    async for s in _site(cluster):
+        yield s
+
+
+@pytest.fixture
+async def judge_site(cluster: Cluster) -> AsyncIterator[Site]:
+    """SpecReason: the judge (the LRM) scores the first SRM step 9 (accepted), the second 3 (rejected)."""
+    await start_all(
+        cluster,
+        SlowBackend("srm", 0.5, steps=[step("We add 3 and 4."), step("That makes 8.")]),
+        SlowBackend("lrm", 0.5, steps=[step("So \\boxed{7}.")], judge_scores=[9, 3]),
+    )
+    async for s in _site(cluster):
+        yield s
+
+
+async def _site(cluster: Cluster) -> AsyncIterator[Site]:
     bus = await Bus.connect(cluster.settings, name="gateway")
     settings = GatewaySettings(
         api_tokens=(TOKEN,),
@@ -142,7 +159,7 @@ async def site(cluster: Cluster) -> AsyncIterator[Site]:
 
 
 @pytest.fixture
-async def page(site: Site) -> AsyncIterator[Any]:
+async def page() -> AsyncIterator[Any]:
     chromium = _chromium()
     from playwright.async_api import async_playwright
 
@@ -331,3 +348,25 @@ def test_trace_id_from_traceparent() -> None:
     assert trace_id_of({"traceparent": f"00-{tid}-00f067aa0ba902b7-01"}) == tid
     assert trace_id_of({"traceparent": f"00-{'0' * 32}-00f067aa0ba902b7-01"}) is None
     assert trace_id_of(None) is None
+
+
+async def test_specreason_judge_badges(judge_site: Site, page: Any) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    body = {"question": "What is 3 + 4?", "policy": "specreason", "params": {"priming_steps": 0}}
+    async with judge_site.http.post(judge_site.url + "/v1/sessions", json=body, headers=auth) as resp:
+        session_id = (await resp.json())["session_id"]
+    await page.goto(f"{judge_site.url}/sessions/{session_id}")
+    await page.fill("#token", TOKEN)
+    await page.click("#auth button")
+    await page.wait_for_selector("#status.finished", timeout=30_000)
+    await page.screenshot(path=str(ARTIFACTS / "session-browser-specreason.png"), full_page=True)
+    events = await judge_site.events(session_id)
+    verdicts = [e["data"] for e in events if e["event"] == "verdict"]
+    assert [(v["decision"], v["judge_score"]) for v in verdicts] == [("accept", 9.0), ("replace", 3.0)]
+    assert await _indexes(page) == ["0", "1"]
+    accepted = await page.text_content("li.step[data-index='0'] .body .badge[data-badge='judge']")
+    assert accepted == "judge 9.0 ≥ 7"
+    rejected = await page.text_content("li.step[data-index='1'] .drafts .badge[data-badge='judge_reject']")
+    assert rejected == "judge 3.0 < 7: reject"
+    assert await page.text_content("li.step[data-index='1'] .drafts del") == "That makes 8."
+    assert await page.get_attribute("li.step[data-index='1']", "data-role") == "lrm"
