@@ -134,6 +134,8 @@ async def _site(cluster: Cluster) -> AsyncIterator[Site]:
         api_tokens=(TOKEN,),
         sse_keepalive_s=0.5,
         trace_url_template="http://jaeger.invalid/trace/{trace_id}",
+        profile="browser-test",
+        default_params={"rho": 0.85, "priming_steps": 3},
     )
     app = make_app(bus, settings)
     streams: list[web.Request] = []
@@ -193,6 +195,8 @@ async def test_start_watch_reload_and_badges(site: Site, page: Any) -> None:
     assert await page.input_value("#policy") == "trigreason"
     defaults = json.loads(await page.input_value("#params"))
     assert defaults["rho"] == 0.85
+    assert defaults["priming_steps"] == 3, "the profile's value"
+    assert await page.input_value("#profile") == "browser-test"
     assert "policy" not in defaults
     await page.fill("#question", QUESTION)
     await page.fill("#params", json.dumps({**defaults, **PARAMS}))

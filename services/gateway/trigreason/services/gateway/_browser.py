@@ -243,6 +243,8 @@ class _Browser:
                 "now": time.time(),
                 "policies": list(get_args(PolicyName)),
                 "default_params": defaults,
+                # the profile's name, where the settings have one (TRIGREASON_PROFILE)
+                "profile": settings.profile or None,
                 "trace_url_template": settings.trace_url_template or None,
             }
         )
@@ -316,12 +318,13 @@ def browser_paths(*, auth: bool) -> dict[str, Any]:
     }
     listing = {
         "type": "object",
-        "required": ["sessions", "now", "policies", "default_params", "trace_url_template"],
+        "required": ["sessions", "now", "policies", "default_params", "profile", "trace_url_template"],
         "properties": {
             "sessions": {"type": "array", "items": summary},
             "now": {"type": "number"},
             "policies": {"type": "array", "items": {"type": "string"}},
             "default_params": {"type": "object"},
+            "profile": nullable_str,
             "trace_url_template": nullable_str,
         },
     }

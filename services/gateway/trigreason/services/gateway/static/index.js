@@ -17,6 +17,7 @@
       const params = Object.assign({}, data.default_params);
       delete params.policy;
       document.getElementById("params").value = JSON.stringify(params, null, 2);
+      document.getElementById("profile").value = data.profile || "none: the built-in defaults";
     }
     const tbody = document.querySelector("#sessions tbody");
     const rows = data.sessions.map((s) => {
