@@ -14,6 +14,7 @@ import pytest
 from nats.js.api import KeyValueConfig
 
 from tests.services.cluster import Cluster, start_all
+from tests.support import step
 from trigreason.proto import (
     DEAD_LETTER_STREAM,
     EVENT_STREAM,
@@ -36,6 +37,8 @@ from trigreason.proto import (
 from trigreason.services.backend_sim import SimSettings, StepLength, make_app, start_server
 from trigreason.services.orchestrator import Orchestrator, event_key
 from trigreason.services.runtime import Bus, BusSettings, Delivery, ensure_topology
+from trigreason.services.trigger_evaluator import TriggerEvaluator
+from trigreason.services.worker import Worker
 from trigreason.services.worker.backends import ScriptedBackend, TgiBackend
 from trigreason.stack import LocalNatsServer
 
@@ -363,3 +366,51 @@ async def test_a_list_of_nats_servers_is_accepted(nats_server: LocalNatsServer) 
         assert bus.nc.is_connected
     finally:
         await bus.nc.close()
+
+
+class _FlakyCommitBus:
+    """The orchestrator's bus, whose first publish of a chosen StepCommitted fails, as a publish does when
+    the stream's leader dies mid-publish in a JetStream cluster."""
+
+    def __init__(self, bus: Bus, fail_index: int) -> None:
+        self._bus = bus
+        self._fail_index = fail_index
+        self.failed = False
+        self.published: list[Message] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._bus, name)
+
+    async def publish(self, message: Message, **kwargs: object) -> None:
+        if isinstance(message, StepCommitted) and message.index == self._fail_index and not self.failed:
+            self.failed = True
+            raise TimeoutError("nats: timeout (the stream leader went away)")
+        self.published.append(message)
+        await self._bus.publish(message, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_a_failed_commit_publish_holds_the_next_command_back(cluster: Cluster) -> None:
+    """Regression (make chaos, cluster3-kill-leader: 2 lost): the next step's command went out beside a
+    StepCommitted whose publish failed; the session moved on and the step was missing for good. Now the
+    command waits for the event, and the redelivery publishes both."""
+    final = step("So \\boxed{7}.")
+    flaky: list[_FlakyCommitBus] = []
+
+    def make(bus: Bus) -> Orchestrator:
+        wrapped = _FlakyCommitBus(bus, fail_index=1)
+        flaky.append(wrapped)
+        return Orchestrator(wrapped)  # type: ignore[arg-type]
+
+    await cluster.start("orchestrator", make)
+    await cluster.start("trigger-evaluator", TriggerEvaluator)
+    srm = ScriptedBackend("srm", [step("We add."), step("Three and four."), final])
+    await cluster.start("srm-worker", lambda b: Worker(b, "srm", srm))
+    await cluster.start(
+        "lrm-worker", lambda b: Worker(b, "lrm", ScriptedBackend("lrm", default=step("Prime.")))
+    )
+    await _request(cluster.server.url, "f1", SessionParams(priming_steps=1, rho=1.0))
+    events = await _events(cluster.server.url, "f1", wait_s=20.0)
+    assert isinstance(_terminal(events), SessionFinished)
+    assert flaky[0].failed
+    committed = [e.index for e in events if isinstance(e, StepCommitted)]
+    assert committed == list(range(len(committed)))  # no gap, no repeat

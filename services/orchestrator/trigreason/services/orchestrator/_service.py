@@ -231,15 +231,17 @@ class Orchestrator:
         return True  # a session's terminal event exists at most once on its subject
 
     async def _publish(self, outputs: tuple[Output, ...]) -> None:
-        # Events keep their order on the session's subject; commands go out alongside them.
+        """Events first, in order on the session's subject; the commands only once they are stored.
+
+        Were a command published beside a ``StepCommitted`` that then failed (a stream leader lost
+        mid-publish), the session could move on and the redelivery of this event would be stale for a newer
+        outbox: the step would be missing from the history for good (found by make chaos, 3-node cluster).
+        """
         events = [out for out in outputs if not isinstance(out, GenerateStep | DeadlineReached)]
         commands = [out for out in outputs if isinstance(out, GenerateStep | DeadlineReached)]
-
-        async def in_order() -> None:
-            for out in events:
-                await self._publish_one(out)
-
-        await asyncio.gather(in_order(), *(self._publish_one(c) for c in commands))
+        for out in events:
+            await self._publish_one(out)
+        await asyncio.gather(*(self._publish_one(c) for c in commands))
 
     async def _publish_one(self, out: Output) -> None:
         attrs: dict[str, str | int] = {}
