@@ -36,6 +36,7 @@ __all__ = [
     "ConsumerService",
     "HostSettings",
     "close_bus",
+    "consumer_service",
     "run_bounded",
     "serve_consumers",
     "service_main",
@@ -177,6 +178,48 @@ async def serve_consumers(
             await close_bus(bus, log)
 
     await run_bounded(serve(), stop=stop, drain_s=host.drain_s, log=log, started=started)
+
+
+class ServeConsumers(Protocol):
+    """What ``consumer_service`` returns: a service's ``serve`` (orchestrator, trigger-evaluator)."""
+
+    async def __call__(
+        self,
+        *,
+        bus: BusSettings,
+        host: HostSettings,
+        stop: asyncio.Event,
+        tracer_provider: TracerProvider,
+        on_ready: Callable[[str], None] | None = None,
+    ) -> None: ...
+
+
+def consumer_service(name: str, build: Callable[[Bus, ServiceMetrics], ConsumerService]) -> ServeConsumers:
+    """The ``serve`` of a service that needs nothing but its bus and metrics to be built."""
+
+    async def serve(
+        *,
+        bus: BusSettings,
+        host: HostSettings,
+        stop: asyncio.Event,
+        tracer_provider: TracerProvider,
+        on_ready: Callable[[str], None] | None = None,
+    ) -> None:
+        async def make(connection: Bus, metrics: ServiceMetrics) -> ConsumerService:
+            return build(connection, metrics)
+
+        await serve_consumers(
+            name,
+            make,
+            bus_settings=bus,
+            host=host,
+            stop=stop,
+            tracer_provider=tracer_provider,
+            on_ready=on_ready,
+        )
+
+    serve.__doc__ = f"Run the {name} until ``stop``; then drain and close (bounded)."
+    return serve
 
 
 async def close_bus(bus: Bus, log: Any) -> None:
