@@ -9,16 +9,15 @@ profiles shipped with the package.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import platformdirs
 
-from trigreason.proto import ConfigError, SessionParams
+from trigreason.proto import ConfigError
+from trigreason.services.gateway import profile_file
 
 __all__ = ["load_profile", "profile_dirs", "user_profile_path"]
 
@@ -47,15 +46,4 @@ def load_profile(ref: str, *, env: Mapping[str, str]) -> dict[str, Any]:
                 f"no profile named {ref!r} (looked in {', '.join(str(c.parent) for c in candidates)})"
             )
         path = found
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"profile {path}: {exc}") from exc
-    params = doc.get("params") if isinstance(doc, dict) else None
-    if not isinstance(params, dict):
-        raise ConfigError(f"profile {path}: needs a 'params' object")
-    try:
-        msgspec.convert(params, SessionParams)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(f"profile {path}: {exc}") from exc
-    return params
+    return profile_file(str(path))  # read and checked as the gateway reads a profile file

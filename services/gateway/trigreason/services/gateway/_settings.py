@@ -78,11 +78,13 @@ def profile_file(path: str) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as f:
             doc = json.load(f)
-    except (OSError, ValueError) as exc:
+    except FileNotFoundError as exc:
         raise ConfigError(
-            f"TRIGREASON_PROFILE={path!r}: not a readable profile file ({exc}); the gateway alone reads "
-            "profile files, the trigreason package also names"
+            f"no profile file {path!r}: the gateway alone reads profile files, the trigreason package also "
+            "profile names"
         ) from exc
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"profile {path}: not a readable profile file ({exc})") from exc
     params = doc.get("params") if isinstance(doc, dict) else None
     if not isinstance(params, dict):
         raise ConfigError(f"profile {path}: needs a 'params' object")
