@@ -159,7 +159,14 @@ class TimedBackend:
         self._trace.backend_s[self._trace.commands[-1][1]] = gen.timings.backend_s
         return gen
 
-    async def judge(self, prompt: str, *, top_n: int, headers: dict[str, str] | None = None) -> JudgeResult:
+    async def judge(
+        self,
+        prompt: str,
+        *,
+        top_n: int,
+        headers: dict[str, str] | None = None,
+        affinity_key: str | None = None,
+    ) -> JudgeResult:
         return await self._inner.judge(prompt, top_n=top_n, headers=headers)
 
     async def aclose(self) -> None:

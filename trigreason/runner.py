@@ -110,6 +110,7 @@ async def _execute(
         temperature=command.temperature,
         top_p=command.top_p,
         seed=command.seed,
+        affinity_key=command.session_id,
     )
     try:
         gen = await backend.generate(request)
@@ -123,7 +124,7 @@ async def _execute(
         return verdict_or_judge
     judge: JudgeStep = verdict_or_judge
     try:
-        scored = await lrm.judge(judge.prompt, top_n=judge.top_n)
+        scored = await lrm.judge(judge.prompt, top_n=judge.top_n, affinity_key=judge.session_id)
     except BackendError as exc:
         # As in the cluster: the judge call's failure, which the orchestrator maps to the judged step.
         return step_failed(judge, code=exc.code, message=exc.message, at=clock())

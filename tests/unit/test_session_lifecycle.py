@@ -189,7 +189,14 @@ class _RejectingJudge:
     async def generate(self, request: GenerationRequest) -> Generation:
         return Generation(step=step("We add 3 and 4."), timings=BackendTimings())
 
-    async def judge(self, prompt: str, *, top_n: int, headers: dict[str, str] | None = None) -> JudgeResult:
+    async def judge(
+        self,
+        prompt: str,
+        *,
+        top_n: int,
+        headers: dict[str, str] | None = None,
+        affinity_key: str | None = None,
+    ) -> JudgeResult:
         raise BackendError(f"top_n {top_n} > 5", code="backend_rejected")
 
     async def aclose(self) -> None:

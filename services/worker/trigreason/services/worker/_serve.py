@@ -11,14 +11,15 @@ from trigreason.proto import ConfigError, Role
 from trigreason.services.runtime import Bus, BusSettings, HostSettings, ServiceMetrics, serve_consumers
 
 from ._service import Worker
-from .backends import Backend, BackendSettings, make_backend
+from .backends import Backend, BackendSettings, ReplicaPool, make_backend
 
 __all__ = ["backend_from_env", "serve"]
 
 
 def backend_from_env(role: Role, env: Mapping[str, str]) -> Callable[[], Awaitable[Backend]]:
     """The backend of ``role`` as the environment names it: ``TRIGREASON_<ROLE>_URL`` (or
-    ``TRIGREASON_BACKEND_URL``), with ``TRIGREASON_BACKEND_*`` settings (timeouts, retries, ...)."""
+    ``TRIGREASON_BACKEND_URL``): one URL, a comma-separated list of replicas or ``dns+http://NAME:PORT``;
+    with ``TRIGREASON_BACKEND_*`` settings (timeouts, retries, routing, ...)."""
     url = env.get(f"TRIGREASON_{role.upper()}_URL") or env.get("TRIGREASON_BACKEND_URL")
     settings = BackendSettings.from_env(env)
 
@@ -43,7 +44,10 @@ async def serve(
     """Work on ``role``'s commands until ``stop``; then drain, close the backend and the bus (bounded)."""
 
     async def make(connection: Bus, metrics: ServiceMetrics) -> Worker:
-        return Worker(connection, role, await backend(), metrics=metrics)
+        made = await backend()
+        if isinstance(made, ReplicaPool):  # its per-replica counts join the service's /metrics
+            metrics.registry.register(made.collector())
+        return Worker(connection, role, made, metrics=metrics)
 
     await serve_consumers(
         f"{role}-worker", make, bus_settings=bus, host=host, stop=stop, tracer_provider=tracer_provider,

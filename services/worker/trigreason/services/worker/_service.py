@@ -111,7 +111,9 @@ class Worker:
         self, command: GenerateStep | JudgeStep, headers: dict[str, str]
     ) -> StepGenerated | JudgeScored:
         if isinstance(command, JudgeStep):
-            judged = await self._backend.judge(command.prompt, top_n=command.top_n, headers=headers)
+            judged = await self._backend.judge(
+                command.prompt, top_n=command.top_n, headers=headers, affinity_key=command.session_id
+            )
             return judge_scored(command, judged.top_logprobs, judged.timings, at=self._clock())
         gen = await self._backend.generate(
             GenerationRequest(
@@ -122,6 +124,7 @@ class Worker:
                 top_p=command.top_p,
                 seed=command.seed,
                 headers=headers,
+                affinity_key=command.session_id,  # a pool keeps the session on the replica holding its prefix
             )
         )
         return step_generated(command, gen.step, gen.timings, at=self._clock())

@@ -4,6 +4,8 @@ from ._factory import BackendProtocol, detect_protocol, make_backend
 from ._http import BackendSettings
 from ._interface import Backend, Generation, GenerationRequest, JudgeResult
 from ._openai import OpenAIBackend
+from ._pool import PoolStats, ReplicaPool, ReplicaSource, ReplicaStats, parse_backend_url
+from ._routing import Router, RouterSettings, rendezvous_order
 from ._scripted import ScriptedBackend
 from ._tgi import TgiBackend
 
@@ -15,8 +17,16 @@ __all__ = [
     "GenerationRequest",
     "JudgeResult",
     "OpenAIBackend",
+    "PoolStats",
+    "ReplicaPool",
+    "ReplicaSource",
+    "ReplicaStats",
+    "Router",
+    "RouterSettings",
     "ScriptedBackend",
     "TgiBackend",
     "detect_protocol",
     "make_backend",
+    "parse_backend_url",
+    "rendezvous_order",
 ]

@@ -1,14 +1,17 @@
-"""``make_backend``: an adapter for a server URL, its protocol given or detected."""
+"""``make_backend``: an adapter for a server URL (its protocol given or detected), or a pool of replicas
+for a URL list or a ``dns+http://`` name."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from trigreason.proto import BackendError, ConfigError
+from trigreason.proto import ConfigError
 
-from ._http import BackendSettings, HttpClient
+from ._detect import detect_protocol
+from ._http import BackendSettings
 from ._interface import Backend
 from ._openai import OpenAIBackend
+from ._pool import ReplicaPool, parse_backend_url
 from ._tgi import TgiBackend
 
 __all__ = ["BackendProtocol", "detect_protocol", "make_backend"]
@@ -16,47 +19,12 @@ __all__ = ["BackendProtocol", "detect_protocol", "make_backend"]
 BackendProtocol = Literal["auto", "tgi", "openai"]
 
 
-async def detect_protocol(url: str, *, settings: BackendSettings | None = None) -> Literal["tgi", "openai"]:
-    """``tgi`` if ``GET /info`` names a model (TGI, tgi-cpu, backend-sim), else ``openai`` if
-    ``GET /v1/models`` answers. Raises ``BackendError`` (retryable when the server could not be reached)."""
-    settings = settings or BackendSettings()
-    base = url.rstrip("/")
-    if base.endswith("/v1"):
-        return "openai"
-    # One short attempt per probe: a server that is down is the caller's retry, not ours.
-    http = HttpClient(base, settings, name=f"probe:{base}")
-    try:
-        unreachable: BackendError | None = None
-        for path, protocol in (("/info", "tgi"), ("/v1/models", "openai")):
-            try:
-                reply = await http.request("GET", path, timeout_s=settings.probe_timeout_s, max_attempts=1)
-            except BackendError as exc:
-                if exc.retryable and exc.code != "backend_server_error":
-                    unreachable = exc
-                    break  # refused or timed out: asking the other path would not help
-                continue
-            try:
-                body = reply.json()
-            except BackendError:
-                continue  # not JSON: some other web server
-            if protocol == "tgi" and isinstance(body, dict) and "model_id" in body:
-                return "tgi"
-            if protocol == "openai" and isinstance(body, dict) and isinstance(body.get("data"), list):
-                return "openai"
-    finally:
-        await http.aclose()
-    if unreachable is not None:
-        raise BackendError(
-            f"cannot detect the protocol of {base}: {unreachable.message}",
-            code=unreachable.code,
-            retryable=True,
-        )
-    raise BackendError(
-        f"{base} speaks neither TGI (GET /info) nor the OpenAI API (GET /v1/models); "
-        "name the protocol explicitly",
-        code="backend_unknown_protocol",
-        retryable=False,
-    )
+def _adapter(
+    url: str, protocol: Literal["tgi", "openai"], settings: BackendSettings, name: str | None
+) -> Backend:
+    if protocol == "tgi":
+        return TgiBackend(url, settings=settings, name=name)
+    return OpenAIBackend(url, settings=settings, name=name)
 
 
 async def make_backend(
@@ -67,14 +35,23 @@ async def make_backend(
     name: str | None = None,
 ) -> Backend:
     """An adapter for the inference server at ``url``; ``auto`` asks the server which protocol it speaks.
-    Close it with ``aclose()``."""
-    if not url.startswith(("http://", "https://")):
-        raise ConfigError(f"backend URL must start with http:// or https://, got {url!r}")
+
+    ``url`` may also name several replicas: ``http://a:80,http://b:80`` or ``dns+http://name:80`` (every
+    address of ``name``, re-resolved). Their steps are routed by session (docs/backends.md). Close the
+    backend with ``aclose()``.
+    """
+    if protocol not in ("auto", "tgi", "openai"):
+        raise ConfigError(f"unknown backend protocol {protocol!r} (auto, tgi or openai)")
     settings = settings or BackendSettings()
-    if protocol == "auto":
-        protocol = await detect_protocol(url, settings=settings)
-    if protocol == "tgi":
-        return TgiBackend(url, settings=settings, name=name)
-    if protocol == "openai":
-        return OpenAIBackend(url, settings=settings, name=name)
-    raise ConfigError(f"unknown backend protocol {protocol!r} (auto, tgi or openai)")
+    source = parse_backend_url(url)
+    single = source.single
+    if single is not None:
+        chosen = protocol if protocol != "auto" else await detect_protocol(single, settings=settings)
+        return _adapter(single, chosen, settings, name)
+    pool = ReplicaPool(source, protocol=protocol, make_adapter=_adapter, settings=settings, name=name)
+    try:
+        await pool.start()
+    except BaseException:
+        await pool.aclose()
+        raise
+    return pool

@@ -10,7 +10,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import msgspec
@@ -44,6 +44,13 @@ class BackendSettings:
     # vLLM >= 0.10.2 returns sampled token ids when asked (``return_token_ids``); other servers may
     # reject the unknown field, so it is opt-in.
     openai_token_ids: bool = False
+    # Several replicas per role (a URL list or ``dns+http://``): how steps are spread (docs/backends.md).
+    routing: Literal["affinity", "round-robin"] = "affinity"
+    load_factor: float = 1.25  # bounded load: a replica's in-flight steps < load_factor x the mean
+    eject_after: int = 2  # consecutive failed calls that eject a replica
+    eject_s: float = 5.0  # the first ejection; doubles while probes keep failing, up to 60 s
+    probe_interval_s: float = 2.0  # active health probe of every replica (``GET /health``)
+    resolve_interval_s: float = 10.0  # how often a ``dns+http://`` name is resolved again
 
     def __post_init__(self) -> None:
         for name in ("timeout_s", "connect_timeout_s", "probe_timeout_s"):
@@ -56,6 +63,15 @@ class BackendSettings:
             raise ConfigError(f"max_attempts must be >= 1, got {self.max_attempts}")
         if self.max_connections < 1:
             raise ConfigError(f"max_connections must be >= 1, got {self.max_connections}")
+        if self.routing not in ("affinity", "round-robin"):
+            raise ConfigError(f"routing must be affinity or round-robin, got {self.routing!r}")
+        if self.load_factor < 1.0:
+            raise ConfigError(f"load_factor must be >= 1, got {self.load_factor}")
+        if self.eject_after < 1:
+            raise ConfigError(f"eject_after must be >= 1, got {self.eject_after}")
+        for name in ("eject_s", "probe_interval_s", "resolve_interval_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> BackendSettings:

@@ -20,6 +20,9 @@ class GenerationRequest(Struct, kw_only=True, frozen=True):
     seed: int | None = None
     # W3C trace context to forward to the server (``traceparent``), if any.
     headers: dict[str, str] = {}
+    # The session the step belongs to: a pool of replicas sends a session's steps to one replica, whose
+    # prefix cache holds the session so far. A single server ignores it.
+    affinity_key: str | None = None
 
 
 class Generation(Struct, kw_only=True, frozen=True):
@@ -43,7 +46,12 @@ class Backend(Protocol):
     async def generate(self, request: GenerationRequest) -> Generation: ...
 
     async def judge(
-        self, prompt: str, *, top_n: int, headers: dict[str, str] | None = None
+        self,
+        prompt: str,
+        *,
+        top_n: int,
+        headers: dict[str, str] | None = None,
+        affinity_key: str | None = None,
     ) -> JudgeResult: ...
 
     async def aclose(self) -> None: ...

@@ -140,7 +140,14 @@ class OpenAIBackend:
         )
         return Generation(step=step, timings=self._timings(completion, reply.elapsed_s))
 
-    async def judge(self, prompt: str, *, top_n: int, headers: dict[str, str] | None = None) -> JudgeResult:
+    async def judge(
+        self,
+        prompt: str,
+        *,
+        top_n: int,
+        headers: dict[str, str] | None = None,
+        affinity_key: str | None = None,  # one server: nothing to choose
+    ) -> JudgeResult:
         body = {
             "model": await self.model(),
             "prompt": prompt,

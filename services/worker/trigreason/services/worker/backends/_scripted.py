@@ -51,7 +51,14 @@ class ScriptedBackend:
             )
         return Generation(step=step)
 
-    async def judge(self, prompt: str, *, top_n: int, headers: dict[str, str] | None = None) -> JudgeResult:
+    async def judge(
+        self,
+        prompt: str,
+        *,
+        top_n: int,
+        headers: dict[str, str] | None = None,
+        affinity_key: str | None = None,  # one server: nothing to choose
+    ) -> JudgeResult:
         self.judge_prompts.append(prompt)
         score = self._scores.pop(0) if self._scores else 9
         return JudgeResult(top_logprobs=(TokenLogprob(str(score), -0.1), TokenLogprob("0", -3.0))[:top_n])

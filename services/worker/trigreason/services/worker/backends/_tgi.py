@@ -120,7 +120,14 @@ class TgiBackend:
         )
         return Generation(step=step, timings=self._timings(details, reply.headers, reply.elapsed_s))
 
-    async def judge(self, prompt: str, *, top_n: int, headers: dict[str, str] | None = None) -> JudgeResult:
+    async def judge(
+        self,
+        prompt: str,
+        *,
+        top_n: int,
+        headers: dict[str, str] | None = None,
+        affinity_key: str | None = None,  # one server: nothing to choose
+    ) -> JudgeResult:
         params = {
             "max_new_tokens": 1,
             "do_sample": False,
