@@ -232,21 +232,63 @@ def test_srm_workers_scale_on_their_consumer_with_keda_or_on_cpu(
         assert deployment["spec"]["replicas"] == _values(name)["srmWorker"]["replicas"]
 
 
+DEFAULTS: dict[str, Any] = yaml.safe_load((CHART / "values.yaml").read_text())
+ROUTING_ENV = {
+    "mode": "TRIGREASON_BACKEND_ROUTING",
+    "loadFactor": "TRIGREASON_BACKEND_LOAD_FACTOR",
+    "ejectAfter": "TRIGREASON_BACKEND_EJECT_AFTER",
+    "ejectSeconds": "TRIGREASON_BACKEND_EJECT_S",
+    "probeIntervalSeconds": "TRIGREASON_BACKEND_PROBE_INTERVAL_S",
+    "resolveIntervalSeconds": "TRIGREASON_BACKEND_RESOLVE_INTERVAL_S",
+}
+
+
 def test_tgi_on_gpus_or_external_urls(rendered: tuple[str, list[Manifest]]) -> None:
     name, docs = rendered
     tgi = _values(name).get("tgi", {})
-    deployments = by_kind(docs, "Deployment")
+    deployments, services = by_kind(docs, "Deployment"), by_kind(docs, "Service")
     for role in ("srm", "lrm"):
         worker_env = _env(deployments[f"{FULL}-{role}-worker"]["spec"]["template"]["spec"]["containers"][0])
         external = tgi.get(role, {}).get("externalUrl")
+        tgi_name = f"{FULL}-tgi-{role}"
         if external:
-            assert f"{FULL}-tgi-{role}" not in deployments
+            assert tgi_name not in deployments
+            assert not {tgi_name, f"{tgi_name}-headless"} & set(services)
             assert worker_env[f"TRIGREASON_{role.upper()}_URL"] == external
+            continue
+        deployment = deployments[tgi_name]
+        replicas = tgi.get(role, {}).get("replicas", DEFAULTS["tgi"][role]["replicas"])
+        assert deployment["spec"]["replicas"] == replicas
+        server = deployment["spec"]["template"]["spec"]["containers"][0]
+        assert server["resources"]["limits"]["nvidia.com/gpu"] >= 1
+        (port,) = server["ports"]
+        assert port["name"] == "http"
+        assert server["args"][server["args"].index("--port") + 1] == str(port["containerPort"])
+        # Only ready pods are in the headless Service's DNS answer.
+        assert server["readinessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+        # Several pods: replaced one at a time, never more pods (GPUs) than replicas; one: Recreate.
+        strategy = deployment["spec"]["strategy"]
+        if replicas > 1:
+            assert strategy["type"] == "RollingUpdate"
+            assert strategy["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
         else:
-            server = deployments[f"{FULL}-tgi-{role}"]["spec"]["template"]["spec"]["containers"][0]
-            assert server["resources"]["limits"]["nvidia.com/gpu"] >= 1
-            assert server["readinessProbe"]["httpGet"]["path"] == "/health"
-            assert worker_env[f"TRIGREASON_{role.upper()}_URL"] == f"http://{FULL}-tgi-{role}:80"
+            assert strategy == {"type": "Recreate"}
+        # The headless Service selects this role's TGI pods and nothing else.
+        headless = services[f"{tgi_name}-headless"]["spec"]
+        assert headless["clusterIP"] == "None"
+        assert headless.get("publishNotReadyAddresses", False) is False
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert headless["selector"].items() <= labels.items()
+        assert headless["selector"] == deployment["spec"]["selector"]["matchLabels"]
+        for other, d in deployments.items():
+            if other != tgi_name:
+                assert not headless["selector"].items() <= d["spec"]["template"]["metadata"]["labels"].items()
+        assert headless["ports"][0]["port"] == port["containerPort"]
+        # Workers connect to the pods themselves: the container's port, not the ClusterIP Service's 80.
+        assert services[tgi_name]["spec"]["ports"][0]["port"] == 80  # kept for other clients
+        assert worker_env[f"TRIGREASON_{role.upper()}_URL"] == (
+            f"dns+http://{tgi_name}-headless.{NAMESPACE}.svc.cluster.local:{port['containerPort']}"
+        )
     if not tgi:  # the paper's pair by default
         args = {
             role: deployments[f"{FULL}-tgi-{role}"]["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -257,6 +299,61 @@ def test_tgi_on_gpus_or_external_urls(rendered: tuple[str, list[Manifest]]) -> N
         # The LRM judges SpecReason steps with the default top_n, which stock TGI refuses above 5.
         top_n = args["lrm"].index("--max-top-n-tokens") + 1
         assert int(args["lrm"][top_n]) >= SessionParams().judge_top_n
+
+
+def test_both_workers_get_the_routing_settings(rendered: tuple[str, list[Manifest]]) -> None:
+    name, docs = rendered
+    routing = {**DEFAULTS["backendRouting"], **_values(name).get("backendRouting", {})}
+    assert set(routing) == set(ROUTING_ENV)
+    deployments = by_kind(docs, "Deployment")
+    for service in SERVICES:
+        env = _env(deployments[f"{FULL}-{service}"]["spec"]["template"]["spec"]["containers"][0])
+        if service not in ("srm-worker", "lrm-worker"):
+            assert not set(ROUTING_ENV.values()) & set(env)
+            continue
+        assert env["TRIGREASON_BACKEND_ROUTING"] == routing["mode"]
+        assert env["TRIGREASON_BACKEND_EJECT_AFTER"] == str(routing["ejectAfter"])  # an integer
+        for key in ("loadFactor", "ejectSeconds", "probeIntervalSeconds", "resolveIntervalSeconds"):
+            assert float(env[ROUTING_ENV[key]]) == routing[key]
+
+
+def test_routing_defaults_are_the_workers_contract() -> None:
+    assert DEFAULTS["backendRouting"] == {
+        "mode": "affinity",
+        "loadFactor": 1.25,
+        "ejectAfter": 2,
+        "ejectSeconds": 5,
+        "probeIntervalSeconds": 2,
+        "resolveIntervalSeconds": 10,
+    }
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://srm.inference:8080",
+        "http://10.0.0.7:8080,http://10.0.0.8:8080,https://srm.example.com",
+        "dns+http://srm-headless.inference.svc.cluster.local:8080",
+    ],
+)
+def test_external_urls_pass_through_as_lists_or_dns_names(url: str) -> None:
+    values = {
+        "tgi": {"srm": {"enabled": False, "externalUrl": url}},
+        "backendRouting": {"mode": "round-robin", "loadFactor": 2},
+    }
+    docs = render(values)
+    deployments, services = by_kind(docs, "Deployment"), by_kind(docs, "Service")
+    srm = _env(deployments[f"{FULL}-srm-worker"]["spec"]["template"]["spec"]["containers"][0])
+    assert srm["TRIGREASON_SRM_URL"] == url
+    assert srm["TRIGREASON_BACKEND_ROUTING"] == "round-robin"
+    assert float(srm["TRIGREASON_BACKEND_LOAD_FACTOR"]) == 2
+    assert srm["TRIGREASON_BACKEND_EJECT_AFTER"] == "2"  # the rest of the block keeps its defaults
+    assert not {f"{FULL}-tgi-srm", f"{FULL}-tgi-srm-headless"} & (set(deployments) | set(services))
+    # The other role still runs on the chart's TGI.
+    lrm = _env(deployments[f"{FULL}-lrm-worker"]["spec"]["template"]["spec"]["containers"][0])
+    assert lrm["TRIGREASON_LRM_URL"].startswith(f"dns+http://{FULL}-tgi-lrm-headless.{NAMESPACE}.")
+    for doc in docs:
+        validate(doc)
 
 
 def test_nats_bundled_or_external_with_passwords_from_a_secret(rendered: tuple[str, list[Manifest]]) -> None:
@@ -282,6 +379,8 @@ def test_notes_tell_how_to_reach_the_gateway() -> None:
     assert f"port-forward svc/{FULL}-gateway" in text
     assert "KEDA scales 1..10 replicas" in text
     assert "HPA on CPU" in notes(_values("keda-off"))
+    assert f"SRM dns+http://{FULL}-tgi-srm-headless.{NAMESPACE}.svc.cluster.local:8080" in text
+    assert "routing over each role's replicas: affinity" in text
 
 
 BAD_VALUES: list[tuple[dict[str, Any], str]] = [
@@ -293,6 +392,20 @@ BAD_VALUES: list[tuple[dict[str, Any], str]] = [
     ),
     ({"tgi": {"srm": {"enabled": False}}}, "externalUrl"),
     ({"tgi": {"lrm": {"externalUrl": "lrm:8080"}}}, "externalUrl"),
+    ({"tgi": {"lrm": {"externalUrl": "http://a:8080,lrm:8080"}}}, "externalUrl"),  # each one a URL
+    ({"tgi": {"lrm": {"externalUrl": "http://a:8080, http://b:8080"}}}, "externalUrl"),
+    ({"tgi": {"srm": {"externalUrl": "dns+http://srm-headless"}}}, "externalUrl"),  # the port is needed
+    ({"tgi": {"srm": {"externalUrl": "dns+http://a:8080,dns+http://b:8080"}}}, "externalUrl"),
+    ({"tgi": {"srm": {"replicas": -1}}}, "/tgi/srm/replicas"),
+    ({"backendRouting": {"mode": "sticky"}}, "/backendRouting/mode"),
+    ({"backendRouting": {"mode": "round_robin"}}, "/backendRouting/mode"),
+    ({"backendRouting": {"loadFactor": 0.5}}, "/backendRouting/loadFactor"),  # below the mean
+    ({"backendRouting": {"ejectAfter": 0}}, "/backendRouting/ejectAfter"),
+    ({"backendRouting": {"ejectAfter": 1.5}}, "/backendRouting/ejectAfter"),
+    ({"backendRouting": {"ejectSeconds": 0}}, "/backendRouting/ejectSeconds"),
+    ({"backendRouting": {"probeIntervalSeconds": -1}}, "/backendRouting/probeIntervalSeconds"),
+    ({"backendRouting": {"resolveIntervalSeconds": "10s"}}, "/backendRouting/resolveIntervalSeconds"),
+    ({"backendRouting": {"stickiness": True}}, "stickiness"),
     ({"natsUrl": "http://nats:4222"}, "natsUrl"),
     ({"gateway": {"port": "8080"}}, "/gateway/port"),
     ({"image": {"pullPolicy": "Sometimes"}}, "pullPolicy"),

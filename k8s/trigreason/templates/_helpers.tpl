@@ -91,13 +91,26 @@ lrmWorker: {name: lrm-worker, target: worker, role: lrm}
 {{- end }}
 {{- end }}
 
-{{/* Inference server URL of a role: (dict "root" $ "role" "srm") */}}
+{{/* The port TGI listens on in its container. Workers reach the pods straight through the headless Service
+(DNS answers with pod IPs), so their URL carries this port, not the ClusterIP Service's port 80. */}}
+{{- define "trigreason.tgiPort" -}}
+8080
+{{- end }}
+
+{{/* The headless Service of a role's TGI pods: (dict "root" $ "role" "srm") */}}
+{{- define "trigreason.tgiHeadless" -}}
+{{- printf "%s-tgi-%s-headless" (include "trigreason.fullname" .root) .role }}
+{{- end }}
+
+{{/* Inference server URL of a role: (dict "root" $ "role" "srm"). externalUrl as given (one URL, a
+comma-separated list, or dns+http://host:port); the chart's own TGI: its headless Service, re-resolved by
+the worker, one replica per ready pod (the worker routes a session's steps to one of them). */}}
 {{- define "trigreason.backendUrl" -}}
 {{- $tgi := index .root.Values.tgi .role }}
 {{- if $tgi.externalUrl }}
 {{- $tgi.externalUrl }}
 {{- else if $tgi.enabled }}
-{{- printf "http://%s-tgi-%s:80" (include "trigreason.fullname" .root) .role }}
+{{- printf "dns+http://%s.%s.svc.cluster.local:%s" (include "trigreason.tgiHeadless" .) .root.Release.Namespace (include "trigreason.tgiPort" .root) }}
 {{- else }}
 {{- fail (printf "tgi.%s: set enabled=true (the chart runs TGI) or externalUrl" .role) }}
 {{- end }}
