@@ -5,7 +5,8 @@ from ._cost import EdgeCloudModel, edge_cloud
 from ._data import DATASETS, Problem, load_problems
 from ._grading import grade, numeric_value
 from ._matched import matched_comparison, mcnemar_exact_p, replaced_share
-from ._report import write_report
+from ._pareto import RandomVerdict, beats_random, pareto_front, pareto_summary, random_accuracy_at
+from ._report import write_calibration_report, write_report
 from ._run import (
     Executor,
     GatewayExecutor,
@@ -27,6 +28,8 @@ __all__ = [
     "InProcessExecutor",
     "Outcome",
     "Problem",
+    "RandomVerdict",
+    "beats_random",
     "choose",
     "complete_rows",
     "edge_cloud",
@@ -36,10 +39,14 @@ __all__ = [
     "matched_comparison",
     "mcnemar_exact_p",
     "numeric_value",
+    "pareto_front",
+    "pareto_summary",
+    "random_accuracy_at",
     "read_rows",
     "replaced_share",
     "run_eval",
     "seed_for",
     "summarize",
+    "write_calibration_report",
     "write_report",
 ]
