@@ -8,10 +8,24 @@ import io
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_report"]
+__all__ = ["write_calibration_report", "write_report"]
 
 _ROLE_COLOURS = {"srm": "#2a9d8f", "lrm": "#9b5de5"}
-_TRIGGER_MARKS = {"priming": "P", "offload": "O", "intervention": "I", "judge_reject": "R"}
+_TRIGGER_MARKS = {"priming": "P", "offload": "O", "intervention": "I", "judge_reject": "R", "random": "X"}
+# One colour and marker per policy, the same in every plot; a policy not listed gets grey dots.
+_POLICY_STYLE = {
+    "trigreason": ("#e63946", "o"),
+    "specreason": ("#457b9d", "s"),
+    "lrm-only": ("#9b5de5", "D"),
+    "srm-only": ("#2a9d8f", "^"),
+    "random": ("#6c757d", "X"),
+}
+_MIXED = ("trigreason", "specreason", "random")  # the policies whose runs mix SRM and LRM steps
+_STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+    "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+    "td:first-child,th:first-child{text-align:left}img{max-width:100%}"
+)
 _MAX_TIMELINES = 12
 _PLOT_FILES = ("accuracy_vs_srm_ratio.png", "latency_cost.png", "triggers.png", "timelines.png")
 
@@ -39,25 +53,61 @@ def write_report(
         f"<p>Dataset <b>{html.escape(str(summary.get('dataset', '?')))}</b>: {summary['problems']} problems, "
         f"{summary['runs']} runs.</p>",
         _table(summary),
+        _matched(summary.get("trigreason_vs_random")),
         _model_note(summary),
     ]
-    for title, png in figures:
-        if png is not None:
-            body.append(
-                f"<h2>{html.escape(title)}</h2>"
-                f"<img alt='{html.escape(title)}' src='data:image/png;base64,{png}'>"
-            )
+    body += [_figure(title, png) for title, png in figures if png is not None]
+    _write_page(path, "TrigReason evaluation", body)
+
+
+def write_calibration_report(out_dir: Path, calibration: dict[str, Any]) -> None:
+    """``out_dir/pareto.png`` and ``out_dir/report.html`` (the table and the plot) from a profile's
+    ``calibration`` block (see ``pareto_summary``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    png = _pareto(calibration)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "pareto.png").write_bytes(base64.b64decode(png))
+    c = calibration
+    verdict = "beats" if c["beats_random"] else "does not beat"
+    body = [
+        "<h1>TrigReason calibration</h1>",
+        f"<p>Dataset <b>{html.escape(str(c['dataset']))}</b>, {c['problems']} problems. LRM-only accuracy "
+        f"{c['lrm_only_accuracy']:.3f}, SRM-only {c['srm_only_accuracy']:.3f}. The chosen point "
+        f"<b>{html.escape(_slug(c['chosen']))}</b> {verdict} the random baseline at its SRM token ratio: "
+        f"{_chosen(c)['accuracy']:.3f} against {c['random_accuracy_at_ratio']:.3f} "
+        f"(margin {c['margin_vs_random']:+.3f}).</p>",
+        _calibration_table(c),
+        _figure("Accuracy against SRM token ratio", png),
+    ]
+    _write_page(out_dir / "report.html", "TrigReason calibration", body)
+
+
+def _write_page(path: Path, title: str, body: list[str]) -> None:
     page = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>TrigReason evaluation</title><style>"
-        "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
-        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
-        "td:first-child,th:first-child{text-align:left}img{max-width:100%}</style></head><body>"
-        + "\n".join(body)
-        + "</body></html>\n"
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{_STYLE}</style></head><body>" + "\n".join(body) + "</body></html>\n"
     )
     tmp = path.with_suffix(".html.tmp")
     tmp.write_text(page, encoding="utf-8")
     tmp.replace(path)
+
+
+def _figure(title: str, png: str) -> str:
+    return f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' src='data:image/png;base64,{png}'>"
+
+
+def _style(policy: str) -> tuple[str, str]:
+    return _POLICY_STYLE.get(policy, ("#adb5bd", "o"))
+
+
+def _slug(params: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in params.items())
+
+
+def _chosen(c: dict[str, Any]) -> dict[str, Any]:
+    return next(g for g in c["grid"] if g["params"] == c["chosen"])
 
 
 def _table(summary: dict[str, Any]) -> str:
@@ -80,6 +130,61 @@ def _table(summary: dict[str, Any]) -> str:
             html.escape(", ".join(f"{k} {v}" for k, v in p["triggers"].items()) or "-"),
         ]  # fmt: skip
         out.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return "".join(out) + "</table>"
+
+
+def _matched(m: dict[str, Any] | None) -> str:
+    if m is None:
+        return ""
+    low, high = m["accuracy_difference_ci95"]
+    rows = [
+        ("pairs (problem, sample) both ran", str(m["pairs"])),
+        ("accuracy: TrigReason / random", f"{m['trigreason_accuracy']:.3f} / {m['random_accuracy']:.3f}"),
+        ("SRM steps replaced: TrigReason / random",
+         f"{m['trigreason_replaced_share']:.3f} / {m['random_replaced_share']:.3f}"),
+        ("TrigReason right, random wrong", str(m["trigreason_right_random_wrong"])),
+        ("random right, TrigReason wrong", str(m["random_right_trigreason_wrong"])),
+        ("accuracy difference (95% interval)", f"{m['accuracy_difference']:+.3f} [{low:+.3f}, {high:+.3f}]"),
+        ("exact McNemar p", f"{m['mcnemar_p']:.3g}"),
+        ("verdict", html.escape(m["verdict"])),
+    ]  # fmt: skip
+    p = m.get("random_offload_p")
+    return (
+        "<h2>TrigReason against random at the same replaced share</h2>"
+        "<p>The random baseline ran the same problems and seeds, replacing each SRM step with an LRM step "
+        f"with probability {'?' if p is None else f'{p:.3f}'}: the share TrigReason replaced. Paired by "
+        "problem; the interval is a paired bootstrap.</p><table>"
+        + "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in rows)
+        + "</table>"
+    )
+
+
+def _calibration_table(c: dict[str, Any]) -> str:
+    cols = ["kind", "point", "accuracy", "SRM token ratio", "random at ratio", "margin", "on front", "chosen"]
+    out = ["<table><tr>" + "".join(f"<th>{h}</th>" for h in cols) + "</tr>"]
+
+    def row(cells: list[str]) -> None:
+        out.append("<tr>" + "".join(f"<td>{html.escape(x)}</td>" for x in cells) + "</tr>")
+
+    for g in c["grid"]:
+        row(["trigreason", _slug(g["params"]), f"{g['accuracy']:.3f}", f"{g['srm_token_ratio']:.3f}",
+             f"{g['random_accuracy_at_ratio']:.3f}", f"{g['margin_vs_random']:+.3f}",
+             "yes" if g["on_front"] else "", "yes" if g["params"] == c["chosen"] else ""])  # fmt: skip
+    for r in c["random"]:
+        row(
+            [
+                "random",
+                _slug(r["params"]),
+                f"{r['accuracy']:.3f}",
+                f"{r['srm_token_ratio']:.3f}",
+                "",
+                "",
+                "",
+                "",
+            ]
+        )
+    for name, e in c["end_points"].items():
+        row([name, "end point", f"{e['accuracy']:.3f}", f"{e['srm_token_ratio']:.3f}", "", "", "", ""])
     return "".join(out) + "</table>"
 
 
@@ -109,15 +214,70 @@ def _accuracy_vs_ratio(summary: dict[str, Any]) -> str:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, p in summary["policies"].items():
+        colour, marker = _style(name)
+        label = name
+        matched_p = summary.get("trigreason_vs_random", {}).get("random_offload_p")
+        if name == "random" and matched_p is not None:
+            label = f"random (offload_p {matched_p:.2f}, matched)"
         ax.errorbar(
-            p["srm_token_ratio"], p["accuracy"], yerr=p["accuracy_stderr"], fmt="o", capsize=4, label=name
-        )
+            p["srm_token_ratio"], p["accuracy"], yerr=p["accuracy_stderr"], fmt=marker, color=colour,
+            markersize=8, capsize=4, label=label,
+        )  # fmt: skip
+    _axes(ax)
+    ax.legend()
+    return _png(fig)
+
+
+def _axes(ax: Any) -> None:
     ax.set_xlabel("SRM token ratio")
     ax.set_ylabel("accuracy")
     ax.set_xlim(-0.05, 1.05)
     ax.set_ylim(-0.05, 1.05)
     ax.grid(alpha=0.3)
-    ax.legend()
+
+
+def _pareto(c: dict[str, Any]) -> str:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colour, marker = _style("trigreason")
+    ax.scatter(
+        [g["srm_token_ratio"] for g in c["grid"]], [g["accuracy"] for g in c["grid"]], color=colour,
+        marker=marker, alpha=0.35, label="TrigReason grid points",
+    )  # fmt: skip
+    front = c["front"]
+    ax.step(
+        [f["srm_token_ratio"] for f in front], [f["accuracy"] for f in front], where="pre", color=colour,
+        marker=marker, label="TrigReason Pareto front",
+    )  # fmt: skip
+    ends = c["end_points"]
+    line = sorted([ends["lrm-only"], *c["random"], ends["srm-only"]], key=lambda e: e["srm_token_ratio"])
+    colour, marker = _style("random")
+    ax.plot(
+        [e["srm_token_ratio"] for e in line], [e["accuracy"] for e in line], color=colour, linestyle="--",
+        label="random baseline (interpolated)",
+    )  # fmt: skip
+    ax.scatter(
+        [r["srm_token_ratio"] for r in c["random"]], [r["accuracy"] for r in c["random"]], color=colour,
+        marker=marker, s=60, zorder=3, label="random, measured",
+    )  # fmt: skip
+    for r in c["random"]:
+        ax.annotate(
+            f"p={r['params']['offload_p']}", (r["srm_token_ratio"], r["accuracy"]), fontsize=7,
+            textcoords="offset points", xytext=(4, -10),
+        )  # fmt: skip
+    for name, e in ends.items():
+        colour, marker = _style(name)
+        ax.scatter(
+            e["srm_token_ratio"], e["accuracy"], color=colour, marker=marker, s=80, zorder=3, label=name
+        )
+    chosen = _chosen(c)
+    ax.scatter(
+        chosen["srm_token_ratio"], chosen["accuracy"], s=260, facecolors="none", edgecolors="black",
+        linewidths=2, zorder=4, label=f"chosen: {_slug(chosen['params'])}",
+    )  # fmt: skip
+    _axes(ax)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
     return _png(fig)
 
 
@@ -161,7 +321,7 @@ def _timelines(rows: list[dict[str, Any]]) -> str | None:
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    mixed = [r for r in rows if r["policy"] in ("trigreason", "specreason") and r["steps"]]
+    mixed = [r for r in rows if r["policy"] in _MIXED and r["steps"]]
     mixed = mixed[:_MAX_TIMELINES]
     if not mixed:
         return None
@@ -182,7 +342,7 @@ def _timelines(rows: list[dict[str, Any]]) -> str | None:
         )
     ax.set_yticks(range(len(mixed)), [f"{r['problem_id']} {r['policy']}" for r in mixed], fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel("committed tokens (P priming, O offload, I intervention, R judge reject)")
+    ax.set_xlabel("committed tokens (P priming, O offload, I intervention, R judge reject, X random)")
     ax.legend(
         handles=[Patch(color=c, label=r.upper()) for r, c in _ROLE_COLOURS.items()],
         loc="upper left",
