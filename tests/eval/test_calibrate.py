@@ -1,18 +1,34 @@
-"""Calibration picks the known best point on a small synthetic grid; profiles load and validate."""
+"""Calibration picks the known best point on a small synthetic grid; the Pareto front and the random
+baseline by hand; ``trigreason calibrate`` end to end on scripted backends; profiles load and validate."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import typer
 from typer.testing import CliRunner
 
-from trigreason.cli import session_params
-from trigreason.eval import GridPoint, choose, grid
+from tests.support import CONFIDENT, UNSURE, step
+from trigreason.cli import app, session_params
+from trigreason.eval import (
+    GridPoint,
+    InProcessExecutor,
+    Outcome,
+    beats_random,
+    choose,
+    grid,
+    pareto_front,
+    pareto_summary,
+    random_accuracy_at,
+)
 from trigreason.profiles import load_profile
-from trigreason.proto import ConfigError
+from trigreason.proto import ConfigError, SessionParams
+from trigreason.services.worker.backends import ScriptedBackend
 
 
 def _p(rho: float, acc: float, ratio: float) -> GridPoint:
@@ -79,3 +95,171 @@ def test_flags_typed_on_the_command_line_win_over_the_profile(tmp_path: Path) ->
 
     assert CliRunner().invoke(app, ["--tau", "1.5", "--k", "3"]).exit_code == 0
     assert seen == [(0.7, 1.5, 3)]  # rho from the profile, tau and k from the command line
+
+
+def _pt(name: str, ratio: float, acc: float) -> GridPoint:
+    return GridPoint(params={"name": name}, accuracy=acc, srm_token_ratio=ratio)
+
+
+@pytest.mark.parametrize(
+    ("points", "want"),
+    [
+        ([], []),
+        ([("a", 0.5, 0.5)], ["a"]),
+        # a trade-off: neither dominates; the front runs by ratio
+        ([("b", 0.8, 0.4), ("a", 0.2, 0.9)], ["a", "b"]),
+        # c is dominated by b (more SRM tokens and more accurate)
+        ([("a", 0.2, 0.9), ("b", 0.6, 0.7), ("c", 0.5, 0.6)], ["a", "b"]),
+        # the same ratio: the less accurate is dominated
+        ([("a", 0.5, 0.7), ("b", 0.5, 0.6)], ["a"]),
+        # the same accuracy: fewer SRM tokens is dominated
+        ([("a", 0.3, 0.7), ("b", 0.6, 0.7)], ["b"]),
+        # equal points: both on the front
+        ([("a", 0.4, 0.7), ("b", 0.4, 0.7), ("c", 0.1, 0.9)], ["c", "a", "b"]),
+        # one point better on both dominates all
+        ([("a", 0.2, 0.5), ("b", 0.9, 0.9), ("c", 0.5, 0.8)], ["b"]),
+    ],
+)
+def test_pareto_front(points: list[tuple[str, float, float]], want: list[str]) -> None:
+    front = pareto_front([_pt(*p) for p in points])
+    assert [p.params["name"] for p in front] == want
+
+
+LRM = _pt("lrm-only", 0.0, 0.9)
+SRM = _pt("srm-only", 1.0, 0.3)
+# Measured random points, out of order: their ratios are not 1 - offload_p.
+RANDOM = [_pt("p0.25", 0.6, 0.5), _pt("p0.75", 0.2, 0.8)]
+
+
+@pytest.mark.parametrize(
+    ("ratio", "want"),
+    [
+        (0.0, 0.9),  # LRM-only
+        (0.1, 0.85),  # halfway between LRM-only and p0.75
+        (0.2, 0.8),  # on a random point
+        (0.4, 0.65),  # between the random points
+        (0.8, 0.4),  # between p0.25 and SRM-only
+        (1.0, 0.3),  # SRM-only
+    ],
+)
+def test_random_accuracy_is_piecewise_linear_through_the_end_points(ratio: float, want: float) -> None:
+    assert random_accuracy_at(ratio, RANDOM, lrm_only=LRM, srm_only=SRM) == pytest.approx(want)
+
+
+def test_random_accuracy_without_random_points_joins_the_end_points() -> None:
+    assert random_accuracy_at(0.25, [], lrm_only=LRM, srm_only=SRM) == pytest.approx(0.75)
+
+
+def test_random_accuracy_at_a_repeated_ratio_is_the_mean_and_outside_the_range_the_nearest_end() -> None:
+    lrm = _pt("lrm-only", 0.1, 0.9)  # priming: LRM-only need not sit at 0 in a custom setup
+    pts = [_pt("x", 0.5, 0.6), _pt("y", 0.5, 0.4)]
+    assert random_accuracy_at(0.5, pts, lrm_only=lrm, srm_only=SRM) == pytest.approx(0.5)
+    assert random_accuracy_at(0.0, pts, lrm_only=lrm, srm_only=SRM) == pytest.approx(0.9)
+
+
+@pytest.mark.parametrize(
+    ("ratio", "acc", "beats", "at"),
+    [
+        (0.4, 0.70, True, 0.65),  # above the line
+        (0.4, 0.65, False, 0.65),  # on the line is not beating it
+        (0.4, 0.60, False, 0.65),  # below
+        (0.0, 0.95, True, 0.9),  # at LRM-only's ratio
+        (1.0, 0.3, False, 0.3),
+    ],
+)
+def test_beats_random(ratio: float, acc: float, beats: bool, at: float) -> None:
+    v = beats_random(_pt("t", ratio, acc), RANDOM, lrm_only=LRM, srm_only=SRM)
+    assert v.beats_random is beats
+    assert v.random_accuracy_at_ratio == pytest.approx(at)
+    assert v.margin == pytest.approx(acc - at)
+
+
+def test_pareto_summary_marks_the_front_and_keeps_the_random_points_and_end_points() -> None:
+    pts = [_pt("a", 0.2, 0.9), _pt("b", 0.6, 0.7), _pt("c", 0.5, 0.6)]
+    s = pareto_summary(pts, RANDOM, lrm_only=LRM, srm_only=SRM)
+    assert [g["on_front"] for g in s["grid"]] == [True, True, False]
+    assert [f["params"]["name"] for f in s["front"]] == ["a", "b"]
+    assert [r["params"]["name"] for r in s["random"]] == ["p0.75", "p0.25"]  # by ratio
+    assert s["end_points"]["srm-only"]["srm_token_ratio"] == 1.0
+    a, b, c = s["grid"]
+    assert (a["beats_random"], a["random_accuracy_at_ratio"]) == (True, pytest.approx(0.8))
+    assert b["margin_vs_random"] == pytest.approx(0.7 - 0.5)
+    # dominated by b, yet above chance: 0.8 + (0.5 - 0.2) / (0.6 - 0.2) x (0.5 - 0.8) = 0.575 at ratio 0.5
+    assert (c["beats_random"], c["random_accuracy_at_ratio"]) == (True, pytest.approx(0.575))
+    assert c["margin_vs_random"] == pytest.approx(0.025)
+
+
+def _scripted_executor() -> Any:
+    """SRM: two steps 3 of 4 tokens sure (r_s 0.75), then a wrong answer; LRM: a priming step, then the right
+    answer. rho 0.9 accepts every SRM step (wrong); rho 0.5 offloads the first (r_s > rho) to the LRM
+    (right)."""
+
+    class Executor:
+        async def solve(self, question: str, params: SessionParams, session_id: str) -> Outcome:
+            mixed = [CONFIDENT, CONFIDENT, CONFIDENT, UNSURE]
+            srm = ScriptedBackend(
+                "srm",
+                [step("3 + 4 is 8.", mixed), step("Yes.", mixed)],
+                default=step("So \\boxed{8}.", mixed),
+            )
+            lrm = ScriptedBackend(
+                "lrm", [step("Add the numbers.")], default=step("3 + 4 = 7, so \\boxed{7}.")
+            )
+            return await InProcessExecutor(srm, lrm).solve(question, params, session_id)
+
+    @contextlib.asynccontextmanager
+    async def executor(*_args: Any) -> AsyncIterator[Any]:
+        yield Executor()
+
+    return executor
+
+
+def test_calibrate_writes_the_front_the_random_baseline_and_the_verdict(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("trigreason.cli._eval._executor", _scripted_executor())
+    data = tmp_path / "cal.jsonl"
+    data.write_text(
+        "".join(json.dumps({"question": f"What is 3 + 4? ({i})", "answer": "7"}) + "\n" for i in range(2))
+    )
+    out, prof = tmp_path / "cal", tmp_path / "p.json"
+    args = ["calibrate", "--dataset", str(data), "--limit", "2", "--rho", "0.5,0.9", "--priming-steps", "1",
+            "--random-p", "0.25,0.5,0.75", "--min-accuracy", "0.9", "--out", str(out),
+            "--profile-out", str(prof)]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [
+        "lrm-only", "random-offload_p0.25", "random-offload_p0.5", "random-offload_p0.75",
+        "rho0.5-priming_steps1", "rho0.9-priming_steps1", "srm-only",
+    ]  # fmt: skip
+    doc = json.loads(prof.read_text())
+    assert json.loads((out / "calibration.json").read_text()) == doc
+    c = doc["calibration"]
+    assert (c["lrm_only_accuracy"], c["srm_only_accuracy"]) == (1.0, 0.0)
+    assert c["end_points"]["lrm-only"]["srm_token_ratio"] == 0.0
+    assert c["end_points"]["srm-only"]["srm_token_ratio"] == 1.0
+    assert sorted(r["params"]["offload_p"] for r in c["random"]) == [0.25, 0.5, 0.75]
+    assert [r["srm_token_ratio"] for r in c["random"]] == sorted(r["srm_token_ratio"] for r in c["random"])
+    assert all(r["params"]["priming_steps"] == 1 for r in c["random"])
+    by_rho = {g["params"]["rho"]: g for g in c["grid"]}
+    assert by_rho[0.5]["accuracy"] == 1.0
+    assert by_rho[0.9]["accuracy"] == 0.0
+    assert by_rho[0.9]["srm_token_ratio"] > by_rho[0.5]["srm_token_ratio"]
+    assert c["chosen"] == {"rho": 0.5, "priming_steps": 1}
+    assert doc["params"]["rho"] == 0.5
+    assert c["feasible"] is True
+    chosen = by_rho[0.5]
+    assert c["beats_random"] is chosen["beats_random"] is (chosen["margin_vs_random"] > 0)
+    assert c["random_accuracy_at_ratio"] == chosen["random_accuracy_at_ratio"]
+    assert {tuple(sorted(f["params"].items())) for f in c["front"]} <= {
+        tuple(sorted(g["params"].items())) for g in c["grid"] if g["on_front"]
+    }
+    assert (out / "pareto.png").read_bytes().startswith(b"\x89PNG")
+    page = (out / "report.html").read_text()
+    assert "TrigReason calibration" in page
+    assert "data:image/png;base64," in page
+    assert "random" in page
+    assert "srm-only" in page
+    assert "front" in result.stdout
+    assert "random baseline" in result.stdout
+    assert "chosen" in result.stdout

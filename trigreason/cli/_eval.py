@@ -28,10 +28,12 @@ from trigreason.eval import (
     complete_rows,
     grid,
     load_problems,
+    pareto_summary,
     read_rows,
     replaced_share,
     run_eval,
     summarize,
+    write_calibration_report,
     write_report,
 )
 from trigreason.profiles import user_profile_path
@@ -284,6 +286,14 @@ def eval_(
     with console.status("writing the report..."):
         write_report(out / "report.html", rows, summary, plots_dir=out / "plots")
     Console(width=None if sys.stdout.isatty() else 160).print(_summary_table(summary))
+    versus = summary.get("trigreason_vs_random")
+    if versus is not None:
+        low, high = versus["accuracy_difference_ci95"]
+        console.print(
+            f"trigreason vs random over {versus['pairs']} pairs: {versus['trigreason_accuracy']:.3f} against "
+            f"{versus['random_accuracy']:.3f}, difference {versus['accuracy_difference']:+.3f} "
+            f"[{low:+.3f}, {high:+.3f}], McNemar p {versus['mcnemar_p']:.3g}: {versus['verdict']}"
+        )
     console.print(f"wrote {out / 'results.jsonl'}, {out / 'summary.json'}, {out / 'report.html'}")
 
 
@@ -304,8 +314,17 @@ def calibrate(
     rho: Annotated[str, typer.Option(help="rho values to try, comma-separated")] = "0.8,0.9,0.95,0.99",
     tau: Annotated[str | None, typer.Option(help="tau values to try")] = None,
     k: Annotated[str | None, typer.Option(help="k values to try")] = None,
-    priming_steps: Annotated[str | None, typer.Option(help="n values to try")] = None,
+    priming_steps: Annotated[
+        str | None,
+        typer.Option(help="n values to try [default: the base's]; the random baseline uses the first"),
+    ] = None,
     m: Annotated[str | None, typer.Option(help="m values to try")] = None,
+    random_p: Annotated[
+        str,
+        typer.Option(
+            help="offload_p values of the random baseline, comma-separated (empty: end points only)"
+        ),
+    ] = "0.25,0.5,0.75",
     min_accuracy: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="accuracy floor as a fraction of LRM-only")
     ] = 0.9,
@@ -313,9 +332,12 @@ def calibrate(
     profile_out: Annotated[
         Path | None, typer.Option(help="where to write the profile [default: user config dir]")
     ] = None,
-    out: Annotated[Path, typer.Option(help="the runs of every grid point (resumable)")] = Path(
-        "runs/calibrate"
-    ),
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="the runs of every grid point (resumable), calibration.json, pareto.png, report.html"
+        ),
+    ] = Path("runs/calibrate"),
     profile: Annotated[str | None, typer.Option(help="base parameters from a profile")] = None,
     max_tokens: int = _D.max_tokens,
     step_max_tokens: int = _D.step_max_tokens,
@@ -327,7 +349,8 @@ def calibrate(
     lrm_url: _Url = None,
     via: Annotated[str, typer.Option(help="inproc, or a running gateway's URL")] = "inproc",
 ) -> None:
-    """Grid-search the trigger thresholds: the most SRM tokens at accuracy >= a fraction of LRM-only."""
+    """Grid-search the trigger thresholds: the most SRM tokens at accuracy >= a fraction of LRM-only;
+    the Pareto front against the random baseline and the LRM-only and SRM-only end points."""
     if dataset in ("gsm8k", "math500", "aime24", "aime25"):
         raise typer.BadParameter("calibrate on a calibration split (e.g. gsm8k-train), never a test split")
     base = session_params(
@@ -335,6 +358,7 @@ def calibrate(
         {"max_tokens": max_tokens, "step_max_tokens": step_max_tokens, "temperature": temperature,
          "seed": seed},
     )  # fmt: skip
+    # rho and priming_steps always (the run directories are named after them: rho0.9-priming_steps2).
     axes: dict[str, list[Any]] = {"rho": _floats(rho, "--rho") or [base.rho]}
     for axis, raw, cast in (
         ("tau", tau, float),
@@ -345,10 +369,15 @@ def calibrate(
         values = _floats(raw, f"--{axis}")
         if values:
             axes[axis] = [cast(v) for v in values]
+        elif axis == "priming_steps":
+            axes[axis] = [base.priming_steps]
     points = grid(axes)
+    offload_ps = _floats(random_p, "--random-p") or []
+    random_base = msgspec.structs.replace(base, priming_steps=axes["priming_steps"][0])
     try:
         grid_params = [msgspec.structs.replace(base, **pt) for pt in points]
-        for gp in grid_params:
+        random_params = [msgspec.structs.replace(random_base, offload_p=p) for p in offload_ps]
+        for gp in (*grid_params, *random_params):
             msgspec.convert(msgspec.to_builtins(gp), SessionParams)  # range checks
     except (TypeError, msgspec.ValidationError) as exc:
         raise typer.BadParameter(str(exc)) from exc
@@ -358,65 +387,100 @@ def calibrate(
     def slug(pt: dict[str, Any]) -> str:
         return "-".join(f"{key}{value}" for key, value in pt.items())
 
-    async def main() -> tuple[float, list[GridPoint]]:
+    async def main() -> tuple[GridPoint, GridPoint, list[GridPoint], list[GridPoint]]:
         async with _executor(
             via, srm_model, lrm_model, srm_url, lrm_url, lambda msg: console.print(f"[dim]{msg}[/]")
         ) as ex:
-            common: dict[str, Any] = {"problems": problems, "samples": 1}
-            lrm_rows = await _run_with_progress(
-                console,
-                "LRM-only",
-                ex,
-                policies=["lrm-only"],
-                params=base,
-                out_dir=out / "lrm-only",
-                **common,
-            )
-            lrm_acc = sum(r["correct"] for r in lrm_rows) / len(lrm_rows)
+
+            async def point(
+                label: str, policy: str, params: SessionParams, where: str, pt: dict[str, Any]
+            ) -> GridPoint:
+                rows = await _run_with_progress(
+                    console, label, ex, problems=problems, samples=1, policies=[policy], params=params,
+                    out_dir=out / where,
+                )  # fmt: skip
+                s = summarize(rows, EdgeCloudModel())["policies"][policy]
+                return GridPoint(params=pt, accuracy=s["accuracy"], srm_token_ratio=s["srm_token_ratio"])
+
+            lrm = await point("LRM-only", "lrm-only", base, "lrm-only", {"policy": "lrm-only"})
+            srm = await point("SRM-only", "srm-only", base, "srm-only", {"policy": "srm-only"})
+            randoms: list[GridPoint] = []
+            for i, (p, rp) in enumerate(zip(offload_ps, random_params, strict=True)):
+                pt = {"offload_p": p, "priming_steps": rp.priming_steps}
+                where = f"random-offload_p{p}"
+                randoms.append(
+                    await point(f"random {i + 1}/{len(offload_ps)} {where}", "random", rp, where, pt)
+                )
             results: list[GridPoint] = []
             for i, (pt, gp) in enumerate(zip(points, grid_params, strict=True)):
-                rows = await _run_with_progress(
-                    console, f"{i + 1}/{len(points)} {slug(pt)}", ex, policies=["trigreason"], params=gp,
-                    out_dir=out / slug(pt), **common,
-                )  # fmt: skip
-                s = summarize(rows, EdgeCloudModel())["policies"]["trigreason"]
-                results.append(
-                    GridPoint(params=pt, accuracy=s["accuracy"], srm_token_ratio=s["srm_token_ratio"])
-                )
-            return lrm_acc, results
+                label = f"{i + 1}/{len(points)} {slug(pt)}"
+                results.append(await point(label, "trigreason", gp, slug(pt), pt))
+            return lrm, srm, randoms, results
 
     started = time.time()
-    lrm_acc, results = _run_async(main, console, out)
-    best, feasible = choose(results, lrm_accuracy=lrm_acc, min_fraction=min_accuracy)
-    table = Table(title=f"{dataset}, {len(problems)} problems; LRM-only accuracy {lrm_acc:.3f}")
-    for col in ("point", "accuracy", "SRM token ratio", ""):
-        table.add_column(col)
-    for r in results:
-        table.add_row(
-            slug(r.params), f"{r.accuracy:.3f}", f"{r.srm_token_ratio:.2f}", "chosen" if r is best else ""
-        )
-    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    lrm, srm, randoms, results = _run_async(main, console, out)
+    best, feasible = choose(results, lrm_accuracy=lrm.accuracy, min_fraction=min_accuracy)
+    versus = pareto_summary(results, randoms, lrm_only=lrm, srm_only=srm)
+    chosen_entry = next(g for g, r in zip(versus["grid"], results, strict=True) if r is best)
+    Console(width=None if sys.stdout.isatty() else 160).print(
+        _calibration_table(dataset, len(problems), versus, best.params, slug)
+    )
     chosen = msgspec.to_builtins(msgspec.structs.replace(base, **best.params))
     chosen.pop("policy", None)
     chosen.pop("seed", None)
-    doc = {
-        "name": name,
-        "params": chosen,
-        "calibration": {
-            "dataset": dataset, "problems": len(problems), "min_accuracy_vs_lrm": min_accuracy,
-            "lrm_only_accuracy": lrm_acc, "feasible": feasible, "chosen": best.params,
-            "grid": [
-                {"params": r.params, "accuracy": r.accuracy, "srm_token_ratio": r.srm_token_ratio}
-                for r in results
-            ],
-            "srm_model": srm_url or srm_model, "lrm_model": lrm_url or lrm_model,
-            "seconds": round(time.time() - started, 1),
-        },
+    calibration = {
+        "dataset": dataset, "problems": len(problems), "min_accuracy_vs_lrm": min_accuracy,
+        "lrm_only_accuracy": lrm.accuracy, "srm_only_accuracy": srm.accuracy, "feasible": feasible,
+        "chosen": best.params,
+        "beats_random": chosen_entry["beats_random"],
+        "random_accuracy_at_ratio": chosen_entry["random_accuracy_at_ratio"],
+        "margin_vs_random": chosen_entry["margin_vs_random"],
+        **versus,
+        "srm_model": srm_url or srm_model, "lrm_model": lrm_url or lrm_model,
+        "seconds": round(time.time() - started, 1),
     }  # fmt: skip
+    doc = {"name": name, "params": chosen, "calibration": calibration}
     path = profile_out or user_profile_path(name)
     _write_json(path, doc)
+    _write_json(out / "calibration.json", doc)
+    with console.status("writing the report..."):
+        write_calibration_report(out, calibration)
     if not feasible:
         console.print(
             f"[yellow]no point reached {min_accuracy:.0%} of LRM-only accuracy; chose the most accurate[/]"
         )
+    word = "beats" if calibration["beats_random"] else "[yellow]does not beat[/]"
+    console.print(
+        f"the chosen point {word} the random baseline at its SRM token ratio "
+        f"({best.accuracy:.3f} against {calibration['random_accuracy_at_ratio']:.3f})"
+    )
+    console.print(f"wrote {out / 'calibration.json'}, {out / 'pareto.png'}, {out / 'report.html'}")
     console.print(f"wrote profile {name!r} to {path}; use it with --profile {path}")
+
+
+def _calibration_table(
+    dataset: str,
+    problems: int,
+    versus: dict[str, Any],
+    chosen: dict[str, Any],
+    slug: Callable[[dict[str, Any]], str],
+) -> Table:
+    lrm_acc = versus["end_points"]["lrm-only"]["accuracy"]
+    table = Table(title=f"{dataset}, {problems} problems; LRM-only accuracy {lrm_acc:.3f}")
+    for col in ("point", "accuracy", "SRM token ratio", "random at ratio", ""):
+        table.add_column(col, justify="left" if col in ("point", "") else "right")
+    for g in versus["grid"]:
+        notes = ["front" if g["on_front"] else "", "chosen" if g["params"] == chosen else ""]
+        notes.append("beats random" if g["beats_random"] else "")
+        table.add_row(
+            slug(g["params"]), f"{g['accuracy']:.3f}", f"{g['srm_token_ratio']:.2f}",
+            f"{g['random_accuracy_at_ratio']:.3f}", ", ".join(n for n in notes if n),
+        )  # fmt: skip
+    for r in versus["random"]:
+        table.add_row(
+            f"random offload_p{r['params']['offload_p']}", f"{r['accuracy']:.3f}",
+            f"{r['srm_token_ratio']:.2f}", "", "random baseline",
+        )  # fmt: skip
+    for name, e in versus["end_points"].items():
+        table.add_row(name, f"{e['accuracy']:.3f}", f"{e['srm_token_ratio']:.2f}", "", "end point")
+    return table
