@@ -227,4 +227,9 @@ async def test_info_health_metrics_and_traceparent(tgi_server: ServerFactory) ->
         async with s.post(url + "/generate", json=body, headers=headers) as resp:
             assert resp.status == 200
         assert await metric(s, url, "trigreason_tgi_cpu_generated_tokens_total") == 2
+        assert info["cache_slots"] == 4
+        # Seconds spent in prompt evaluation and in generation, summed over requests.
+        assert await metric(s, url, "trigreason_tgi_cpu_prefill_seconds_sum") > 0
+        assert await metric(s, url, "trigreason_tgi_cpu_decode_seconds_sum") > 0
+        assert await metric(s, url, "trigreason_tgi_cpu_decode_seconds_count") == 1
         assert await metric(s, url, 'trigreason_tgi_cpu_requests_total{route="/generate",status="200"}') == 1

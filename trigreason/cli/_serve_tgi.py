@@ -49,6 +49,14 @@ def serve_tgi_cpu(
             help="Requests that may wait; more get 429 (default 16; env TRIGREASON_TGI_CPU_MAX_QUEUE)",
         ),
     ] = None,
+    cache_slots: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Sessions whose prefixes the K/V cache keeps at once, sharing --ctx "
+            "(default 4; env TRIGREASON_TGI_CPU_CACHE_SLOTS)",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
 ) -> None:
     """Serve one GGUF model over Hugging Face TGI's protocol (/generate, /generate_stream, /info, ...)."""
@@ -66,7 +74,14 @@ def serve_tgi_cpu(
     log = structlog.get_logger("trigreason.tgi_cpu")
     try:
         settings = TgiCpuSettings.from_env(
-            os.environ, model=model, port=port, host=host, ctx=ctx, threads=threads, max_queue=max_queue
+            os.environ,
+            model=model,
+            port=port,
+            host=host,
+            ctx=ctx,
+            threads=threads,
+            max_queue=max_queue,
+            cache_slots=cache_slots,
         )
         log.info("resolving model", model=settings.model)
         path = resolve_model_path(settings.model)
@@ -87,6 +102,7 @@ def serve_tgi_cpu(
                 n_threads=settings.threads,
                 n_batch=settings.batch,
                 prefix_reuse=settings.prefix_reuse,
+                cache_slots=settings.cache_slots,
                 model_id=model_id,
             )
         log.info(
@@ -96,6 +112,7 @@ def serve_tgi_cpu(
             n_vocab=engine.n_vocab,
             n_ctx=engine.n_ctx,
             threads=engine.n_threads,
+            cache_slots=engine.cache_slots,
         )
     except TrigReasonError as exc:
         typer.echo(f"error: {exc.message}", err=True)

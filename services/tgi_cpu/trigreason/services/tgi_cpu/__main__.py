@@ -1,7 +1,7 @@
 """``python -m trigreason.services.tgi_cpu``: the CPU inference server, configured from the environment
-(``TRIGREASON_TGI_CPU_*``: model, host, port, ctx, threads, max_queue, ...; ``TRIGREASON_MODEL_DIR`` for the
-model cache; ``TRIGREASON_LOG_LEVEL``). Its image's entry point. The model (tiny, srm, lrm, a GGUF path or
-hf://REPO/FILE) is fetched and verified first if it is not cached.
+(``TRIGREASON_TGI_CPU_*``: model, host, port, ctx, threads, max_queue, cache_slots, ...;
+``TRIGREASON_MODEL_DIR`` for the model cache; ``TRIGREASON_LOG_LEVEL``). Its image's entry point. The model
+(tiny, srm, lrm, a GGUF path or hf://REPO/FILE) is fetched and verified first if it is not cached.
 
 A bad setting, a model that cannot be fetched or loaded, or a port that is taken is one line on stderr and
 exit status 2. SIGTERM and SIGINT stop it within a few seconds, also while the model is being fetched."""
@@ -69,6 +69,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
             n_threads=settings.threads,
             n_batch=settings.batch,
             prefix_reuse=settings.prefix_reuse,
+            cache_slots=settings.cache_slots,
             model_id=model_id,
         )
         log.info(
@@ -77,6 +78,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
             seconds=round(time.perf_counter() - started, 2),
             n_ctx=engine.n_ctx,
             threads=engine.n_threads,
+            cache_slots=engine.cache_slots,
         )
         run_event_loop(lambda: _serve(engine, settings, log), env=env)
     except _Stopped as exc:

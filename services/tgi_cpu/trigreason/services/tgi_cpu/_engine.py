@@ -1,9 +1,28 @@
 """One llama.cpp model and context, generating one request at a time with per-token log-probabilities.
 
-Built on llama-cpp-python's C bindings (batch, decode, logits, memory) rather than ``Llama.generate`` so
-that each step reads the last logits row once, in place, and the K/V cache is managed here: a request
-whose prompt extends what was evaluated before (the next step of a reasoning session) only evaluates the
-new suffix.
+Built on llama-cpp-python's C bindings (model, context, batch, decode, logits, memory) rather than
+``Llama.generate`` so that each step reads the last logits row once, in place, and the K/V cache is
+managed here: a request whose prompt extends what was evaluated before (the next step of a reasoning
+session) only evaluates the new suffix.
+
+The context holds up to ``cache_slots`` sequences (llama.cpp seq ids ``0..cache_slots-1``) in one unified
+K/V cache, so that interleaved sessions (A, B, A, B) keep each other's prefixes; all slots share ``n_ctx``.
+Which slot a request uses (see ``LlamaEngine._choose_slot``):
+
+1. It *continues* a slot when it starts with that slot's last prompt: the next step of the session the
+   slot holds, or a retry of it. The last ``CONTINUE_SLACK`` tokens of that prompt (at most half of it)
+   may differ, since text appended to a prompt can tokenize differently across the seam. Of the slots it
+   continues, the one with the longest common prefix is used in place: its tokens after the common prefix
+   (the previous answer, the seam) are dropped.
+2. Otherwise (another session, which shares at most a chat template or a system prompt with the others)
+   it takes the least-recently-used slot, an empty one first, so a shared prefix never overwrites another
+   session's cache. Before evaluating, that slot gets the longest common prefix any slot holds as a shared
+   copy (``llama_memory_seq_cp``: in a unified cache the sequences share the cells, nothing is copied or
+   evaluated again).
+
+When the K/V cache is full (``llama_decode`` returns 1), the least-recently-used other slots are dropped
+one at a time and the batch is retried. With ``cache_slots=1`` this is the single-sequence cache it was:
+the one slot is reused with whatever prefix it shares.
 """
 
 from __future__ import annotations
@@ -15,17 +34,14 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from ._errors import EngineError, GenerationCancelled, InputValidationError
 from ._sampling import Logits, choose_token, log_normalizer, top_candidates
-
-if TYPE_CHECKING:
-    from llama_cpp import Llama
 
 __all__ = [
     "FinishReason",
@@ -38,6 +54,10 @@ __all__ = [
 ]
 
 FinishReason = Literal["length", "eos_token", "stop_sequence"]
+
+# A request continues a cache slot when it shares that slot's last prompt but for at most this many
+# tokens at its end (see the module docstring).
+CONTINUE_SLACK = 8
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -113,6 +133,16 @@ class Generation:
     decode_s: float
 
 
+@dataclass(eq=False, slots=True)
+class _Slot:
+    """One sequence of the K/V cache."""
+
+    seq: int  # llama.cpp's seq_id
+    tokens: list[int] = field(default_factory=list)  # tokens whose K/V it holds, at positions 0..len-1
+    prompt_len: int = 0  # the last prompt evaluated in it (what a continuing request shares)
+    used: int = 0  # when a request last used it (engine clock; 0: never)
+
+
 def available_cpus() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -132,49 +162,88 @@ class LlamaEngine:
         n_threads: int | None = None,
         n_batch: int = 512,
         prefix_reuse: bool = True,
+        cache_slots: int = 4,
         flash_attn: bool = True,
         model_id: str | None = None,
         verbose: bool = False,
     ) -> None:
         import llama_cpp  # optional dependency (the `cpu` extra): imported only when an engine is made
+        from llama_cpp import _internals
+        from llama_cpp._logger import set_verbose
 
         self._c: Any = llama_cpp
         path = Path(model_path)
         if not path.is_file():
             raise InputValidationError(f"model file not found: {path}", code="model_not_found")
+        max_slots = int(llama_cpp.llama_max_parallel_sequences())
+        if not 1 <= cache_slots <= max_slots:
+            raise InputValidationError(
+                f"cache_slots must be between 1 and {max_slots}, got {cache_slots}", code="bad_cache_slots"
+            )
         threads = n_threads or available_cpus()
         n_batch = max(1, min(n_batch, n_ctx))
-        self._llm: Llama = llama_cpp.Llama(
-            model_path=str(path),
-            n_ctx=n_ctx,
-            n_batch=n_batch,
-            n_ubatch=n_batch,
-            n_threads=threads,
-            n_threads_batch=threads,
-            logits_all=False,  # logits of the last position only: all that sampling and logprobs need
-            # Without flash attention llama.cpp's CPU attention for a one-token batch differs from the
-            # batched one (logprobs off by up to 0.6 on the tiny model), so a prompt read from the cache
-            # would not continue as the same prompt read cold. With it, both are bit-identical.
-            flash_attn=flash_attn,
-            verbose=verbose,
+        # The model and context as ``llama_cpp.Llama`` makes them (same parameters), except that ``Llama``
+        # has no say over the number of sequences and the unified K/V cache.
+        set_verbose(verbose)
+        with _BACKEND_LOCK:
+            global _backend_ready
+            if not _backend_ready:
+                llama_cpp.llama_backend_init()
+                _backend_ready = True
+        model_params = llama_cpp.llama_model_default_params()
+        model_params.n_gpu_layers = 0  # a CPU server
+        model_params.load_mode = llama_cpp.LLAMA_LOAD_MODE_MMAP
+        internals: Any = _internals
+        self._model: Any = internals.LlamaModel(path_model=str(path), params=model_params, verbose=verbose)
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = n_batch
+        params.n_ubatch = n_batch
+        params.n_threads = threads
+        params.n_threads_batch = threads
+        params.n_seq_max = cache_slots
+        # One K/V buffer for all sequences: every slot may use all of n_ctx (split, each would get
+        # n_ctx / cache_slots), and a prefix shared by two slots is stored once.
+        params.kv_unified = cache_slots > 1
+        # Without flash attention llama.cpp's CPU attention for a one-token batch differs from the
+        # batched one (logprobs off by up to 0.6 on the tiny model), so a prompt read from the cache
+        # would not continue as the same prompt read cold. With it, both are bit-identical.
+        params.flash_attn_type = (
+            llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+            if flash_attn
+            else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
         )
+        # Llama's values for these (llama.cpp's defaults differ).
+        params.yarn_attn_factor = 1.0
+        params.yarn_beta_fast = 32.0
+        params.yarn_beta_slow = 1.0
+        params.no_perf = False
+        try:
+            self._context: Any = internals.LlamaContext(model=self._model, params=params, verbose=verbose)
+        except Exception:
+            self._model.close()
+            raise
         self.model_id = model_id or path.name
         self.model_path = path
         self.n_threads = threads
         self.prefix_reuse = prefix_reuse
+        self.cache_slots = cache_slots
         self._n_batch = n_batch
-        self._ctx = self._llm.ctx
-        self._vocab = llama_cpp.llama_model_get_vocab(self._llm.model)
+        self._ctx = self._context.ctx
+        self._vocab = llama_cpp.llama_model_get_vocab(self._model.model)
         self._memory = llama_cpp.llama_get_memory(self._ctx)
-        self._n_vocab = int(self._llm.n_vocab())
-        self._n_ctx = int(self._llm.n_ctx())
+        self._n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
+        self._n_ctx = int(llama_cpp.llama_n_ctx(self._ctx))
         self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         self._scratch: Logits = np.empty(self._n_vocab, dtype=np.float32)
         self._piece_buf = ctypes.create_string_buffer(64)
         self._pieces: dict[tuple[int, bool], bytes] = {}
         self._specials: dict[int, bool] = {}
-        self._cached: list[int] = []  # tokens whose K/V are in the cache, at positions 0..len-1
+        self._slots = [_Slot(seq) for seq in range(cache_slots)]
+        self._active = self._slots[0]  # the slot the running request evaluates in
+        self._clock = 0
+        self.evictions = 0  # slots dropped because the K/V cache was full
         self._lock = threading.Lock()
         self._closed = False
 
@@ -194,13 +263,19 @@ class LlamaEngine:
 
     @property
     def cached_tokens(self) -> int:
-        """How many tokens the K/V cache holds now (what the next request may reuse)."""
-        return len(self._cached)
+        """How many tokens the K/V cache holds now, summed over the slots (what later requests may reuse;
+        a prefix two slots share counts twice)."""
+        return sum(len(slot.tokens) for slot in self._slots)
+
+    @property
+    def slot_tokens(self) -> tuple[int, ...]:
+        """How many tokens each slot holds, by seq id."""
+        return tuple(len(slot.tokens) for slot in self._slots)
 
     def tokenize(self, text: str) -> list[int]:
         """Tokens of ``text``; chat-template markers such as ``<|im_start|>`` become their special tokens,
         and a BOS token is added when the model's tokenizer asks for one."""
-        return list(self._llm.tokenize(text.encode("utf-8"), add_bos=self._add_bos, special=True))
+        return list(self._model.tokenize(text.encode("utf-8"), add_bos=self._add_bos, special=True))
 
     def token_text(self, token: int) -> str:
         return self._piece(token, self.is_special(token)).decode("utf-8", errors="replace")
@@ -315,9 +390,10 @@ class LlamaEngine:
         )
 
     def reset_cache(self) -> None:
-        """Forget every evaluated token (the next request evaluates its whole prompt)."""
+        """Forget every evaluated token in every slot (the next request evaluates its whole prompt)."""
         with self._lock:
-            self._clear()
+            if not self._closed:
+                self._clear()
 
     def close(self) -> None:
         with self._lock:
@@ -325,26 +401,27 @@ class LlamaEngine:
                 return
             self._closed = True
             self._c.llama_batch_free(self._batch)
-            self._llm.close()
+            self._context.close()
+            self._model.close()
 
     # -- internals ---------------------------------------------------------------------------------
 
     def _prefill(
         self, tokens: list[int], *, with_logprobs: bool, cancel: threading.Event | None
     ) -> tuple[int, tuple[PrefillToken, ...]]:
-        """Bring the cache to exactly ``tokens`` and leave the last position's logits ready.
+        """Bring a slot to exactly ``tokens`` and leave the last position's logits ready.
         Returns how many prompt tokens were reused, and the prompt's logprobs when asked for."""
-        reuse = 0
-        if self.prefix_reuse and not with_logprobs:  # prompt logprobs need every position's logits
-            reuse = _common_prefix(self._cached, tokens)
-            if reuse == len(tokens):
-                reuse -= 1  # logits are kept for the last decoded position only: decode it again
-        if reuse < len(self._cached):
-            if reuse == 0 or not self._c.llama_memory_seq_rm(self._memory, 0, reuse, -1):
-                self._clear()
+        # Prompt logprobs need every position's logits: nothing is reused then.
+        slot, reuse = self._choose_slot(tokens, reuse=self.prefix_reuse and not with_logprobs)
+        self._active = slot
+        if reuse == len(tokens):
+            reuse -= 1  # logits are kept for the last decoded position only: decode it again
+        if reuse < len(slot.tokens):
+            if reuse == 0 or not self._c.llama_memory_seq_rm(self._memory, slot.seq, reuse, -1):
+                self._drop(slot)
                 reuse = 0
             else:
-                del self._cached[reuse:]
+                del slot.tokens[reuse:]
         prompt_logprobs = self._decode(tokens[reuse:], all_logits=with_logprobs, cancel=cancel)
         if not with_logprobs:
             return reuse, ()
@@ -354,6 +431,33 @@ class LlamaEngine:
             for i, t in enumerate(tokens)
         )
         return reuse, prefill
+
+    def _choose_slot(self, tokens: list[int], *, reuse: bool) -> tuple[_Slot, int]:
+        """The slot for a request with prompt ``tokens`` (the rule is in the module's docstring), and how
+        many of its first tokens that slot holds already (the K/V of a shared prefix copied in)."""
+        self._clock += 1
+        slots = self._slots
+        shared = [_common_prefix(s.tokens, tokens) if reuse else 0 for s in slots]
+        continued = []
+        for i, s in enumerate(slots):
+            held = min(s.prompt_len, len(s.tokens))  # less than its prompt after a cancelled prefill
+            if shared[i] > 0 and shared[i] + min(CONTINUE_SLACK, held // 2) >= held:
+                continued.append(i)
+        if continued:
+            best = max(continued, key=lambda i: (shared[i], slots[i].used))
+            slot, n = slots[best], shared[best]
+        else:
+            slot = min(slots, key=lambda s: (bool(s.tokens), s.used))  # empty, else least recently used
+            n = shared[slot.seq]
+            donor = max(range(len(slots)), key=lambda i: (shared[i], slots[i].used))
+            if shared[donor] > n:
+                self._drop(slot)
+                self._c.llama_memory_seq_cp(self._memory, donor, slot.seq, 0, shared[donor])
+                n = shared[donor]
+                slot.tokens = slots[donor].tokens[:n]
+        slot.used = self._clock
+        slot.prompt_len = len(tokens)
+        return slot, n
 
     def _decode(
         self, tokens: Sequence[int], *, all_logits: bool = False, cancel: threading.Event | None = None
@@ -368,20 +472,18 @@ class LlamaEngine:
                 raise GenerationCancelled("generation cancelled by the caller")
             chunk = tokens[start : start + self._n_batch]
             n = len(chunk)
-            pos = len(self._cached)
+            slot = self._active
+            pos = len(slot.tokens)
             batch.n_tokens = n
             for i, token in enumerate(chunk):
                 batch.token[i] = token
                 batch.pos[i] = pos + i
                 batch.n_seq_id[i] = 1
-                batch.seq_id[i][0] = 0
+                batch.seq_id[i][0] = slot.seq
                 batch.logits[i] = all_logits
             batch.logits[n - 1] = True
-            rc = self._c.llama_decode(self._ctx, batch)
-            if rc != 0:
-                self._clear()  # a failed decode may leave part of the batch in the cache
-                raise EngineError(f"llama_decode failed with code {rc}")
-            self._cached.extend(chunk)
+            self._decode_batch(slot)
+            slot.tokens.extend(chunk)
             if all_logits:
                 rows = np.ctypeslib.as_array(self._c.llama_get_logits(self._ctx), shape=(n, self._n_vocab))
                 peak = rows.max(axis=1, keepdims=True)
@@ -392,6 +494,20 @@ class LlamaEngine:
         if not all_logits:
             return None
         return np.concatenate(logprobs) if logprobs else np.zeros(0)
+
+    def _decode_batch(self, slot: _Slot) -> None:
+        """``llama_decode`` the batch; while the K/V cache has no room for it (code 1: nothing was
+        evaluated), drop the least-recently-used other slot and try again."""
+        while True:
+            rc = self._c.llama_decode(self._ctx, self._batch)
+            if rc == 0:
+                return
+            victims = [s for s in self._slots if s is not slot and s.tokens]
+            if rc != 1 or not victims:
+                self._clear()  # a failed decode may leave part of the batch in the cache
+                raise EngineError(f"llama_decode failed with code {rc}")
+            self._drop(min(victims, key=lambda s: s.used))
+            self.evictions += 1
 
     def _last_logits(self) -> Logits:
         # A view into llama.cpp's buffer: valid until the next decode, never written to.
@@ -419,9 +535,24 @@ class LlamaEngine:
             self._pieces[key] = piece
         return piece
 
+    def _drop(self, slot: _Slot) -> None:
+        """Empty one slot (its cells shared with another slot stay for that one)."""
+        if any(s.tokens for s in self._slots if s is not slot):
+            self._c.llama_memory_seq_rm(self._memory, slot.seq, -1, -1)
+        else:
+            self._c.llama_memory_clear(self._memory, True)
+        slot.tokens = []
+        slot.prompt_len = 0
+
     def _clear(self) -> None:
         self._c.llama_memory_clear(self._memory, True)
-        self._cached.clear()
+        for slot in self._slots:
+            slot.tokens = []
+            slot.prompt_len = 0
+
+
+_BACKEND_LOCK = threading.Lock()
+_backend_ready = False
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

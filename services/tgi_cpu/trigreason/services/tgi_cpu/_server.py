@@ -90,8 +90,17 @@ class _Metrics:
             buckets=(0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0),
             registry=registry,
         )
+        # Their _sum series are the seconds spent evaluating prompts and generating tokens in all.
         self.prefill = Histogram(
             "trigreason_tgi_cpu_prefill_seconds", "prompt evaluation time per request", registry=registry
+        )
+        self.decode = Histogram(
+            "trigreason_tgi_cpu_decode_seconds", "token generation time per request", registry=registry
+        )
+        self.evictions = Counter(
+            "trigreason_tgi_cpu_cache_evictions",
+            "cache slots dropped because the K/V cache was full",
+            registry=registry,
         )
         self.queue_time = Histogram(
             "trigreason_tgi_cpu_queue_seconds", "time waiting for the engine", registry=registry
@@ -109,6 +118,7 @@ class _Scheduler:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tgi-cpu-engine")
         self._worker: asyncio.Task[None] | None = None
         self._current: _Job | None = None
+        self._evictions_seen = engine.evictions
         metrics.queue_depth.set_function(self.queue.qsize)
 
     @property
@@ -184,6 +194,11 @@ class _Scheduler:
         m.cached_tokens.inc(gen.cached_tokens)
         m.generated_tokens.inc(len(gen.tokens))
         m.prefill.observe(gen.prefill_s)
+        m.decode.observe(gen.decode_s)
+        evictions = self.engine.evictions - self._evictions_seen
+        if evictions > 0:
+            m.evictions.inc(evictions)
+        self._evictions_seen += evictions
         if gen.tokens:
             m.time_per_token.observe(gen.decode_s / len(gen.tokens))
 
@@ -376,6 +391,7 @@ async def _info(request: web.Request) -> web.Response:
             "sha": None,
             "docker_label": None,
             "prefix_reuse": engine.prefix_reuse,
+            "cache_slots": engine.cache_slots,
             "threads": engine.n_threads,
         }
     )

@@ -29,9 +29,19 @@ class TgiCpuSettings:
     max_top_n_tokens: int = 20  # TGI defaults to 5; judges read a 0-9 score from the top tokens
     default_max_new_tokens: int = 100  # TGI's default when a request names none
     prefix_reuse: bool = True  # off only to measure what it saves
+    # Sequences kept in the K/V cache (sharing ctx): interleaved sessions keep each other's prefixes.
+    cache_slots: int = 4
 
     def __post_init__(self) -> None:
-        for name in ("port", "ctx", "batch", "retry_after_s", "max_stop_sequences", "default_max_new_tokens"):
+        for name in (
+            "port",
+            "ctx",
+            "batch",
+            "retry_after_s",
+            "max_stop_sequences",
+            "default_max_new_tokens",
+            "cache_slots",
+        ):
             if getattr(self, name) < 1 and not (name == "port" and self.port == 0):
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_queue < 1:
