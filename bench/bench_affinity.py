@@ -401,7 +401,7 @@ def main() -> None:
     )
     parser.add_argument("--step-tokens", type=int, default=48, help="tokens per step at most (48)")
     parser.add_argument(
-        "--cache-slots", type=int, default=None, help="sessions each replica caches (6; quick 4)"
+        "--cache-slots", type=int, default=None, help="sessions each replica caches (4)"
     )
     parser.add_argument("--ctx", type=int, default=8192, help="each replica's context, shared by its slots")
     parser.add_argument("--model", default="tiny", help="the model of every replica (tiny)")
@@ -412,7 +412,7 @@ def main() -> None:
     args = parser.parse_args()
     args.sessions = args.sessions or (6 if args.quick else 8)
     args.max_tokens = args.max_tokens or (256 if args.quick else 512)
-    args.cache_slots = args.cache_slots or (4 if args.quick else 6)
+    args.cache_slots = args.cache_slots or 4
     args.rounds = args.rounds or (1 if args.quick else 2)
     run_benchmark(NAME, measure, report, args)
 
