@@ -14,8 +14,9 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 
-from trigreason.proto import BackendError
+from trigreason.proto import BackendError, ConfigError
 from trigreason.services.backend_sim import SimSettings, make_app, start_server
+from trigreason.services.worker import backend_from_env
 from trigreason.services.worker.backends import (
     GenerationRequest,
     ReplicaPool,
@@ -269,3 +270,23 @@ async def _wait_until(predicate: Any, timeout_s: float = 5.0) -> None:
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.02)
+
+
+async def test_the_environment_names_the_replicas_and_the_routing() -> None:
+    async with serve_sim() as a, serve_sim() as b:
+        env = {
+            "TRIGREASON_SRM_URL": f"{a}, {b}",
+            "TRIGREASON_BACKEND_ROUTING": "round-robin",
+            "TRIGREASON_BACKEND_LOAD_FACTOR": "2",
+            "TRIGREASON_BACKEND_EJECT_AFTER": "3",
+        }
+        backend = await backend_from_env("srm", env)()
+        try:
+            assert isinstance(backend, ReplicaPool)
+            assert backend.replicas == [a, b]
+            settings = backend.router.settings
+            assert (settings.mode, settings.load_factor, settings.eject_after) == ("round-robin", 2.0, 3)
+        finally:
+            await backend.aclose()
+    with pytest.raises(ConfigError, match="TRIGREASON_BACKEND_ROUTING"):
+        backend_from_env("srm", {"TRIGREASON_SRM_URL": "http://a:1", "TRIGREASON_BACKEND_ROUTING": "random"})
