@@ -200,6 +200,7 @@ def eval_(
     max_tokens: int = _D.max_tokens,
     step_max_tokens: int = _D.step_max_tokens,
     temperature: float = _D.temperature,
+    top_p: Annotated[float, typer.Option(help="nucleus sampling (used when temperature > 0)")] = _D.top_p,
     seed: Annotated[int, typer.Option(help="base seed; each problem's sample gets its own")] = _D.seed,
     srm_model: _Model = "srm",
     lrm_model: _Model = "lrm",
@@ -238,7 +239,7 @@ def eval_(
         ctx, profile,
         {"priming_steps": priming_steps, "tau": tau, "rho": rho, "k": k, "m": m, "hesitation": hesitation,
          "max_tokens": max_tokens, "step_max_tokens": step_max_tokens, "temperature": temperature,
-         "seed": seed, "offload_p": offload_p},
+         "top_p": top_p, "seed": seed, "offload_p": offload_p},
     )  # fmt: skip
     model = _cost_model(price_in, price_cached, price_out, srm_price, rtt)
     console = Console(stderr=True)
@@ -342,6 +343,7 @@ def calibrate(
     max_tokens: int = _D.max_tokens,
     step_max_tokens: int = _D.step_max_tokens,
     temperature: float = _D.temperature,
+    top_p: Annotated[float, typer.Option(help="nucleus sampling (used when temperature > 0)")] = _D.top_p,
     seed: int = _D.seed,
     srm_model: _Model = "srm",
     lrm_model: _Model = "lrm",
@@ -356,7 +358,7 @@ def calibrate(
     base = session_params(
         ctx, profile,
         {"max_tokens": max_tokens, "step_max_tokens": step_max_tokens, "temperature": temperature,
-         "seed": seed},
+         "top_p": top_p, "seed": seed},
     )  # fmt: skip
     # rho and priming_steps always (the run directories are named after them: rho0.9-priming_steps2).
     axes: dict[str, list[Any]] = {"rho": _floats(rho, "--rho") or [base.rho]}

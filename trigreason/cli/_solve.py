@@ -170,6 +170,7 @@ def solve(
     max_tokens: Annotated[int, typer.Option(help="committed-token budget")] = _D.max_tokens,
     step_max_tokens: Annotated[int, typer.Option(help="per-step token cap")] = _D.step_max_tokens,
     temperature: float = _D.temperature,
+    top_p: Annotated[float, typer.Option(help="nucleus sampling (used when temperature > 0)")] = _D.top_p,
     seed: int = _D.seed,
     srm_model: _Model = "srm",
     lrm_model: _Model = "lrm",
@@ -193,7 +194,7 @@ def solve(
             "policy": policy, "priming_steps": priming_steps, "tau": tau, "rho": rho, "k": k, "m": m,
             "offload_p": offload_p,
             "hesitation": hesitation, "max_tokens": max_tokens, "step_max_tokens": step_max_tokens,
-            "temperature": temperature, "seed": seed,
+            "temperature": temperature, "top_p": top_p, "seed": seed,
         },
     )  # fmt: skip
     env = os.environ

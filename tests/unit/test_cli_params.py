@@ -1,0 +1,61 @@
+"""Session parameters on the command line: defaults, then a profile, then the flags the user typed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from trigreason.cli import app, session_params
+
+
+def _probe() -> typer.Typer:
+    probe = typer.Typer()
+
+    @probe.command()
+    def show(
+        ctx: typer.Context, profile: str | None = None, temperature: float = 0.0, top_p: float = 0.95
+    ) -> None:
+        params = session_params(ctx, profile, {"temperature": temperature, "top_p": top_p})
+        print(json.dumps({"temperature": params.temperature, "top_p": params.top_p}))
+
+    return probe
+
+
+def _profile(tmp_path: Path) -> str:
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({"name": "p", "params": {"temperature": 0.6, "top_p": 0.8}}))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ([], {"temperature": 0.0, "top_p": 0.95}),
+        (["--top-p", "0.5"], {"temperature": 0.0, "top_p": 0.5}),
+        (["--profile", "PROFILE"], {"temperature": 0.6, "top_p": 0.8}),  # the profile beats defaults
+        (["--profile", "PROFILE", "--top-p", "0.9"], {"temperature": 0.6, "top_p": 0.9}),  # typed beats it
+    ],
+)
+def test_precedence(tmp_path: Path, args: list[str], expected: dict[str, float]) -> None:
+    args = [_profile(tmp_path) if a == "PROFILE" else a for a in args]
+    result = CliRunner().invoke(_probe(), args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == expected
+
+
+@pytest.mark.parametrize("command", [["solve"], ["eval"], ["calibrate"]])
+def test_every_runner_takes_top_p(command: list[str]) -> None:
+    result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "--top-p" in result.output
+
+
+@pytest.mark.parametrize("bad", ["0", "1.5"])
+def test_an_out_of_range_top_p_is_a_usage_error(bad: str) -> None:
+    result = CliRunner().invoke(app, ["solve", "What is 2 + 2?", "--top-p", bad])
+    assert result.exit_code == 2
+    assert "top_p" in result.output
