@@ -6,8 +6,8 @@
 #     point beats random go into the profile, calibration/pareto.png and calibration/report.html;
 #  2. evaluate all four policies and the matched random baseline on the first 100 GSM8K *test* problems
 #     with the calibrated profile, greedy;
-#  3. TrigReason once more on the first 60 at the paper's decoding (temperature 0.6,
-#     top-p 0.95, one sample each), in sampled/: does sampling change the r_s signal?
+#  3. TrigReason and its matched random baseline once more on the first 60 at the paper's decoding
+#     (temperature 0.6, top-p 0.95, one sample each), in sampled/: does sampling change the r_s signal?
 # Every step resumes from what its directory already holds. About 4 hours on 2 CPU cores from scratch.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
@@ -20,4 +20,4 @@ uv run --frozen --no-sync trigreason eval --dataset gsm8k --limit 100 \
   --policies trigreason,specreason,lrm-only,srm-only --matched-random \
   --profile "$PROFILE" --out "$HERE" --temperature 0 --max-tokens 512
 uv run --frozen --no-sync trigreason eval --dataset gsm8k --limit 60 --policies trigreason \
-  --profile "$PROFILE" --out "$HERE/sampled" --temperature 0.6 --top-p 0.95 --max-tokens 512
+  --matched-random --profile "$PROFILE" --out "$HERE/sampled" --temperature 0.6 --top-p 0.95 --max-tokens 512
