@@ -1,7 +1,8 @@
-"""Greedy against the paper's decoding (temperature 0.6, top-p 0.95), TrigReason on the same problems: does
-sampling change what the SRM's confidence (r_s) says? Prints a Markdown table.
+"""Greedy against the paper's decoding (temperature 0.6, top-p 0.95) on the same problems: does sampling
+change what the SRM's confidence (r_s) says? Prints two Markdown tables: TrigReason's behaviour under
+each decoding, and TrigReason against its matched random baseline under each.
 
-    python docs/results/gsm8k-local/sampling.py
+    uv run --frozen --no-sync python docs/results/gsm8k-local/sampling.py
 """
 
 from __future__ import annotations
@@ -10,42 +11,65 @@ import json
 from pathlib import Path
 from typing import Any
 
+from trigreason.eval import matched_comparison, replaced_share
+
 HERE = Path(__file__).resolve().parent
-REPLACING = ("offload", "intervention", "judge_reject", "random")
+_DECODINGS = {
+    "greedy": HERE / "results.jsonl",
+    "temperature 0.6, top-p 0.95": HERE / "sampled" / "results.jsonl",
+}
 
 
-def _rows(path: Path) -> dict[str, dict[str, Any]]:
+def _rows(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
     rows = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
-    return {r["problem_id"]: r for r in rows if r["policy"] == "trigreason"}
+    return {(r["policy"], r["problem_id"]): r for r in rows if r["policy"] in ("trigreason", "random")}
 
 
-def _line(name: str, rows: list[dict[str, Any]]) -> str:
+def _behaviour(name: str, rows: list[dict[str, Any]]) -> str:
     n = len(rows)
     stats = [r["stats"] for r in rows]
     srm = sum(s["srm_tokens"] for s in stats)
     lrm = sum(s["lrm_tokens"] for s in stats)
     calls = sum(s["srm_calls"] for s in stats)
     trig = {k: sum(s["triggers"].get(k, 0) for s in stats) for k in ("offload", "intervention")}
-    replaced = sum(s["triggers"].get(k, 0) for s in stats for k in REPLACING)
-    kept = sum(s["srm_steps"] for s in stats)
     return (
         f"| {name} | {n} | {sum(bool(r['correct']) for r in rows) / n:.2f} | {srm / (srm + lrm):.3f} | "
-        f"{calls / n:.1f} | {trig['offload']} ({trig['offload'] / calls:.0%} of SRM steps) | "
-        f"{trig['intervention']} | {replaced / (replaced + kept):.2f} |"
+        f"{calls / n:.1f} | {trig['offload']} ({trig['offload'] / calls:.0%} of SRM calls) | "
+        f"{trig['intervention']} | {replaced_share(stats):.2f} |"
+    )
+
+
+def _versus(name: str, rows: list[dict[str, Any]]) -> str:
+    v = matched_comparison(rows)
+    if v is None:
+        return f"| {name} | no matched random runs yet | | | | | |"
+    low, high = v["accuracy_difference_ci95"]
+    return (
+        f"| {name} | {v['pairs']} | {v['trigreason_accuracy']:.3f} | {v['random_accuracy']:.3f} | "
+        f"{v['trigreason_right_random_wrong']} / {v['random_right_trigreason_wrong']} | "
+        f"{v['accuracy_difference']:+.3f} [{low:+.3f}, {high:+.3f}] | {v['mcnemar_p']:.2g} |"
     )
 
 
 def main() -> None:
-    greedy = _rows(HERE / "results.jsonl")
-    sampled = _rows(HERE / "sampled" / "results.jsonl")
-    both = [p for p in sampled if p in greedy]
-    print("| decoding | problems | accuracy | SRM token ratio | SRM steps written / run | offload fired | "
+    runs = {name: _rows(path) for name, path in _DECODINGS.items()}
+    # Only the problems every decoding finished under TrigReason, so the rows compare like with like.
+    common = sorted(set.intersection(*({p for pol, p in r if pol == "trigreason"} for r in runs.values())))
+    print("| decoding | problems | accuracy | SRM token ratio | SRM calls / run | offload fired | "
           "intervention fired | replaced share |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|")
-    print(_line("greedy", [greedy[p] for p in both]))
-    print(_line("temperature 0.6, top-p 0.95", [sampled[p] for p in both]))
-    agree = sum(bool(greedy[p]["correct"]) == bool(sampled[p]["correct"]) for p in both)
-    print(f"\nSame outcome (both right or both wrong) on {agree} of {len(both)} problems.")
+    for name, rows in runs.items():
+        print(_behaviour(name, [rows["trigreason", p] for p in common]))
+    greedy, sampled = runs.values()
+    agree = sum(
+        bool(greedy["trigreason", p]["correct"]) == bool(sampled["trigreason", p]["correct"]) for p in common
+    )
+    print(f"\nSame TrigReason outcome (both right or both wrong) on {agree} of {len(common)} problems.\n")
+    print("| decoding | pairs | TrigReason | random, matched | TR right & random wrong / opposite | "
+          "difference [95% paired bootstrap] | exact McNemar p |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    for name, rows in runs.items():
+        print(_versus(name, [rows[key] for key in rows if key[1] in common]))
 
 
 if __name__ == "__main__":
