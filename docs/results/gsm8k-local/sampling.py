@@ -22,7 +22,11 @@ _DECODINGS = {
 
 def _rows(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
     rows = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
-    return {(r["policy"], r["problem_id"]): r for r in rows if r["policy"] in ("trigreason", "random")}
+    return {
+        (r["policy"], r["problem_id"]): r
+        for r in rows
+        if r["policy"] in ("trigreason", "random", "lrm-only", "srm-only")
+    }
 
 
 def _behaviour(name: str, rows: list[dict[str, Any]]) -> str:
@@ -64,7 +68,11 @@ def main() -> None:
     agree = sum(
         bool(greedy["trigreason", p]["correct"]) == bool(sampled["trigreason", p]["correct"]) for p in common
     )
-    print(f"\nSame TrigReason outcome (both right or both wrong) on {agree} of {len(common)} problems.\n")
+    for ref in ("lrm-only", "srm-only"):
+        if all((ref, p) in greedy for p in common):
+            right = sum(bool(greedy[ref, p]["correct"]) for p in common)
+            print(f"\n{ref}, greedy, on the same problems: {right / len(common):.2f}", end="")
+    print(f"\n\nSame TrigReason outcome (both right or both wrong) on {agree} of {len(common)} problems.\n")
     print("| decoding | pairs | TrigReason | random, matched | TR right & random wrong / opposite | "
           "difference [95% paired bootstrap] | exact McNemar p |")  # fmt: skip
     print("|---|---|---|---|---|---|---|")
