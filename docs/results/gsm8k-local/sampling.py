@@ -68,11 +68,12 @@ def main() -> None:
     agree = sum(
         bool(greedy["trigreason", p]["correct"]) == bool(sampled["trigreason", p]["correct"]) for p in common
     )
+    print()
     for ref in ("lrm-only", "srm-only"):
         if all((ref, p) in greedy for p in common):
             right = sum(bool(greedy[ref, p]["correct"]) for p in common)
-            print(f"\n{ref}, greedy, on the same problems: {right / len(common):.2f}", end="")
-    print(f"\n\nSame TrigReason outcome (both right or both wrong) on {agree} of {len(common)} problems.\n")
+            print(f"{ref}, greedy, on the same problems: {right / len(common):.2f}")
+    print(f"\nSame TrigReason outcome (both right or both wrong) on {agree} of {len(common)} problems.\n")
     print("| decoding | pairs | TrigReason | random, matched | TR right & random wrong / opposite | "
           "difference [95% paired bootstrap] | exact McNemar p |")  # fmt: skip
     print("|---|---|---|---|---|---|---|")
