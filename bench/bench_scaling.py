@@ -45,7 +45,7 @@ from _harness import (
 from nats.aio.msg import Msg
 from rich.table import Table
 
-from trigreason.proto import SessionParams
+from trigreason.proto import SessionParams, event_filter
 from trigreason.services.runtime import BusSettings, ensure_topology
 from trigreason.stack import LocalNatsServer
 
@@ -87,7 +87,7 @@ async def run_level(
             try:
                 js = nc.jetstream()
                 await ensure_topology(js, BusSettings(nats_url=server.url))
-                await nc.subscribe("trig.evt.*.committed", cb=on_committed)
+                await nc.subscribe(event_filter("committed"), cb=on_committed)
                 params = SessionParams(policy="srm-only", max_steps=100_000, max_tokens=1_000_000)
                 async with aiohttp.ClientSession() as http:
                     started = time.perf_counter()

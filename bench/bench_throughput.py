@@ -46,7 +46,14 @@ from _harness import (
 from nats.aio.msg import Msg
 from rich.table import Table
 
-from trigreason.proto import SessionFailed, SessionFinished, SessionParams, StepCommitted, decode_message
+from trigreason.proto import (
+    SessionFailed,
+    SessionFinished,
+    SessionParams,
+    StepCommitted,
+    decode_message,
+    event_filter,
+)
 from trigreason.services.runtime import BusSettings, ensure_topology
 from trigreason.stack import LocalNatsServer
 
@@ -197,7 +204,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             await ensure_topology(js, BusSettings(nats_url=server.url))
             live = Live()
             for kind in ("committed", "finished", "failed"):
-                await nc.subscribe(f"trig.evt.*.{kind}", cb=live.on_message)
+                await nc.subscribe(event_filter(kind), cb=live.on_message)
             try:
                 async with aiohttp.ClientSession() as http:
                     # Warm-up, not counted: every process's first-use paths, connection pools.
@@ -208,12 +215,12 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                         )
                 console.print("reading the event stream back ...")
                 committed = [
-                    m for m in map(decode_message, await read_events(js, "trig.evt.*.committed"))
+                    m for m in map(decode_message, await read_events(js, event_filter("committed")))
                     if isinstance(m, StepCommitted)
                 ]  # fmt: skip
                 ends = [
                     m
-                    for subject in ("trig.evt.*.finished", "trig.evt.*.failed")
+                    for subject in (event_filter("finished"), event_filter("failed"))
                     for m in map(decode_message, await read_events(js, subject))
                     if isinstance(m, SessionFinished | SessionFailed)
                 ]

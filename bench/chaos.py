@@ -75,7 +75,17 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from rich.table import Table
 
-from trigreason.proto import EVENT_STREAM, GenerateStep, SessionParams, SessionRequested, encode
+from trigreason.proto import (
+    CONSUMERS,
+    EVENT_STREAM,
+    ROLES,
+    GenerateStep,
+    SessionParams,
+    SessionRequested,
+    command_subject,
+    encode,
+    event_subject,
+)
 from trigreason.services.runtime import Bus, BusSettings, ensure_topology
 
 # Sessions get a deadline when the contract has one (SessionParams.deadline_s); the case waits this long
@@ -651,10 +661,21 @@ def backend_fault(mode: FaultMode, rate: float) -> Fault:
 
 # -- malformed messages --------------------------------------------------------------------------------
 
-EVENT_KINDS = ("requested", "lrm_step", "srm_step", "verdict", "judged", "step_failed")
+# Where malformed messages go, from the vocabulary: both command subjects, and every event kind a durable
+# consumer decodes (``dead_lettered`` is the services' own notice about such garbage: not a case of its own).
+_COMMANDS: tuple[str, ...] = tuple(command_subject(role) for role in ROLES)
+EVENT_KINDS: tuple[str, ...] = tuple(
+    subject.rsplit(".", 1)[1]
+    for spec in CONSUMERS.values()
+    if spec.stream == EVENT_STREAM
+    for subject in spec.subjects
+    if not subject.endswith(".dead_lettered")
+)
+TARGETS: tuple[str, ...] = (*_COMMANDS, *EVENT_KINDS)
+# The type each subject carries (a consumed kind missing here fails the case loudly: add it).
 _EXPECTED_TAG = {
-    "trig.cmd.srm": "GenerateStep.v1",
-    "trig.cmd.lrm": "JudgeStep.v1",
+    command_subject("srm"): "GenerateStep.v1",
+    command_subject("lrm"): "JudgeStep.v1",
     "requested": "SessionRequested.v1",
     "lrm_step": "StepGenerated.v1",
     "srm_step": "StepGenerated.v1",
@@ -664,8 +685,9 @@ _EXPECTED_TAG = {
 }
 
 
-def _subjects(sid: str) -> list[str]:
-    return ["trig.cmd.srm", "trig.cmd.lrm", *(f"trig.evt.{sid}.{k}" for k in EVENT_KINDS)]
+def _target_subject(target: str, sid: str) -> str:
+    """A command subject as it is; an event kind as the subject of session ``sid``'s event."""
+    return target if target in _COMMANDS else event_subject(sid, target)
 
 
 def _tag_for(subject: str) -> str:
@@ -699,7 +721,7 @@ def malformed_payloads(subject: str, sid: str, base: str, max_payload: int) -> d
 
 def _wrong_subject(subject: str, sid: str, marker: str) -> bytes:
     """A valid message of a type that never arrives on ``subject``."""
-    if subject.startswith("trig.cmd."):
+    if subject in _COMMANDS:
         return encode(SessionRequested(session_id=sid, question=marker))
     return encode(
         GenerateStep(
@@ -722,9 +744,9 @@ async def inject_malformed(stack: Stack, sids: list[str]) -> dict[str, Any]:
     published: list[tuple[str, str, str]] = []  # (marker, subject kind, payload kind)
     errors: list[str] = []
     n = 0
-    for sub_kind in ("trig.cmd.srm", "trig.cmd.lrm", *EVENT_KINDS):
+    for sub_kind in TARGETS:
         fake = f"chaosgarbage{n}"
-        subject = sub_kind if sub_kind.startswith("trig.cmd.") else f"trig.evt.{fake}.{sub_kind}"
+        subject = _target_subject(sub_kind, fake)
         for kind, (marker, payload) in malformed_payloads(
             subject, fake, f"CHAOS-MAL-{n}", max_payload
         ).items():
@@ -737,8 +759,8 @@ async def inject_malformed(stack: Stack, sids: list[str]) -> dict[str, Any]:
     # One wrong-typed message naming a live session, per subject.
     targeted: dict[str, str] = {}
     live = [s for s in sids if stack.ledger.sessions[s].terminal is None]
-    for sub_kind, sid in zip(("trig.cmd.srm", "trig.cmd.lrm", *EVENT_KINDS), live, strict=False):
-        subject = sub_kind if sub_kind.startswith("trig.cmd.") else f"trig.evt.{sid}.{sub_kind}"
+    for sub_kind, sid in zip(TARGETS, live, strict=False):
+        subject = _target_subject(sub_kind, sid)
         marker, payload = malformed_payloads(subject, sid, f"CHAOS-MAL-{n}", max_payload)["wrong_types"]
         try:
             await stack.js.publish(subject, payload)

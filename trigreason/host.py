@@ -6,26 +6,21 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from opentelemetry.sdk.trace import TracerProvider
 
 from trigreason.profiles import load_profile
-from trigreason.proto import ConfigError, Role
+from trigreason.proto import BUS_SERVICES, BusService, ConfigError, Role
 from trigreason.services import gateway, orchestrator, trigger_evaluator, worker
 from trigreason.services.runtime import BusSettings, HostSettings, stop_on_signals
 from trigreason.services.worker.backends import Backend
 
 __all__ = ["SERVICES", "BackendFactory", "ServiceName", "ServiceSettings", "run_service", "stop_on_signals"]
 
-ServiceName = Literal["gateway", "orchestrator", "trigger-evaluator", "srm-worker", "lrm-worker"]
-SERVICES: tuple[ServiceName, ...] = (
-    "gateway",
-    "orchestrator",
-    "trigger-evaluator",
-    "srm-worker",
-    "lrm-worker",
-)
+# The services that talk to the bus (each its own NATS user): the vocabulary's names.
+ServiceName = BusService
+SERVICES: tuple[ServiceName, ...] = BUS_SERVICES
 BackendFactory = Callable[[Role], Awaitable[Backend]]
 
 

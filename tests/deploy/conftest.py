@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.nats_auth import ROOT, password_variable
+from tests.deploy.nats_auth import ROOT
 from trigreason.host import SERVICES
+from trigreason.proto import password_variable
 from trigreason.stack import find_nats_server
 
 NATS_CONF = ROOT / "infra" / "nats" / "nats.conf"

@@ -20,11 +20,10 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
-from tests.deploy.nats_auth import ROOT, inbox_prefix
+from tests.deploy.nats_auth import ROOT
 from tests.deploy.service_images import IMAGES
 from trigreason.host import SERVICES
-from trigreason.proto import SessionParams
-from trigreason.services.runtime import CONSUMERS
+from trigreason.proto import CONSUMERS, SessionParams, inbox_prefix
 
 CHART = ROOT / "k8s" / "trigreason"
 CI = CHART / "ci"

@@ -17,10 +17,10 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.deploy.nats_auth import ROOT, inbox_prefix, password_variable
+from tests.deploy.nats_auth import ROOT
 from tests.deploy.service_images import IMAGES
 from trigreason.host import SERVICES
-from trigreason.proto import SessionParams
+from trigreason.proto import SessionParams, inbox_prefix, password_variable
 
 COMPOSE = ROOT / "infra" / "compose.yaml"
 EXAMPLE_ENV = ROOT / "infra" / "example.env"

@@ -19,10 +19,9 @@ from nats.aio.client import Client as NatsClient
 from opentelemetry.sdk.trace import TracerProvider
 
 from tests.deploy.conftest import AuthNats
-from tests.deploy.nats_auth import inbox_prefix
 from tests.support import step
 from trigreason.host import SERVICES, ServiceSettings, run_service
-from trigreason.proto import Role
+from trigreason.proto import Role, inbox_prefix
 from trigreason.services.worker.backends import Backend, ScriptedBackend
 
 pytestmark = pytest.mark.timeout(90)

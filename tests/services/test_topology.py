@@ -8,8 +8,8 @@ import nats
 import pytest
 from nats.js.errors import KeyWrongLastSequenceError
 
-from trigreason.proto import COMMAND_STREAM, EVENT_STREAM
-from trigreason.services.runtime import CONSUMERS, BusSettings, ensure_topology
+from trigreason.proto import COMMAND_STREAM, CONSUMERS, EVENT_STREAM
+from trigreason.services.runtime import BusSettings, ensure_topology
 from trigreason.stack import LocalNatsServer
 
 

@@ -24,6 +24,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFound
 
 from trigreason.proto import (
     EVENT_STREAM,
+    ConsumerName,
     DeadlineReached,
     GenerateStep,
     MessageDeadLettered,
@@ -88,8 +89,8 @@ def event_key(event: OrchestratorEvent) -> str:
 
 
 class Orchestrator:
-    consumer = "orchestrator"
-    timer_consumer = "orchestrator-timer"
+    consumer: ConsumerName = "orchestrator"
+    timer_consumer: ConsumerName = "orchestrator-timer"
 
     def __init__(
         self,

@@ -21,17 +21,15 @@ from ._metrics import ServiceMetrics
 from ._observability import configure_logging, configure_tracing
 from ._process import STOP_SIGNALS, die_with_parent, on_stop_signals, stop_processes
 from ._settings import env_settings, env_variable
-from ._topology import CONSUMERS, BusSettings, ConsumerSpec, ensure_topology
+from ._topology import BusSettings, ensure_topology
 
 __all__ = [
-    "CONSUMERS",
     "STOP_SIGNALS",
     "Ack",
     "Bus",
     "BusSettings",
     "ConsumerBinding",
     "ConsumerService",
-    "ConsumerSpec",
     "Defer",
     "Delivery",
     "EventLoopKind",

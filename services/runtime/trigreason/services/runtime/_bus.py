@@ -22,6 +22,8 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Tracer
 
 from trigreason.proto import (
+    CONSUMERS,
+    ConsumerName,
     Message,
     MessageDeadLettered,
     SessionId,
@@ -30,12 +32,13 @@ from trigreason.proto import (
     TypedDecoder,
     dead_letter_subject,
     encode,
+    parse_subject,
     subject_for,
     subject_template,
 )
 
 from ._metrics import ServiceMetrics
-from ._topology import CONSUMERS, BusSettings, ensure_topology
+from ._topology import BusSettings, ensure_topology
 
 __all__ = ["Ack", "Bus", "Defer", "Delivery", "consume"]
 
@@ -191,8 +194,8 @@ _owner_decoder = msgspec.json.Decoder(_Owner)
 
 def _owner(subject: str, data: bytes) -> tuple[str, str | None] | None:
     """(session id, command id) of a dead message, or None when it belongs to no session we can name."""
-    tokens = subject.split(".")
-    if tokens[:2] == ["trig", "evt"] and len(tokens) == 4 and tokens[3] in _NO_NOTICE_KINDS:
+    _, session, kind = parse_subject(subject)
+    if kind in _NO_NOTICE_KINDS:
         return None
     try:
         owner = _owner_decoder.decode(data)
@@ -203,15 +206,15 @@ def _owner(subject: str, data: bytes) -> tuple[str, str | None] | None:
         if cid is None and isinstance(owner.candidate, dict):
             cid = owner.candidate.get("command_id")
         return owner.session_id, cid if isinstance(cid, str) and cid else None
-    if tokens[:2] in (["trig", "evt"], ["trig", "timer"]) and len(tokens) >= 3:
+    if session is not None:
         with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
-            return msgspec.convert(tokens[2], SessionId), None
+            return msgspec.convert(session, SessionId), None
     return None
 
 
 async def consume(
     bus: Bus,
-    consumer: str,
+    consumer: ConsumerName,
     decoder: TypedDecoder[T],
     handler: Callable[[Delivery[T]], Awaitable[Ack | Defer]],
     *,

@@ -21,7 +21,7 @@ from aiohttp import web
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from trigreason.proto import ConfigError, TrigReasonError, TypedDecoder
+from trigreason.proto import CONSUMERS, ConfigError, ConsumerName, TrigReasonError, TypedDecoder
 
 from ._bus import Ack, Bus, Defer, Delivery, consume
 from ._eventloop import run as run_event_loop
@@ -29,7 +29,7 @@ from ._metrics import ServiceMetrics
 from ._observability import configure_logging, configure_tracing
 from ._process import on_stop_signals
 from ._settings import env_settings
-from ._topology import CONSUMERS, BusSettings
+from ._topology import BusSettings
 
 __all__ = [
     "ConsumerBinding",
@@ -79,7 +79,7 @@ class HostSettings:
 class ConsumerBinding:
     """One durable consumer a service pulls from, with the decoder and handler for its subject."""
 
-    consumer: str
+    consumer: ConsumerName
     decoder: TypedDecoder[Any]
     handler: Callable[[Delivery[Any]], Awaitable[Ack | Defer]]
 
@@ -264,7 +264,7 @@ def service_main(
 
 
 async def _watch_lag(
-    bus: Bus, consumers: Sequence[str], metrics: ServiceMetrics, stop: asyncio.Event
+    bus: Bus, consumers: Sequence[ConsumerName], metrics: ServiceMetrics, stop: asyncio.Event
 ) -> None:
     """Pending messages of this service's consumers: the queue lag (what KEDA scales SRM workers on)."""
     while not stop.is_set():

@@ -1,4 +1,5 @@
-"""The JetStream layout, created idempotently at start-up by every service (any order, any replica)."""
+"""The JetStream layout of ``trigreason.proto`` (streams, consumers, bucket), created idempotently at
+start-up by every service (any order, any replica)."""
 
 from __future__ import annotations
 
@@ -23,16 +24,19 @@ from nats.js.kv import KeyValue
 
 from trigreason.proto import (
     COMMAND_STREAM,
+    CONSUMERS,
     DEAD_LETTER_STREAM,
     EVENT_STREAM,
+    KV_STREAM,
     SESSION_BUCKET,
+    STREAMS,
     TIMER_STREAM,
     ConfigError,
 )
 
 from ._settings import env_settings
 
-__all__ = ["CONSUMERS", "BusSettings", "ConsumerSpec", "ensure_topology"]
+__all__ = ["BusSettings", "ensure_topology"]
 
 
 _INBOX_PREFIX = re.compile(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*")
@@ -133,39 +137,8 @@ class BusSettings:
         return env_settings(cls, env, prefix="TRIGREASON_", names=_ENV_NAMES, overrides=overrides)
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class ConsumerSpec:
-    stream: str
-    durable: str
-    subjects: tuple[str, ...]
-    max_deliver: int | None = None  # None: the bus settings' max_deliver; -1: unlimited (timers)
-
-
-# One durable pull consumer per role, shared by all of that role's replicas: adding replicas scales it.
-CONSUMERS: Mapping[str, ConsumerSpec] = {
-    "srm-worker": ConsumerSpec(stream=COMMAND_STREAM, durable="srm-worker", subjects=("trig.cmd.srm",)),
-    "lrm-worker": ConsumerSpec(stream=COMMAND_STREAM, durable="lrm-worker", subjects=("trig.cmd.lrm",)),
-    "orchestrator": ConsumerSpec(
-        stream=EVENT_STREAM,
-        durable="orchestrator",
-        subjects=(
-            "trig.evt.*.requested",
-            "trig.evt.*.lrm_step",
-            "trig.evt.*.verdict",
-            "trig.evt.*.step_failed",
-            "trig.evt.*.dead_lettered",
-        ),
-    ),
-    # Deadline timers: each is handed back (``Defer``) until due, so deliveries are not failures.
-    "orchestrator-timer": ConsumerSpec(
-        stream=TIMER_STREAM, durable="orchestrator-timer", subjects=("trig.timer.>",), max_deliver=-1
-    ),
-    "trigger-evaluator": ConsumerSpec(
-        stream=EVENT_STREAM,
-        durable="trigger-evaluator",
-        subjects=("trig.evt.*.srm_step", "trig.evt.*.judged"),
-    ),
-}
+def _retention(stream: str) -> RetentionPolicy:
+    return RetentionPolicy.WORK_QUEUE if STREAMS[stream].work_queue else RetentionPolicy.LIMITS
 
 
 async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
@@ -183,8 +156,8 @@ async def ensure_topology(js: JetStreamContext, settings: BusSettings) -> KeyVal
         js,
         StreamConfig(
             name=COMMAND_STREAM,
-            subjects=["trig.cmd.>"],
-            retention=RetentionPolicy.WORK_QUEUE,
+            subjects=list(STREAMS[COMMAND_STREAM].subjects),
+            retention=_retention(COMMAND_STREAM),
             storage=storage,
             num_replicas=settings.replicas,
             duplicate_window=settings.duplicate_window_s,
@@ -196,8 +169,8 @@ async def ensure_topology(js: JetStreamContext, settings: BusSettings) -> KeyVal
         js,
         StreamConfig(
             name=TIMER_STREAM,
-            subjects=["trig.timer.>"],
-            retention=RetentionPolicy.WORK_QUEUE,
+            subjects=list(STREAMS[TIMER_STREAM].subjects),
+            retention=_retention(TIMER_STREAM),
             storage=storage,
             num_replicas=settings.replicas,
             duplicate_window=settings.duplicate_window_s,
@@ -209,8 +182,8 @@ async def ensure_topology(js: JetStreamContext, settings: BusSettings) -> KeyVal
         js,
         StreamConfig(
             name=EVENT_STREAM,
-            subjects=["trig.evt.>"],
-            retention=RetentionPolicy.LIMITS,
+            subjects=list(STREAMS[EVENT_STREAM].subjects),
+            retention=_retention(EVENT_STREAM),
             storage=storage,
             num_replicas=settings.replicas,
             max_age=settings.event_max_age_s,
@@ -224,8 +197,8 @@ async def ensure_topology(js: JetStreamContext, settings: BusSettings) -> KeyVal
         js,
         StreamConfig(
             name=DEAD_LETTER_STREAM,
-            subjects=["trig.dlq.>"],
-            retention=RetentionPolicy.LIMITS,
+            subjects=list(STREAMS[DEAD_LETTER_STREAM].subjects),
+            retention=_retention(DEAD_LETTER_STREAM),
             storage=storage,
             num_replicas=settings.replicas,
             max_age=settings.dead_letter_max_age_s,
@@ -263,7 +236,7 @@ async def ensure_topology(js: JetStreamContext, settings: BusSettings) -> KeyVal
         return await js.create_key_value(bucket)
     except BadRequestError:
         # Exists with other limits (an older deployment): bring its retention and sizes up to date.
-        info = await js.stream_info(f"KV_{SESSION_BUCKET}")
+        info = await js.stream_info(KV_STREAM)
         stream = info.config
         stream.max_age = bucket.ttl
         stream.max_bytes = bucket.max_bytes

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from trigreason.proto import JudgeScored, JudgeStep, StepGenerated, TypedDecoder, Verdict
+from trigreason.proto import ConsumerName, JudgeScored, JudgeStep, StepGenerated, TypedDecoder, Verdict
 from trigreason.services.runtime import Ack, Bus, ConsumerBinding, Delivery, ServiceMetrics
 
 from ._evaluator import evaluate
@@ -11,7 +11,7 @@ __all__ = ["TriggerEvaluator"]
 
 
 class TriggerEvaluator:
-    consumer = "trigger-evaluator"
+    consumer: ConsumerName = "trigger-evaluator"
 
     def __init__(self, bus: Bus, metrics: ServiceMetrics | None = None) -> None:
         self._bus = bus

@@ -14,6 +14,7 @@ from opentelemetry.trace import SpanKind
 
 from trigreason.proto import (
     BackendError,
+    ConsumerName,
     GenerateStep,
     JudgeScored,
     JudgeStep,
@@ -43,7 +44,7 @@ class Worker:
         self._bus = bus
         self._metrics = metrics or ServiceMetrics()
         self.role = role
-        self.consumer = f"{role}-worker"
+        self.consumer: ConsumerName = "srm-worker" if role == "srm" else "lrm-worker"
         self._backend = backend
         self._clock = clock
         self.decoder: TypedDecoder[GenerateStep | JudgeStep] = (
