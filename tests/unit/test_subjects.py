@@ -14,6 +14,7 @@ from trigreason.proto import (
     STREAMS,
     DeadlineReached,
     GenerateStep,
+    Message,
     MessageDeadLettered,
     SessionRequested,
     command_subject,
@@ -51,7 +52,7 @@ def _stream_of(subject: str) -> str:
 
 
 def test_every_message_and_every_consumer_lands_in_exactly_one_stream() -> None:
-    messages = [
+    messages: list[Message] = [
         SessionRequested(session_id="s1", question="q"),
         GenerateStep(session_id="s1", command_id="c", step_index=0, role="srm", prompt="p", max_new_tokens=1),
         DeadlineReached(session_id="s1", deadline_at=1.0),
