@@ -19,7 +19,7 @@ PURE = {
     "trigger_evaluator": ("_triggers", "_evaluator"),
     "worker": ("_results",),
 }
-USER_FACING = ("cli", "eval", "runner", "stack", "profiles", "_host", "_nats_server", "datasets")
+USER_FACING = ("cli", "eval", "runner", "stack", "profiles", "_host", "_nats_server", "datasets", "wan")
 
 
 def _package_dir(service: str) -> Path:
