@@ -6,7 +6,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
 RUN := $(UV) run --frozen --no-sync
 
-.PHONY: setup browser test test-fast lint fmt schemas nats-auth demo bench chaos clean models models-tiny replay-sample eval-local
+.PHONY: setup browser prometheus test test-fast lint fmt schemas nats-auth demo bench chaos clean models models-tiny replay-sample eval-local
 
 setup: .venv/.setup-done
 
@@ -41,10 +41,26 @@ browser:
 		echo "no $(CHROMIUM) and no apt-get as root to install it: the browser tests will skip"; \
 	fi
 
-test: setup models-tiny browser
+# Debian's prometheus package (prometheus and promtool) for tests/monitoring: the rules' unit tests and a
+# real Prometheus scraping the process cluster. Installed with apt-get where it is missing and this runs as
+# root; elsewhere those tests skip and say why, except on CI (CI set), where a missing promtool fails them.
+PROMTOOL ?= /usr/bin/promtool
+prometheus:
+	@if [ -x "$(PROMTOOL)" ] && command -v prometheus >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing prometheus (apt-get) for the monitoring tests"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -q --no-install-recommends prometheus >/dev/null \
+			|| { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends prometheus >/dev/null; } \
+			|| echo "prometheus could not be installed: the monitoring tests will skip (and fail on CI)"; \
+	else \
+		echo "no $(PROMTOOL) and no apt-get as root to install it: the monitoring tests will skip"; \
+	fi
+
+test: setup models-tiny browser prometheus
 	$(RUN) pytest
 
-test-fast: setup models-tiny browser
+test-fast: setup models-tiny browser prometheus
 	$(RUN) pytest -m "not slow"
 
 lint: setup

@@ -467,7 +467,7 @@ async def test_streams_beyond_the_cap_get_a_429_with_retry_after(cluster: Cluste
                 await _error(resp, 429, "too_many_streams")
         await _released(g)
         async with g.http.get(f"{g.url}/metrics") as resp:
-            assert "trigreason_gateway_open_streams 0.0" in await resp.text()
+            assert 'trigreason_gateway_open_streams{site="default"} 0.0' in await resp.text()
 
 
 async def _released(g: Gateway) -> None:

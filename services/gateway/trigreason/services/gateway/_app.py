@@ -25,14 +25,7 @@ import nats.errors
 import structlog
 from aiohttp import web
 from nats.js.errors import NotFoundError
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import Counter, Gauge, Histogram
 
 from trigreason.proto import (
     EVENT_STREAM,
@@ -42,7 +35,7 @@ from trigreason.proto import (
     decode_message,
     event_subject,
 )
-from trigreason.services.runtime import Bus
+from trigreason.services.runtime import Bus, SiteRegistry, exposition
 
 from ._browser import install_browser
 from ._chat import ChatBody, chat_blocking, chat_request, chat_stream, model_ids, model_list
@@ -82,8 +75,8 @@ class _SessionBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class _Metrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+    def __init__(self, site: str) -> None:
+        self.registry = SiteRegistry(site)
         self.requests = Counter(
             "trigreason_gateway_requests", "HTTP requests", ["route", "status"], registry=self.registry
         )
@@ -145,7 +138,7 @@ class Gateway:
     def __init__(self, bus: Bus, settings: GatewaySettings) -> None:
         self.bus = bus
         self.settings = settings
-        self.metrics = _Metrics()
+        self.metrics = _Metrics(settings.site)
         self.streams = _Streams(settings.max_streams, self.metrics.open_streams)
         self.tokens = tuple(t.encode() for t in settings.api_tokens)
         self.document = openapi_document(auth=bool(self.tokens), models=model_ids(settings))
@@ -230,10 +223,9 @@ class Gateway:
             raise HttpError(503, "not_ready", "not connected to NATS")
         return json_response({"status": "ready"})
 
-    async def metrics_endpoint(self, _request: web.Request) -> web.Response:
-        return web.Response(
-            body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
+    async def metrics_endpoint(self, request: web.Request) -> web.Response:
+        body, content_type = exposition(self.metrics.registry, request.headers.get("Accept"))
+        return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def openapi(self, _request: web.Request) -> web.Response:
         return json_response(self.document)

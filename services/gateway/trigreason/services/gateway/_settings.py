@@ -30,6 +30,8 @@ class GatewaySettings(msgspec.Struct, kw_only=True, frozen=True):
     # example Jaeger's "http://jaeger:16686/trace/{trace_id}"); how many recent sessions it lists.
     trace_url_template: str = ""
     browser_sessions: int = 100
+    # The ``site`` label on the gateway's metrics (TRIGREASON_SITE, as every service reads it).
+    site: str = "default"
 
     def __post_init__(self) -> None:
         if not self.sse_keepalive_s > 0:
@@ -50,7 +52,7 @@ class GatewaySettings(msgspec.Struct, kw_only=True, frozen=True):
         **overrides: Any,
     ) -> GatewaySettings:
         """``TRIGREASON_API_TOKENS``, ``_SESSION_TIMEOUT_S``, ``_SSE_KEEPALIVE_S``, ``_MAX_STREAMS``,
-        ``_TRACE_URL_TEMPLATE``, ``_BROWSER_SESSIONS``, and the
+        ``_TRACE_URL_TEMPLATE``, ``_BROWSER_SESSIONS``, ``_SITE``, and the
         default parameters of ``TRIGREASON_PROFILE``: a profile file, or a name where ``load_profile`` (the
         user-facing package's profile lookup) is given."""
         profile = env.get("TRIGREASON_PROFILE")

@@ -44,7 +44,15 @@ from trigreason.proto import (
     event_kind,
     event_subject,
 )
-from trigreason.services.runtime import Ack, Bus, ConsumerBinding, Defer, Delivery, ServiceMetrics
+from trigreason.services.runtime import (
+    Ack,
+    Bus,
+    ConsumerBinding,
+    Defer,
+    Delivery,
+    ServiceMetrics,
+    trace_exemplar,
+)
 
 from .transitions import OrchestratorEvent, Output, decide, initial_state
 
@@ -196,19 +204,44 @@ class Orchestrator:
             self._cache.popitem(last=False)
 
     def _record(self, before: SessionSnapshot, after: SessionSnapshot, outputs: tuple[Output, ...]) -> None:
+        """The session metrics of one decision: what its counters moved by, and what it emitted."""
         m = self._metrics
-        for kind, count in after.counters.triggers.items():
-            fired = count - before.counters.triggers.get(kind, 0)
+        policy = str(after.params.policy)
+        exemplar = trace_exemplar()
+        now = self._clock()
+        elapsed = max(0.0, now - after.requested_at) if after.requested_at > 0 else None
+        if before.phase == "new" and after.phase != "new":
+            m.sessions_started.labels(policy).inc()
+        was, now_c = before.counters, after.counters
+        for kind, count in now_c.triggers.items():
+            fired = count - was.triggers.get(kind, 0)
             if fired > 0:
-                m.triggers.labels(kind).inc(fired)
+                m.triggers.labels(policy, kind).inc(fired)
+        if (wasted := now_c.srm_wasted_tokens - was.srm_wasted_tokens) > 0:
+            m.srm_wasted_tokens.labels(policy).inc(wasted)
+        prompt = max(0, now_c.lrm_prompt_tokens - was.lrm_prompt_tokens)
+        cached = max(0, now_c.lrm_cached_prompt_tokens - was.lrm_cached_prompt_tokens)
+        # Every LRM generation is committed; each judge call adds its one scored token (as eval's cost).
+        output = max(0, now_c.lrm_tokens - was.lrm_tokens) + max(0, now_c.judge_calls - was.judge_calls)
+        for kind, tokens in (("prompt", prompt), ("cached_prompt", cached), ("output", output)):
+            if tokens:
+                m.lrm_tokens.labels(policy, kind).inc(tokens)
+        if prompt or output:
+            m.lrm_cost.labels(policy).inc(m.prices.cost_usd(prompt=prompt, cached=cached, output=output))
         for out in outputs:
             if isinstance(out, StepCommitted):
-                m.steps.labels(out.role).inc()
+                m.steps.labels(policy, out.role).inc()
+                if out.index == 0 and elapsed is not None:
+                    m.first_step.labels(policy).observe(elapsed, exemplar)
             elif isinstance(out, SessionFinished):
-                m.sessions.labels("finished").inc()
-                m.srm_token_ratio.observe(out.stats.srm_token_ratio)
+                m.sessions.labels(policy, "finished", out.reason).inc()
+                m.srm_token_ratio.labels(policy).observe(out.stats.srm_token_ratio)
+                if elapsed is not None:
+                    m.session_duration.labels(policy, "finished").observe(elapsed, exemplar)
             elif isinstance(out, SessionFailed):
-                m.sessions.labels("failed").inc()
+                m.sessions.labels(policy, "failed", out.code).inc()
+                if elapsed is not None:
+                    m.session_duration.labels(policy, "failed").observe(elapsed, exemplar)
 
     async def _republish(self, outputs: tuple[Output, ...]) -> None:
         """Publish what of an outbox is not on the event stream yet (commands and timers: all of it; a

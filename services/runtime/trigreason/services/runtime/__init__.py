@@ -17,7 +17,7 @@ from ._host import (
     stop_on_signals,
 )
 from ._http import start_server
-from ._metrics import ServiceMetrics
+from ._metrics import LrmPrices, ServiceMetrics, SiteRegistry, exposition, trace_exemplar
 from ._observability import configure_logging, configure_tracing
 from ._process import STOP_SIGNALS, die_with_parent, on_stop_signals, stop_processes
 from ._settings import env_settings, env_variable
@@ -34,7 +34,9 @@ __all__ = [
     "Delivery",
     "EventLoopKind",
     "HostSettings",
+    "LrmPrices",
     "ServiceMetrics",
+    "SiteRegistry",
     "close_bus",
     "configure_logging",
     "configure_tracing",
@@ -45,6 +47,7 @@ __all__ = [
     "env_settings",
     "env_variable",
     "event_loop_kind",
+    "exposition",
     "on_stop_signals",
     "run_bounded",
     "run_event_loop",
@@ -53,4 +56,5 @@ __all__ = [
     "start_server",
     "stop_on_signals",
     "stop_processes",
+    "trace_exemplar",
 ]

@@ -37,7 +37,7 @@ from trigreason.proto import (
     subject_template,
 )
 
-from ._metrics import ServiceMetrics
+from ._metrics import ServiceMetrics, trace_exemplar
 from ._topology import BusSettings, ensure_topology
 
 __all__ = ["Ack", "Bus", "Defer", "Delivery", "consume"]
@@ -165,7 +165,7 @@ class Bus:
         await self.js.publish(dead_letter_subject(raw.subject), raw.data, headers=headers)
         self.log.warning("dead_lettered", subject=raw.subject, reason=reason[:200])
         if self.metrics is not None:
-            self.metrics.dead_letters.labels(raw.subject.split(".")[1]).inc()
+            self.metrics.dead_letters.labels(subject_template(raw.subject), _reason_kind(reason)).inc()
         owner = _owner(raw.subject, raw.data)
         if owner is None:
             return
@@ -178,6 +178,15 @@ class Bus:
             at=clock(),
         )
         await self.publish(notice, msg_id=f"{session_id}.dead.{raw.subject}.{sequence}")
+
+
+def _reason_kind(reason: str) -> str:
+    """A dead letter's reason as a label value of few values (the full text is in its headers)."""
+    if reason.startswith("undecodable"):
+        return "undecodable"
+    if reason.startswith("delivery limit"):
+        return "delivery_limit"
+    return "rejected"
 
 
 class _Owner(msgspec.Struct):
@@ -236,12 +245,20 @@ async def consume(
     backoff = bus.settings.backoff_s or (1.0,)
     max_deliver = spec.max_deliver if spec.max_deliver is not None else bus.settings.max_deliver
 
+    metrics = bus.metrics
+
     async def process(raw: Msg) -> None:
+        started = time.perf_counter()
+        outcome: _Outcome | None = None
+        exemplar: dict[str, str] | None = None
         try:
             delivered = raw.metadata.num_delivered or 1
+            if delivered > 1 and metrics is not None:
+                metrics.redeliveries.labels(consumer).inc()
             try:
                 message = decoder.decode(raw.data)
             except msgspec.DecodeError as exc:
+                outcome = _DeadLetter("undecodable")
                 await bus.dead_letter(raw, f"undecodable: {exc}")
                 await raw.term()
                 return
@@ -263,6 +280,7 @@ async def consume(
                 },
             ):
                 outcome = await _run(handler, Delivery(message, raw.subject, delivered, raw), log)
+                exemplar = trace_exemplar()
             match outcome:
                 case "ack":
                     await raw.ack()
@@ -278,6 +296,8 @@ async def consume(
                     await raw.nak(delay=backoff[min(delivered - 1, len(backoff) - 1)])
         finally:
             limit.release()
+            if metrics is not None and outcome is not None:
+                _observe(metrics, consumer, outcome, delivered >= max_deliver, started, exemplar)
 
     def start(raw: Msg) -> None:
         task = asyncio.create_task(process(raw))
@@ -314,6 +334,28 @@ async def consume(
         await asyncio.gather(*in_flight, return_exceptions=True)
     with contextlib.suppress(Exception):
         await sub.unsubscribe()
+
+
+def _observe(
+    metrics: ServiceMetrics,
+    consumer: str,
+    outcome: _Outcome,
+    last_delivery: bool,
+    started: float,
+    exemplar: dict[str, str] | None,
+) -> None:
+    match outcome:
+        case "ack":
+            name = "ack"
+        case Defer():
+            name = "defer"
+        case _Retry():
+            name = "dead_letter" if last_delivery else "retry"
+        case _:
+            name = "dead_letter"
+    metrics.handled.labels(consumer, name).inc()
+    if name != "defer":  # a timer that is not due yet did no work
+        metrics.handle_seconds.labels(consumer).observe(time.perf_counter() - started, exemplar)
 
 
 async def _fetch(sub: Any, n: int, wait_s: float, log: Any) -> list[Msg]:

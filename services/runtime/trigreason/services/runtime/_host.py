@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,13 +20,12 @@ from typing import Any, Protocol
 import structlog
 from aiohttp import web
 from opentelemetry.sdk.trace import TracerProvider
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from trigreason.proto import CONSUMERS, ConfigError, ConsumerName, TrigReasonError, TypedDecoder
 
 from ._bus import Ack, Bus, Defer, Delivery, consume
 from ._eventloop import run as run_event_loop
-from ._metrics import ServiceMetrics
+from ._metrics import LrmPrices, ServiceMetrics, exposition
 from ._observability import configure_logging, configure_tracing
 from ._process import on_stop_signals
 from ._settings import env_settings
@@ -45,12 +45,14 @@ __all__ = [
 
 # Closing the NATS connection (and a service's own clients), each at most this long.
 CLOSE_S = 2.0
+_SITE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class HostSettings:
     """How a service process runs (``TRIGREASON_HOST``, ``_PORT``, ``_CONCURRENCY``, ``_METRICS_PORT``,
-    ``_DRAIN_S``)."""
+    ``_DRAIN_S``, ``_SITE``, ``_LRM_INPUT_USD_PER_M``, ``_LRM_CACHED_INPUT_USD_PER_M``,
+    ``_LRM_OUTPUT_USD_PER_M``)."""
 
     host: str = "127.0.0.1"
     port: int = 8080
@@ -61,6 +63,12 @@ class HostSettings:
     # After a stop: how long in-flight work (and open HTTP requests, SSE streams included) may go on; then
     # it is cancelled (JetStream redelivers unacked messages after their ack wait).
     drain_s: float = 5.0
+    # The ``site`` label on every metric of this process (an edge site, the cloud; one value per site).
+    site: str = "default"
+    # What the LRM's tokens cost (USD per million): the ``trigreason_lrm_cost_usd_total`` metric.
+    lrm_input_usd_per_m: float = 0.55
+    lrm_cached_input_usd_per_m: float = 0.14
+    lrm_output_usd_per_m: float = 2.19
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -69,6 +77,20 @@ class HostSettings:
             raise ConfigError("ports must be within 0..65535")
         if not 0 <= self.drain_s < float("inf"):
             raise ConfigError(f"TRIGREASON_DRAIN_S={self.drain_s}: seconds >= 0")
+        if not _SITE.fullmatch(self.site):
+            raise ConfigError(f"TRIGREASON_SITE={self.site!r}: letters, digits, '-' and '_' (1-63)")
+        for name in ("lrm_input_usd_per_m", "lrm_cached_input_usd_per_m", "lrm_output_usd_per_m"):
+            if not 0 <= getattr(self, name) < float("inf"):
+                raise ConfigError(f"TRIGREASON_{name.upper()}={getattr(self, name)}: a price >= 0")
+
+    def metrics(self) -> ServiceMetrics:
+        """A fresh registry of this process's metrics, labelled with its site and priced."""
+        prices = LrmPrices(
+            input_usd_per_m=self.lrm_input_usd_per_m,
+            cached_input_usd_per_m=self.lrm_cached_input_usd_per_m,
+            output_usd_per_m=self.lrm_output_usd_per_m,
+        )
+        return ServiceMetrics(site=self.site, prices=prices)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> HostSettings:
@@ -150,7 +172,7 @@ async def serve_consumers(
         bus = await Bus.connect(bus_settings, name=name, tracer=tracer_provider.get_tracer("trigreason"))
         service: ConsumerService | None = None
         try:
-            metrics = ServiceMetrics()
+            metrics = host.metrics()
             bus.metrics = metrics
             service = await make(bus, metrics)
             bindings = service.bindings()
@@ -272,16 +294,19 @@ async def _watch_lag(
             spec = CONSUMERS[consumer]
             with contextlib.suppress(Exception):
                 info = await bus.js.consumer_info(spec.stream, spec.durable)
-                metrics.consumer_lag.labels(consumer).set(info.num_pending + (info.num_ack_pending or 0))
+                pending = info.num_pending + (info.num_ack_pending or 0)
+                metrics.consumer_lag.labels(spec.stream, consumer).set(pending)
+                if consumer == "orchestrator-timer":
+                    # One deadline timer waits per running session: the sessions in flight.
+                    metrics.sessions_in_flight.set(pending)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 5.0)
 
 
 async def _serve_probes(bus: Bus, metrics: ServiceMetrics, host: HostSettings, stop: asyncio.Event) -> None:
-    async def metrics_endpoint(_r: web.Request) -> web.Response:
-        return web.Response(
-            body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
+    async def metrics_endpoint(request: web.Request) -> web.Response:
+        body, content_type = exposition(metrics.registry, request.headers.get("Accept"))
+        return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def healthz(_r: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})

@@ -23,7 +23,7 @@ from trigreason.proto import (
     StepGenerated,
     TypedDecoder,
 )
-from trigreason.services.runtime import Ack, Bus, ConsumerBinding, Delivery, ServiceMetrics
+from trigreason.services.runtime import Ack, Bus, ConsumerBinding, Delivery, ServiceMetrics, trace_exemplar
 
 from ._results import judge_scored, step_failed, step_generated
 from .backends import Backend, GenerationRequest
@@ -80,14 +80,12 @@ class Worker:
                     result = await self._call(command, headers)
                 except BackendError as exc:
                     span.record_exception(exc)
+                    self._metrics.backend_requests.labels(self.role, "error").inc()
                     if exc.retryable and delivery.delivered < self._bus.settings.max_deliver:
                         raise
                     result = step_failed(command, code=exc.code, message=exc.message, at=self._clock())
-                if isinstance(result, StepGenerated):
-                    span.set_attribute("trigreason.tokens", result.step.tokens)
-                    self._metrics.step_latency.labels(self.role, "generate").observe(result.timings.backend_s)
-                elif isinstance(result, JudgeScored):
-                    self._metrics.step_latency.labels(self.role, "judge").observe(result.timings.backend_s)
+                if isinstance(result, StepGenerated | JudgeScored):
+                    self._observe(result)
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -107,6 +105,17 @@ class Worker:
                 msg_id=f"{command.command_id}.out",
             )
         return "ack"
+
+    def _observe(self, result: StepGenerated | JudgeScored) -> None:
+        m, exemplar = self._metrics, trace_exemplar()
+        m.backend_requests.labels(self.role, "ok").inc()
+        backend_s = result.timings.backend_s
+        if isinstance(result, JudgeScored):
+            m.step_latency.labels(self.role, "judge").observe(backend_s, exemplar)
+            return
+        m.step_latency.labels(self.role, "generate").observe(backend_s, exemplar)
+        if result.step.tokens > 0:
+            m.time_per_output_token.labels(self.role).observe(backend_s / result.step.tokens, exemplar)
 
     async def _call(
         self, command: GenerateStep | JudgeStep, headers: dict[str, str]

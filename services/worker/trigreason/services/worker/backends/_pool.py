@@ -453,6 +453,13 @@ class _PoolCollector(Collector):
         for url, counts in stats.replicas.items():
             up.add_metric([pool, url], 1.0 if counts.up else 0.0)
         yield up
+        in_flight = GaugeMetricFamily(
+            "trigreason_backend_in_flight", "calls open on a replica (its queue, seen from this worker)",
+            labels=["pool", "replica"],
+        )  # fmt: skip
+        for url in self._pool.router.replicas:
+            in_flight.add_metric([pool, url], float(self._pool.router.in_flight(url)))
+        yield in_flight
         affinity = CounterMetricFamily(
             "trigreason_backend_affinity", "steps served by their session's first replica (hit) or not",
             labels=["pool", "result"],
