@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 from typing import Annotated
 
 import typer
@@ -58,6 +59,13 @@ def wan_command(
         bool | None, typer.Option("--partitioned/--connected", help="Start with the link cut")
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Jitter's seed [env: TRIGREASON_WAN_SEED]")] = None,
+    tls_cert: Annotated[
+        str | None, typer.Option(help="Accept TLS with this certificate (PEM) and forward plain TCP")
+    ] = None,
+    tls_key: Annotated[str | None, typer.Option(help="The certificate's key (PEM)")] = None,
+    tls_client_ca: Annotated[
+        str | None, typer.Option(help="Require client certificates signed by this CA (mutual TLS)")
+    ] = None,
     admin_port: Annotated[
         int | None,
         typer.Option(help="Serve the admin endpoint on 127.0.0.1:PORT (0: any free port; default: none)"),
@@ -67,10 +75,21 @@ def wan_command(
     SIGUSR1 cuts the link, SIGUSR2 heals it; the admin endpoint changes anything at run time."""
     from trigreason.wan import WanEmulator, WanRoute, WanSettings, start_admin
 
-    routes = [
-        WanRoute(listen_host=lh, listen_port=lp, upstream_host=uh, upstream_port=up)
-        for lh, lp, uh, up in map(parse_route, route)
-    ]
+    tls = {"tls_cert": tls_cert, "tls_key": tls_key, "tls_client_ca": tls_client_ca}
+    for option, path in tls.items():
+        if path is not None and not os.access(path, os.R_OK):
+            typer.echo(f"error: --{option.replace('_', '-')} {path}: no such readable file", err=True)
+            raise typer.Exit(2)
+    try:
+        routes = [
+            WanRoute(listen_host=lh, listen_port=lp, upstream_host=uh, upstream_port=up, **tls)
+            for lh, lp, uh, up in map(parse_route, route)
+        ]
+        for r in routes:
+            r.ssl_context()
+    except (ValueError, ssl.SSLError) as exc:
+        typer.echo(f"error: --tls-cert/--tls-key/--tls-client-ca: {exc}", err=True)
+        raise typer.Exit(2) from exc
     try:
         settings = env_settings(
             WanSettings,

@@ -20,6 +20,7 @@ import functools
 import random
 import signal
 import socket
+import ssl
 import struct
 from collections import deque
 from dataclasses import dataclass, field
@@ -40,13 +41,36 @@ _UP, _DOWN = 0, 1
 
 class WanRoute(msgspec.Struct, frozen=True, kw_only=True):
     """One forwarded port: connections to ``listen_host:listen_port`` go to ``upstream_host:upstream_port``
-    across the emulated WAN. ``listen_port = 0`` picks a free port (see ``WanEmulator.ports``)."""
+    across the emulated WAN. ``listen_port = 0`` picks a free port (see ``WanEmulator.ports``).
+
+    With ``tls_cert`` and ``tls_key`` the route accepts TLS and forwards plain TCP: a TLS terminator, as a
+    cloud ingress in front of an inference server is (``tls_client_ca`` also asks clients for a certificate
+    signed by it). Put it on the far side of the WAN (an emulator with no delay in front of the server), so
+    the handshake's bytes cross the emulated WAN."""
 
     upstream_host: str
     upstream_port: int
     listen_host: str = "127.0.0.1"
     listen_port: int = 0
     name: str = ""
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca needs tls_cert and tls_key")
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if self.tls_cert is None or self.tls_key is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=self.tls_client_ca)
+        context.load_cert_chain(self.tls_cert, self.tls_key)
+        if self.tls_client_ca is not None:
+            context.verify_mode = ssl.CERT_REQUIRED
+        return context
 
 
 class WanStats(msgspec.Struct, kw_only=True):
@@ -162,6 +186,7 @@ class WanEmulator:
                 route.listen_host,
                 route.listen_port,
                 limit=_CHUNK,
+                ssl=route.ssl_context(),
             )
             self._servers.append(server)
             self.ports.append(int(server.sockets[0].getsockname()[1]))
@@ -285,6 +310,8 @@ class WanEmulator:
                 if not data:
                     if dst.can_write_eof():
                         dst.write_eof()
+                    else:  # TLS has no half-close: the end of one direction ends the connection
+                        dst.close()
                     return
                 queued -= len(data)
                 if queued <= _PIPE_LIMIT:

@@ -26,6 +26,8 @@ async def detect_protocol(url: str, *, settings: BackendSettings | None = None) 
             try:
                 reply = await http.request("GET", path, timeout_s=settings.probe_timeout_s, max_attempts=1)
             except BackendError as exc:
+                if exc.code == "backend_tls":
+                    raise  # an untrusted certificate: the other path would not help, nor would a retry
                 if exc.retryable and exc.code != "backend_server_error":
                     unreachable = exc
                     break  # refused or timed out: asking the other path would not help

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import os
 import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -51,6 +53,11 @@ class BackendSettings:
     eject_s: float = 5.0  # the first ejection; doubles while probes keep failing, up to 60 s
     probe_interval_s: float = 2.0  # active health probe of every replica (``GET /health``)
     resolve_interval_s: float = 10.0  # how often a ``dns+http://`` name is resolved again
+    # HTTPS to a server across sites (placement 2, docs/deploy.md): the CA bundle that signed the server's
+    # certificate (else the system's roots), and a client certificate and key for servers that ask for one.
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("timeout_s", "connect_timeout_s", "probe_timeout_s"):
@@ -72,6 +79,32 @@ class BackendSettings:
         for name in ("eject_s", "probe_interval_s", "resolve_interval_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("tls_ca", "tls_cert", "tls_key"):
+            path = getattr(self, name)
+            if path is not None and not os.access(path, os.R_OK):
+                raise ConfigError(f"{_PREFIX}{name.upper()}={path}: no such readable file")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError(
+                f"{_PREFIX}TLS_CERT and {_PREFIX}TLS_KEY go together (a certificate and its key)"
+            )
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The client's TLS context when any ``tls_*`` is set (None: aiohttp's default for https URLs)."""
+        if self.tls_ca is None and self.tls_cert is None:
+            return None
+        try:
+            context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.tls_ca)
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(f"{_PREFIX}TLS_CA={self.tls_ca}: not a PEM CA bundle ({exc})") from exc
+        if self.tls_cert is not None and self.tls_key is not None:
+            try:
+                context.load_cert_chain(self.tls_cert, self.tls_key)
+            except (ssl.SSLError, OSError) as exc:
+                raise ConfigError(
+                    f"{_PREFIX}TLS_CERT={self.tls_cert} / {_PREFIX}TLS_KEY: not a matching PEM certificate "
+                    f"and key ({exc})"
+                ) from exc
+        return context
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> BackendSettings:
@@ -132,13 +165,16 @@ class HttpClient:
         self._rng = rng or random.Random()
         self._sleep = sleep
         self._session: aiohttp.ClientSession | None = None
+        self._ssl: ssl.SSLContext | bool = settings.ssl_context() or True  # a bad file fails here, at once
         self._headers = {"User-Agent": "trigreason"}
         if settings.api_key:
             self._headers["Authorization"] = f"Bearer {settings.api_key}"
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=self.settings.max_connections, ttl_dns_cache=300)
+            connector = aiohttp.TCPConnector(
+                limit=self.settings.max_connections, ttl_dns_cache=300, ssl=self._ssl
+            )
             self._session = aiohttp.ClientSession(
                 connector=connector, headers=self._headers, raise_for_status=False
             )
@@ -216,6 +252,14 @@ class HttpClient:
                     code="backend_timeout",
                     retryable=True,
                 )
+            ) from exc
+        except aiohttp.ClientConnectorCertificateError as exc:
+            # Not transient: the server's certificate is not trusted by TRIGREASON_BACKEND_TLS_CA (other TLS
+            # errors, such as a handshake cut by a partition, stay retryable below).
+            raise BackendError(
+                f"{self.name}: {url}'s certificate is not trusted ({exc}); check {_PREFIX}TLS_CA",
+                code="backend_tls",
+                retryable=False,
             ) from exc
         except aiohttp.InvalidURL as exc:
             raise BackendError(f"{self.name}: invalid URL {url}", code="bad_config", retryable=False) from exc
