@@ -82,8 +82,15 @@ def wan_command(
             raise typer.Exit(2)
     try:
         routes = [
-            WanRoute(listen_host=lh, listen_port=lp, upstream_host=uh, upstream_port=up, tls_cert=tls_cert,
-                     tls_key=tls_key, tls_client_ca=tls_client_ca)  # fmt: skip
+            WanRoute(
+                listen_host=lh,
+                listen_port=lp,
+                upstream_host=uh,
+                upstream_port=up,
+                tls_cert=tls_cert,
+                tls_key=tls_key,
+                tls_client_ca=tls_client_ca,
+            )
             for lh, lp, uh, up in map(parse_route, route)
         ]
         for r in routes:
