@@ -20,7 +20,7 @@ import pytest
 from trigreason.wan import WanEmulator, WanRoute, WanSettings, start_admin
 
 # Scheduling noise on a shared 2-core machine: the added delay is checked to within this.
-_TOLERANCE_S = 0.025
+_TOLERANCE_S = 0.03
 
 
 @contextlib.asynccontextmanager
@@ -158,7 +158,7 @@ async def test_the_bandwidth_cap() -> None:
         assert await asyncio.wait_for(reader.read(), 10) == str(size).encode()
         elapsed = time.perf_counter() - t0
         writer.close()
-        assert elapsed == pytest.approx(size * 8 / 16e6, rel=0.15)  # 0.5 s
+        assert elapsed == pytest.approx(size * 8 / 16e6, rel=0.2)  # 0.5 s
 
 
 async def test_a_blackhole_partition_holds_traffic_until_it_heals() -> None:
