@@ -1,55 +1,39 @@
 """The simulator's HTTP face: TGI's protocol (``/generate``, ``/generate_stream``, ``POST /``, ``/info``,
-``/health``, ``/metrics``) with simulated prefill and per-token latency behind a concurrency limit."""
+``/health``, ``/metrics``; the request and response schema shared with tgi-cpu, ``runtime``'s ``Tgi*``) with
+simulated prefill and per-token latency behind a concurrency limit."""
 
 from __future__ import annotations
 
 import asyncio
 import importlib.metadata
-import json
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
 
-import msgspec
 from aiohttp import web
+from msgspec import UNSET
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
-from trigreason.services.runtime import start_server
+from trigreason.services.runtime import (
+    TgiBadRequest,
+    TgiDetails,
+    TgiResponse,
+    TgiStreamDetails,
+    TgiStreamResponse,
+    TgiToken,
+    check_tgi_request,
+    decode_tgi_request,
+    encode_tgi,
+    start_server,
+    tgi_sse_event,
+)
 
 from ._model import SimGeneration, SimParams, SimToken, Simulator
 from ._settings import SimSettings
 
 __all__ = ["make_app", "start_server"]
-
-
-class _Parameters(msgspec.Struct, kw_only=True):
-    max_new_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    do_sample: bool = False
-    seed: int | None = None
-    stop: list[str] = msgspec.field(default_factory=list)
-    details: bool = False
-    decoder_input_details: bool = False
-    top_n_tokens: int | None = None
-    return_full_text: bool | None = None
-    # Accepted and ignored, so TGI clients that always send them work.
-    truncate: int | None = None
-    repetition_penalty: float | None = None
-    frequency_penalty: float | None = None
-    typical_p: float | None = None
-    watermark: bool = False
-    best_of: int | None = None
-
-
-class _Request(msgspec.Struct, kw_only=True):
-    inputs: str
-    parameters: _Parameters = msgspec.field(default_factory=_Parameters)
-    stream: bool = False  # read by ``POST /`` only
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,11 +45,8 @@ class _Parsed:
     stream: bool
 
 
-class _Invalid(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+class _Injected(Exception):
+    """A failure on purpose (``error_rate``): TGI's 500."""
 
 
 class _Metrics:
@@ -111,38 +92,31 @@ _STATE = web.AppKey("state", _State)
 
 
 def _parse(body: bytes, settings: SimSettings, *, stream: bool | None) -> _Parsed:
-    try:
-        req = msgspec.json.decode(body, type=_Request)
-    except msgspec.ValidationError as exc:
-        raise _Invalid(422, f"Input validation error: {exc}") from exc
-    except msgspec.DecodeError as exc:
-        raise _Invalid(400, f"Failed to parse the request body as JSON: {exc}") from exc
+    """TGI's request and checks; the sampling parameters a simulator cannot honour are accepted and
+    ignored (its tokens are drawn from the configured distribution)."""
+    req = decode_tgi_request(body)
+    checked = check_tgi_request(
+        req,
+        default_max_new_tokens=settings.default_max_new_tokens,
+        max_stop_sequences=settings.max_stop_sequences,
+        max_top_n_tokens=settings.max_top_n_tokens,
+        stream=stream,
+    )
     p = req.parameters
-    max_new = settings.default_max_new_tokens if p.max_new_tokens is None else p.max_new_tokens
-    top_n = p.top_n_tokens or 0
-    problem = None
-    if not req.inputs:
-        problem = "`inputs` cannot be empty"
-    elif max_new < 1:
-        problem = "`max_new_tokens` must be strictly positive"
-    elif len(p.stop) > settings.max_stop_sequences:
-        problem = f"`stop` supports up to {settings.max_stop_sequences} stop sequences. Given: {len(p.stop)}"
-    elif not 0 <= top_n <= settings.max_top_n_tokens:
-        problem = f"`top_n_tokens` must be >= 0 and <= {settings.max_top_n_tokens}. Given: {top_n}"
-    elif p.temperature is not None and p.temperature < 0:
-        problem = "`temperature` must be >= 0"
-    elif p.top_p is not None and not 0.0 < p.top_p <= 1.0:
-        problem = "`top_p` must be > 0.0 and <= 1.0"
-    elif Simulator.input_length(req.inputs) + max_new > settings.max_total_tokens:
-        problem = f"`inputs` tokens + `max_new_tokens` must be <= {settings.max_total_tokens}"
-    if problem:
-        raise _Invalid(422, f"Input validation error: {problem}")
+    if Simulator.input_length(req.inputs) + checked.max_new_tokens > settings.max_total_tokens:
+        limit = settings.max_total_tokens
+        raise TgiBadRequest(f"Input validation error: `inputs` tokens + `max_new_tokens` must be <= {limit}")
     return _Parsed(
         inputs=req.inputs,
-        params=SimParams(max_new_tokens=max_new, stop=tuple(p.stop), seed=p.seed, top_n_tokens=top_n),
+        params=SimParams(
+            max_new_tokens=checked.max_new_tokens,
+            stop=tuple(p.stop),
+            seed=p.seed,
+            top_n_tokens=checked.top_n_tokens,
+        ),
         details=p.details,
         full_text=bool(p.return_full_text),
-        stream=req.stream if stream is None else stream,
+        stream=checked.stream,
     )
 
 
@@ -150,27 +124,25 @@ def _error(status: int, message: str, error_type: str) -> web.Response:
     return web.json_response({"error": message, "error_type": error_type}, status=status)
 
 
-def _token(t: SimToken) -> dict[str, Any]:
-    return {"id": t.id, "text": t.text, "logprob": t.logprob, "special": t.special}
+def _token(t: SimToken) -> TgiToken:
+    return TgiToken(id=t.id, text=t.text, logprob=t.logprob, special=t.special)
 
 
 def _text(req: _Parsed, gen: SimGeneration) -> str:
     return req.inputs + gen.text if req.full_text else gen.text
 
 
-def _details(req: _Parsed, gen: SimGeneration) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "finish_reason": gen.finish_reason,
-        "generated_tokens": len(gen.tokens),
-        "seed": gen.seed,
-        "prefill": [],
-        "tokens": [_token(t) for t in gen.tokens],
-        "input_length": gen.input_length,
-        "cached_tokens": 0,
-    }
-    if req.params.top_n_tokens:
-        out["top_tokens"] = [[_token(t) for t in top] for top in gen.top_tokens]
-    return out
+def _details(req: _Parsed, gen: SimGeneration) -> TgiDetails:
+    return TgiDetails(
+        finish_reason=gen.finish_reason,
+        generated_tokens=len(gen.tokens),
+        seed=gen.seed,
+        prefill=[],
+        tokens=[_token(t) for t in gen.tokens],
+        top_tokens=[[_token(t) for t in top] for top in gen.top_tokens] if req.params.top_n_tokens else UNSET,
+        input_length=gen.input_length,
+        cached_tokens=0,
+    )
 
 
 def _prefill_s(settings: SimSettings, gen: SimGeneration) -> float:
@@ -193,7 +165,7 @@ async def _prepare(request: web.Request, *, stream: bool | None) -> tuple[_Parse
     parsed = _parse(await request.read(), state.settings, stream=stream)
     if state.failures.random() < state.settings.error_rate:
         state.metrics.injected.inc()
-        raise _Invalid(500, "injected failure (error_rate)")
+        raise _Injected("injected failure (error_rate)")
     return parsed, state.sim.generate(parsed.inputs, parsed.params)
 
 
@@ -206,11 +178,14 @@ async def _respond_json(
         duration = _prefill_s(state.settings, gen) + len(gen.tokens) * state.settings.time_per_token_ms / 1000
         await asyncio.sleep(duration)
         state.metrics.tokens.inc(len(gen.tokens))
-    out: dict[str, Any] = {"generated_text": _text(parsed, gen)}
-    if parsed.details:
-        out["details"] = _details(parsed, gen)
+    out = TgiResponse(
+        generated_text=_text(parsed, gen), details=_details(parsed, gen) if parsed.details else UNSET
+    )
     headers = _headers(gen, queued_s, time.perf_counter() - started)
-    return web.json_response([out] if compat else out, headers=headers)  # TGI's POST / wraps it in a list
+    # TGI's POST / wraps it in a list
+    return web.Response(
+        body=encode_tgi([out] if compat else out), content_type="application/json", headers=headers
+    )
 
 
 async def _respond_stream(request: web.Request, parsed: _Parsed, gen: SimGeneration) -> web.StreamResponse:
@@ -229,24 +204,28 @@ async def _respond_stream(request: web.Request, parsed: _Parsed, gen: SimGenerat
         # Deadlines from one start, so per-event overhead does not add up across a long step.
         start = loop.time() + _prefill_s(state.settings, gen)
         per_token = state.settings.time_per_token_ms / 1000
+        top_n = parsed.params.top_n_tokens
         try:
             for i, token in enumerate(gen.tokens):
                 await asyncio.sleep(max(0.0, start + (i + 1) * per_token - loop.time()))
                 last = i == len(gen.tokens) - 1
-                msg: dict[str, Any] = {"index": i + 1, "token": _token(token)}
-                if parsed.params.top_n_tokens:
-                    msg["top_tokens"] = [_token(t) for t in gen.top_tokens[i]]
-                msg["generated_text"] = _text(parsed, gen) if last else None
-                msg["details"] = None
+                details = None
                 if last and parsed.details:
-                    msg["details"] = {
-                        "finish_reason": gen.finish_reason,
-                        "generated_tokens": len(gen.tokens),
-                        "seed": gen.seed,
-                        "input_length": gen.input_length,
-                        "cached_tokens": 0,
-                    }
-                await resp.write(b"data: " + json.dumps(msg, ensure_ascii=False).encode() + b"\n\n")
+                    details = TgiStreamDetails(
+                        finish_reason=gen.finish_reason,
+                        generated_tokens=len(gen.tokens),
+                        seed=gen.seed,
+                        input_length=gen.input_length,
+                        cached_tokens=0,
+                    )
+                msg = TgiStreamResponse(
+                    index=i + 1,
+                    token=_token(token),
+                    top_tokens=[_token(t) for t in gen.top_tokens[i]] if top_n else UNSET,
+                    generated_text=_text(parsed, gen) if last else None,
+                    details=details,
+                )
+                await resp.write(tgi_sse_event(msg))
                 state.metrics.tokens.inc()
             await resp.write_eof()
         except ConnectionError:
@@ -257,9 +236,10 @@ async def _respond_stream(request: web.Request, parsed: _Parsed, gen: SimGenerat
 async def _handle(request: web.Request, *, stream: bool | None, compat: bool) -> web.StreamResponse:
     try:
         parsed, gen = await _prepare(request, stream=stream)
-    except _Invalid as exc:
-        kind = "generation" if exc.status >= 500 else "validation"
-        return _error(exc.status, exc.message, kind)
+    except TgiBadRequest as exc:
+        return _error(exc.status, exc.message, "validation")
+    except _Injected as exc:
+        return _error(500, str(exc), "generation")
     if parsed.stream:
         return await _respond_stream(request, parsed, gen)
     return await _respond_json(request, parsed, gen, compat=compat)

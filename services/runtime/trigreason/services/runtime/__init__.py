@@ -1,6 +1,6 @@
 """The runtime every service shares: the bus (publish with trace context and deterministic ids, consume
 with an explicit acknowledgement policy and dead letters), the JetStream topology, observability,
-metrics, the event loop and process helpers."""
+metrics, the event loop and process helpers, and TGI's wire format (both TGI servers use it)."""
 
 from ._bus import Ack, Bus, Defer, Delivery, consume
 from ._eventloop import EventLoopKind, event_loop_kind
@@ -21,6 +21,22 @@ from ._metrics import LrmPrices, ServiceMetrics, SiteRegistry, exposition, trace
 from ._observability import configure_logging, configure_tracing
 from ._process import STOP_SIGNALS, die_with_parent, on_stop_signals, stop_processes
 from ._settings import env_settings, env_variable
+from ._tgi import (
+    TgiBadRequest,
+    TgiChecked,
+    TgiDetails,
+    TgiParameters,
+    TgiPrefillToken,
+    TgiRequest,
+    TgiResponse,
+    TgiStreamDetails,
+    TgiStreamResponse,
+    TgiToken,
+    check_tgi_request,
+    decode_tgi_request,
+    encode_tgi,
+    tgi_sse_event,
+)
 from ._topology import BusSettings, ensure_topology
 
 __all__ = [
@@ -37,12 +53,25 @@ __all__ = [
     "LrmPrices",
     "ServiceMetrics",
     "SiteRegistry",
+    "TgiBadRequest",
+    "TgiChecked",
+    "TgiDetails",
+    "TgiParameters",
+    "TgiPrefillToken",
+    "TgiRequest",
+    "TgiResponse",
+    "TgiStreamDetails",
+    "TgiStreamResponse",
+    "TgiToken",
+    "check_tgi_request",
     "close_bus",
     "configure_logging",
     "configure_tracing",
     "consume",
     "consumer_service",
+    "decode_tgi_request",
     "die_with_parent",
+    "encode_tgi",
     "ensure_topology",
     "env_settings",
     "env_variable",
@@ -56,5 +85,6 @@ __all__ = [
     "start_server",
     "stop_on_signals",
     "stop_processes",
+    "tgi_sse_event",
     "trace_exemplar",
 ]

@@ -31,11 +31,11 @@ from prometheus_client import (
     generate_latest,
 )
 
-from trigreason.services.runtime import start_server
+from trigreason.services.runtime import TgiBadRequest, encode_tgi, start_server, tgi_sse_event
 
 from ._engine import Generation, LlamaEngine, StreamToken
 from ._errors import EngineError, GenerationCancelled, InputValidationError, Overloaded
-from ._protocol import BadJson, ParsedRequest, generate_response, parse_request, stream_message
+from ._protocol import ParsedRequest, generate_response, parse_request, stream_message
 from ._settings import TgiCpuSettings
 
 __all__ = ["make_app", "start_server"]
@@ -219,8 +219,8 @@ def _error(status: int, message: str, error_type: str, headers: dict[str, str] |
 
 
 def _error_for(exc: Exception, settings: TgiCpuSettings) -> web.Response:
-    if isinstance(exc, BadJson):
-        return _error(400, exc.message, "validation")
+    if isinstance(exc, TgiBadRequest):
+        return _error(exc.status, exc.message, "validation")
     if isinstance(exc, InputValidationError):
         return _error(422, exc.message, "validation")
     if isinstance(exc, Overloaded):
@@ -274,7 +274,7 @@ async def _respond_json(request: web.Request, *, compat: bool) -> web.Response:
     settings = request.app[_SETTINGS]
     try:
         parsed, job = await _prepare(request, stream=False)
-    except (InputValidationError, Overloaded) as exc:
+    except (TgiBadRequest, InputValidationError, Overloaded) as exc:
         return _error_for(exc, settings)
     try:
         gen = await asyncio.shield(job.done)
@@ -285,7 +285,11 @@ async def _respond_json(request: web.Request, *, compat: bool) -> web.Response:
         return _error_for(exc, settings)
     _log_request(request, gen)
     body = generate_response(parsed, gen)
-    return web.json_response([body] if compat else body, headers=_timing_headers(job, gen))
+    return web.Response(
+        body=encode_tgi([body] if compat else body),  # TGI's POST / wraps it in a list
+        content_type="application/json",
+        headers=_timing_headers(job, gen),
+    )
 
 
 async def _respond_stream(request: web.Request, parsed: ParsedRequest, job: _Job) -> web.StreamResponse:
@@ -302,16 +306,16 @@ async def _respond_stream(request: web.Request, parsed: ParsedRequest, job: _Job
                 if item.last:
                     pending = item  # written with generated_text once the engine returns
                     continue
-                await _send(resp, stream_message(parsed, item, None))
+                await resp.write(tgi_sse_event(stream_message(parsed, item, None)))
             elif isinstance(item, Generation):
                 if pending is not None:
-                    await _send(resp, stream_message(parsed, pending, item))
+                    await resp.write(tgi_sse_event(stream_message(parsed, pending, item)))
                 _log_request(request, item)
                 break
             else:
                 error_type = "generation" if isinstance(item, EngineError) else "incomplete_generation"
                 message = item.message if isinstance(item, EngineError) else "Incomplete generation"
-                await _send(resp, {"error": message, "error_type": error_type})
+                await resp.write(tgi_sse_event({"error": message, "error_type": error_type}))
                 break
         await resp.write_eof()
     except (asyncio.CancelledError, ConnectionError):
@@ -320,10 +324,6 @@ async def _respond_stream(request: web.Request, parsed: ParsedRequest, job: _Job
     finally:
         job.cancel.set()  # harmless once finished; stops the engine if this handler ended early
     return resp
-
-
-async def _send(resp: web.StreamResponse, message: dict[str, Any]) -> None:
-    await resp.write(b"data: " + json.dumps(message, ensure_ascii=False).encode() + b"\n\n")
 
 
 def _log_request(request: web.Request, gen: Generation) -> None:
@@ -344,7 +344,7 @@ async def _stream_or_error(request: web.Request, *, stream: bool | None) -> web.
     settings = request.app[_SETTINGS]
     try:
         parsed, job = await _prepare(request, stream=stream)
-    except (InputValidationError, Overloaded) as exc:
+    except (TgiBadRequest, InputValidationError, Overloaded) as exc:
         return _error_for(exc, settings)
     return await _respond_stream(request, parsed, job)
 

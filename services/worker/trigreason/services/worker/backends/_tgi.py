@@ -5,43 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
-
 from trigreason.proto import BackendError, BackendTimings, FinishReason, GeneratedStep, TokenLogprob
+from trigreason.services.runtime import TgiDetails, TgiResponse
 
 from ._http import BackendSettings, HttpClient, trace_headers
 from ._interface import Generation, GenerationRequest, JudgeResult
 
 __all__ = ["TgiBackend", "cut_at_stop"]
-
-
-class _Token(msgspec.Struct):
-    id: int
-    text: str
-    logprob: float
-    special: bool = False
-
-
-class _PrefillToken(msgspec.Struct):
-    id: int
-    text: str
-    logprob: float | None = None  # TGI has no logprob for the first prompt token
-
-
-class _Details(msgspec.Struct):
-    finish_reason: str
-    generated_tokens: int = 0
-    prefill: list[_PrefillToken] = []
-    tokens: list[_Token] = []
-    top_tokens: list[list[_Token]] | None = None
-    # Extensions of trigreason's servers (TGI reports the prompt length in a header only).
-    input_length: int | None = None
-    cached_tokens: int | None = None
-
-
-class _Response(msgspec.Struct):
-    generated_text: str
-    details: _Details | None = None
 
 
 _FINISH: dict[str, FinishReason] = {
@@ -99,7 +69,7 @@ class TgiBackend:
             json={"inputs": request.prompt, "parameters": params},
             headers=trace_headers(request.headers),
         )
-        body: _Response = reply.json(_Response)
+        body: TgiResponse = reply.json(TgiResponse)
         details = self._details(body)
         finish = _FINISH.get(details.finish_reason)
         if finish is None:
@@ -138,7 +108,7 @@ class TgiBackend:
         reply = await self._http.request(
             "POST", "/generate", json={"inputs": prompt, "parameters": params}, headers=trace_headers(headers)
         )
-        details = self._details(reply.json(_Response))
+        details = self._details(reply.json(TgiResponse))
         if not details.top_tokens or not details.top_tokens[0]:
             raise BackendError(
                 f"{self.name}: no top_tokens in the response (does the server support top_n_tokens?)",
@@ -151,8 +121,8 @@ class TgiBackend:
             timings=self._timings(details, reply.headers, reply.elapsed_s),
         )
 
-    def _details(self, body: _Response) -> _Details:
-        if body.details is None:
+    def _details(self, body: TgiResponse) -> TgiDetails:
+        if not isinstance(body.details, TgiDetails):
             raise BackendError(
                 f"{self.name}: the response has no details (is this a TGI server?)",
                 code="backend_bad_response",
@@ -161,8 +131,8 @@ class TgiBackend:
         return body.details
 
     @staticmethod
-    def _timings(details: _Details, headers: Any, elapsed_s: float) -> BackendTimings:
-        prompt_tokens = details.input_length
+    def _timings(details: TgiDetails, headers: Any, elapsed_s: float) -> BackendTimings:
+        prompt_tokens = details.input_length if isinstance(details.input_length, int) else None
         if prompt_tokens is None:
             header = headers.get("x-prompt-tokens")  # TGI's own header
             prompt_tokens = int(header) if header and header.isdigit() else len(details.prefill)
