@@ -21,8 +21,13 @@ from msgspec import Meta, Struct, field
 __all__ = [
     "DEFAULT_HESITATION",
     "MAX_CONTEXT_BYTES",
+    "MAX_CONVERSATION_BYTES",
     "MAX_QUESTION_CHARS",
+    "MAX_STOP_SEQUENCES",
+    "BackendLimits",
     "BackendTimings",
+    "ChatRole",
+    "ChatTurn",
     "Command",
     "CommittedStep",
     "DeadlineReached",
@@ -77,6 +82,12 @@ DEFAULT_HESITATION: tuple[str, ...] = (
 # SpecReason, the judge prompt), so the question plus the committed text is capped at MAX_CONTEXT_BYTES
 # (a session that reaches it finishes with reason ``context_limit``) and a step at 4,096 tokens.
 MAX_QUESTION_CHARS = 20_000
+# A conversation (system messages, earlier turns, the question) travels in the request, the snapshot and
+# each prompt: bounded so that three copies and the committed steps still fit a message.
+MAX_CONVERSATION_BYTES = 64 * 1024
+# OpenAI's bound on `stop`; each sequence is at most _MAX_STOP_CHARS characters.
+MAX_STOP_SEQUENCES = 4
+_MAX_STOP_CHARS = 256
 MAX_CONTEXT_BYTES = 192 * 1024
 _MAX_STEP_TOKENS = 4096
 _MAX_BUDGET_TOKENS = 65_536
@@ -123,6 +134,30 @@ class SessionParams(Struct, kw_only=True, frozen=True, forbid_unknown_fields=Fal
     lrm_prompt: PromptFamily = "chatml"
     # Wall-clock seconds from the request after which an unfinished session fails (`deadline_exceeded`).
     deadline_s: Annotated[float, Meta(ge=1, le=7 * 24 * 3600)] = 3600.0
+
+
+ChatRole = Literal["system", "user", "assistant"]
+
+
+class ChatTurn(Struct, kw_only=True, frozen=True):
+    """One turn of the conversation a session answers: a system message, a user or an assistant turn.
+    Earlier assistant turns are context the models read, never steps of the session."""
+
+    role: ChatRole
+    content: Annotated[str, Meta(max_length=MAX_CONVERSATION_BYTES)]
+
+
+class BackendLimits(Struct, kw_only=True, frozen=True):
+    """What a role's inference backend accepts (TGI's ``GET /info``), published by its workers on the bus
+    so the gateway refuses a request beyond them up front. ``None``: the backend did not say."""
+
+    role: Role
+    max_top_n_tokens: int | None = None
+    max_input_tokens: int | None = None
+    max_total_tokens: int | None = None
+    max_stop_sequences: int | None = None
+    backend: str = ""  # the backend's name, for messages
+    at: float = 0.0
 
 
 class BackendTimings(Struct, kw_only=True, frozen=True):
@@ -178,9 +213,19 @@ class _Msg(Struct, kw_only=True, frozen=True, tag_field="type"):
 
 
 class SessionRequested(_Msg, tag="SessionRequested.v1", kw_only=True, frozen=True):
+    # The last user turn: what the reasoning answers.
     question: Annotated[str, Meta(min_length=1, max_length=MAX_QUESTION_CHARS)]
     params: SessionParams = SessionParams()
     requested_at: float = 0.0
+    # The conversation, when the request was one (system messages, earlier user and assistant turns, the
+    # question as its last user turn), rendered through each model's chat template; empty for a lone
+    # question.
+    messages: tuple[ChatTurn, ...] = ()
+    # Stop sequences: the session ends at the first one in its committed text (which is cut before it).
+    stop: Annotated[
+        tuple[Annotated[str, Meta(min_length=1, max_length=_MAX_STOP_CHARS)], ...],
+        Meta(max_length=MAX_STOP_SEQUENCES),
+    ] = ()
 
 
 class GenerateStep(_Msg, tag="GenerateStep.v1", kw_only=True, frozen=True):
@@ -301,7 +346,7 @@ class SessionStats(Struct, kw_only=True, frozen=True):
 
 class SessionFinished(_Msg, tag="SessionFinished.v1", kw_only=True, frozen=True):
     answer: str | None
-    # final_answer | eos | token_budget | step_cap | context_limit | stalled
+    # final_answer | eos | stop | token_budget | step_cap | context_limit | stalled
     reason: str
     steps: _NonNegInt
     stats: SessionStats
@@ -366,6 +411,8 @@ class SessionSnapshot(Struct, kw_only=True, frozen=True):
     session_id: str
     question: str = ""
     params: SessionParams = SessionParams()
+    messages: tuple[ChatTurn, ...] = ()  # the conversation (the question is its last user turn)
+    stop: tuple[str, ...] = ()
     phase: Phase = "new"
     steps: tuple[CommittedStep, ...] = ()
     # The command whose answer the session waits for, and the attempt of the current step index.
