@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from msgspec import Struct
 
 from trigreason.proto import (
+    ChatTurn,
     GeneratedStep,
     GenerateStep,
     JudgeScored,
@@ -55,11 +56,18 @@ def drive(
     judge: Callable[[str], int] = lambda _prompt: 9,
     session_id: str = "s1",
     max_events: int = 10_000,
+    messages: tuple[ChatTurn, ...] = (),
+    stop: tuple[str, ...] = (),
 ) -> Trace:
     """Run a session through ``decide``/``evaluate`` exactly as the runner routes it, synchronously."""
     state = initial_state(session_id)
     event: OrchestratorEvent = SessionRequested(
-        session_id=session_id, question=question, params=params, requested_at=1.0
+        session_id=session_id,
+        question=question,
+        params=params,
+        requested_at=1.0,
+        messages=messages,
+        stop=stop,
     )
     trace = Trace(state=state, events=[], outputs=[], discarded=[])
     clock = 1.0

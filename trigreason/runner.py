@@ -14,6 +14,7 @@ from msgspec import Struct
 
 from trigreason.proto import (
     BackendError,
+    ChatTurn,
     CommittedStep,
     DeadlineReached,
     GenerateStep,
@@ -58,8 +59,11 @@ async def run_session(
     session_id: str,
     on_event: OnEvent | None = None,
     clock: Callable[[], float] = time.time,
+    messages: tuple[ChatTurn, ...] = (),
+    stop: tuple[str, ...] = (),
 ) -> SessionResult:
-    """Solve one question; ``on_event`` sees each command, verdict and committed step as it happens."""
+    """Solve one question (after the conversation ``messages``, if any); ``on_event`` sees each command,
+    verdict and committed step as it happens."""
 
     async def notify(item: StepCommitted | Verdict | GenerateStep) -> None:
         if on_event is not None:
@@ -69,7 +73,12 @@ async def run_session(
 
     state = initial_state(session_id)
     event: OrchestratorEvent = SessionRequested(
-        session_id=session_id, question=question, params=params, requested_at=clock()
+        session_id=session_id,
+        question=question,
+        params=params,
+        requested_at=clock(),
+        messages=messages,
+        stop=stop,
     )
     deadline: DeadlineReached | None = None
     while True:

@@ -32,7 +32,7 @@ from trigreason.proto import (
 
 from ._accounting import add_call, add_trigger, session_stats
 from ._answers import extract_boxed
-from ._prompts import render_generation_prompt, render_judge_prompt
+from ._prompts import STEP_DELIMITER, render_generation_prompt, render_judge_prompt
 
 __all__ = [
     "Output",
@@ -75,6 +75,8 @@ def on_session_requested(state: SessionSnapshot, event: SessionRequested) -> Dec
         state,
         question=event.question,
         params=params,
+        messages=event.messages,
+        stop=event.stop,
         lrm_run_left=run_left,
         lrm_run_reason=run_reason,
         counters=counters,
@@ -199,6 +201,11 @@ def _on_blank(state: SessionSnapshot, step: GeneratedStep) -> Decision:
 
 
 def _commit(state: SessionSnapshot, step: CommittedStep, generated: GeneratedStep) -> Decision:
+    cut = _stop_cut(state, step.text)
+    if cut == 0:  # the committed text already reached a stop sequence: nothing of this step is kept
+        return _finish(msgspec.structs.replace(state, attempt=0, blank_run=0), "stop", ())
+    if cut is not None:
+        step = msgspec.structs.replace(step, text=step.text[:cut])
     state = msgspec.structs.replace(state, steps=(*state.steps, step), attempt=0, blank_run=0)
     out: tuple[Output, ...] = (
         StepCommitted(
@@ -213,6 +220,8 @@ def _commit(state: SessionSnapshot, step: CommittedStep, generated: GeneratedSte
     )
     params = state.params
     committed_tokens = state.counters.srm_tokens + state.counters.lrm_tokens
+    if cut is not None:
+        return _finish(state, "stop", out)
     if extract_boxed(step.text) is not None:
         return _finish(state, "final_answer", out)
     if generated.finish_reason == "eos_token":
@@ -233,8 +242,26 @@ def _fail(state: SessionSnapshot, code: str, message: str) -> Decision:
     )
 
 
+def _stop_cut(state: SessionSnapshot, text: str) -> int | None:
+    """Where in ``text`` (the step about to be committed) the committed text reaches the request's first
+    stop sequence, or None. The committed text is the steps joined by the delimiter, so a sequence may
+    span it; one that began before this step gives 0 (the step is dropped). Token counts stay the
+    generated ones: the tokens were spent."""
+    if not state.stop:
+        return None
+    before = "".join(s.text + STEP_DELIMITER for s in state.steps)
+    # Only the tail of the earlier text can hold the start of a sequence not found before.
+    tail = before[-max(len(s) for s in state.stop) :] if before else ""
+    full = tail + text
+    hits = [i for i in (full.find(s) for s in state.stop) if i >= 0]
+    if not hits:
+        return None
+    return max(0, min(hits) - len(tail))
+
+
 def _context_bytes(state: SessionSnapshot) -> int:
-    return len(state.question.encode()) + sum(len(s.text.encode()) for s in state.steps)
+    asked = sum(len(t.content.encode()) for t in state.messages) or len(state.question.encode())
+    return asked + sum(len(s.text.encode()) for s in state.steps)
 
 
 def _finish(state: SessionSnapshot, reason: str, out: tuple[Output, ...]) -> Decision:
@@ -271,7 +298,7 @@ def _next_command(state: SessionSnapshot, out: tuple[Output, ...]) -> Decision:
     if role == "srm":
         head, tail = ("", "")
         if params.policy == "specreason":
-            head, tail = render_judge_prompt(params.lrm_prompt, state.question, texts)
+            head, tail = render_judge_prompt(params.lrm_prompt, state.question, texts, state.messages)
         context = TriggerContext(
             params=params,
             hesitation_run_before=state.hesitation_run,
@@ -286,7 +313,7 @@ def _next_command(state: SessionSnapshot, out: tuple[Output, ...]) -> Decision:
         step_index=index,
         attempt=state.attempt,
         role=role,
-        prompt=render_generation_prompt(family, state.question, texts),
+        prompt=render_generation_prompt(family, state.question, texts, state.messages),
         # Capped by what is left of the budget, so the committed total never exceeds max_tokens.
         max_new_tokens=max(1, min(params.step_max_tokens, params.max_tokens - committed_tokens)),
         temperature=params.temperature,
