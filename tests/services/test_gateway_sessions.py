@@ -435,9 +435,41 @@ async def test_chat_applies_the_question_length_limit(idle: Gateway) -> None:
     async with idle.http.post(
         f"{idle.url}/v1/chat/completions", json=body, headers={"Idempotency-Key": "long"}
     ) as resp:
-        await _error(resp, 422, "invalid_request")
+        error = await _error(resp, 422, "context_too_long")
+    assert "at most 20000" in error["message"]
     async with idle.http.get(f"{idle.url}/v1/sessions/{idempotent_session_id('', 'long')}") as resp:
         await _error(resp, 404, "not_found")  # nothing was published
+    # A conversation beyond the context limit, on either route, says so.
+    turns = [{"role": "system", "content": "y" * 19_000}] * 4 + [{"role": "user", "content": "q?"}]
+    for route in ("/v1/chat/completions", "/v1/sessions"):
+        async with idle.http.post(f"{idle.url}{route}", json={"messages": turns}) as resp:
+            error = await _error(resp, 422, "context_too_long")
+        assert "the conversation is" in error["message"]
+
+
+async def test_a_session_takes_a_conversation_in_place_of_the_question(idle: Gateway) -> None:
+    turns = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "What is 1 + 1?"},
+        {"role": "assistant", "content": "2"},
+        {"role": "user", "content": [{"type": "text", "text": "And 3 + 4?"}]},
+    ]
+    async with idle.http.post(f"{idle.url}/v1/sessions", json={"messages": turns, "stop": "Q:"}) as resp:
+        assert resp.status == 202, await resp.text()
+        sid = (await resp.json())["session_id"]
+    async with idle.http.get(f"{idle.url}/v1/sessions/{sid}") as resp:
+        view = await resp.json()
+    assert view["question"] == "And 3 + 4?"
+    assert view["conversation"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "What is 1 + 1?"},
+        {"role": "assistant", "content": "2"},
+        {"role": "user", "content": "And 3 + 4?"},
+    ]
+    assert view["steps"] == []
+    for body in ({"question": "q", "messages": turns}, {"policy": "trigreason"}):
+        async with idle.http.post(f"{idle.url}/v1/sessions", json=body) as resp:
+            await _error(resp, 422, "invalid_request")
 
 
 async def test_a_misspelled_parameter_is_a_422_that_names_it(idle: Gateway) -> None:

@@ -232,28 +232,69 @@ async def test_a_bad_token_is_an_authentication_error(idle: Served) -> None:
         await other.chat.completions.create(model="trigreason", messages=_question())
 
 
+CONVERSATION: list[Any] = [
+    {"role": "system", "content": "You are terse."},
+    {"role": "user", "content": "What is 3 + 3?"},
+    {"role": "assistant", "content": "6"},
+    {"role": "user", "content": [{"type": "text", "text": "And"}, {"type": "text", "text": "3 + 4?"}]},
+]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+async def test_a_system_prompt_and_a_conversation_are_answered(gateway: Served, stream: bool) -> None:
+    """The models read the conversation through their chat template; earlier turns are no steps."""
+    resp = await gateway.client.chat.completions.create(
+        model="trigreason", messages=CONVERSATION, extra_body=NO_PRIMING, stream=stream
+    )
+    if stream:
+        chunks = [c async for c in resp if c.choices]  # type: ignore[union-attr]
+        content = "".join(c.choices[0].delta.content or "" for c in chunks)
+        reasoning = "".join(
+            (c.choices[0].delta.model_extra or {}).get("reasoning_content", "") for c in chunks
+        )
+        assert reasoning == "We add 3 and 4.\n\nSo \\boxed{7}.\n\n"
+    else:
+        (choice,) = resp.choices  # type: ignore[union-attr]
+        content = choice.message.content or ""
+        assert (choice.message.model_extra or {})["reasoning_content"] == "We add 3 and 4.\n\nSo \\boxed{7}."
+    assert content == "So \\boxed{7}."
+    prompt = gateway.srm.requests[0].prompt
+    assert prompt.startswith("<|im_start|>system\nYou are terse.<|im_end|>\n<|im_start|>user\nWhat is 3 + 3?")
+    assert "<|im_start|>assistant\n6<|im_end|>\n<|im_start|>user\nAnd\n3 + 4?\n" in prompt
+
+
+async def test_stop_ends_the_answer_at_the_first_stop_sequence(gateway: Served) -> None:
+    resp = await gateway.client.chat.completions.create(
+        model="trigreason", messages=_question(), extra_body=NO_PRIMING, stop=["and 4"]
+    )
+    (choice,) = resp.choices
+    assert choice.finish_reason == "stop"
+    assert choice.message.content == "We add 3 "
+    assert (resp.model_extra or {})["trigreason"]["end_reason"] == "stop"
+
+
 @pytest.mark.parametrize(
-    "messages",
+    ("extra", "named"),
     [
-        [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "What is 3 + 4?"}],
-        [
-            {"role": "user", "content": "What is 3 + 4?"},
-            {"role": "assistant", "content": "7"},
-            {"role": "user", "content": "And 3 + 5?"},
-        ],
-        [{"role": "assistant", "content": "Hello"}],
+        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"logprobs": True}, "logprobs"),
+        ({"n": 2}, "n"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+            "image_url",
+        ),
+        ({"messages": [{"role": "assistant", "content": "Hello"}]}, "no user turn"),
     ],
-    ids=["system", "earlier-turns", "no-user"],
+    ids=["tools", "response_format", "logprobs", "n", "image_url", "no-user"],
 )
-async def test_a_conversation_is_unprocessable_and_says_what_is_supported(
-    idle: Served, messages: list[Any]
+async def test_what_it_cannot_honour_is_unprocessable_and_named(
+    idle: Served, extra: dict[str, Any], named: str
 ) -> None:
+    kwargs: dict[str, Any] = {"model": "trigreason", "messages": _question(), **extra}
     with pytest.raises(openai.UnprocessableEntityError) as info:
-        await idle.client.chat.completions.create(model="trigreason", messages=messages)
-    assert info.value.code == "unsupported_messages"
-    assert "exactly one message, with role 'user'" in info.value.message
-    roles = ", ".join(m["role"] for m in messages)
-    assert f"got roles [{roles}]" in info.value.message
+        await idle.client.chat.completions.create(**kwargs)
+    assert named in info.value.message
 
 
 async def test_a_failure_mid_stream_raises_the_sessions_error(idle: Served) -> None:

@@ -8,6 +8,7 @@ import msgspec
 import pytest
 
 from trigreason.proto import (
+    ChatTurn,
     GeneratedStep,
     JudgeScored,
     Message,
@@ -87,6 +88,7 @@ def _view(status: str, **fields: Any) -> dict[str, Any]:
         "session_id": SID,
         "status": status,
         "question": "What is 3 + 4?",
+        "conversation": [{"role": "user", "content": "What is 3 + 4?"}],
         "policy": "trigreason",
         "answer": None,
         "end_reason": None,
@@ -201,3 +203,21 @@ def test_the_view_is_what_the_stats_struct_says() -> None:
     assert set(view["stats"]) == {f.encode_name for f in msgspec.structs.fields(SessionStats)}
     msgspec.convert(view["stats"], SessionStats)
     msgspec.convert(view["params"], SessionParams)
+
+
+def test_the_view_shows_the_conversation_apart_from_the_steps() -> None:
+    turns = (
+        ChatTurn(role="system", content="Answer like a pirate."),
+        ChatTurn(role="user", content="What is 1 + 1?"),
+        ChatTurn(role="assistant", content="Arr, \\boxed{2}."),
+        ChatTurn(role="user", content="What is 3 + 4?"),
+    )
+    request = SessionRequested(
+        session_id=SID, question="What is 3 + 4?", params=PARAMS, requested_at=100.0, messages=turns
+    )
+    step = StepCommitted(session_id=SID, index=0, role="srm", text="3 + 4 = 7.", tokens=4)
+    view = session_view(SID, [request, step])
+    assert view is not None
+    assert view["conversation"] == [{"role": t.role, "content": t.content} for t in turns]
+    assert view["question"] == "What is 3 + 4?"
+    assert [s["text"] for s in view["steps"]] == ["3 + 4 = 7."]  # the earlier answer is no step

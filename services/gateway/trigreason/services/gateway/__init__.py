@@ -3,15 +3,21 @@ readiness, metrics and the OpenAPI document. ``python -m trigreason.services.gat
 
 from ._app import OPEN_STREAMS, Gateway, idempotent_session_id, make_app
 from ._browser import trace_id_of
+from ._chat import ChatBody, ChatRequest, chat_request
+from ._http import HttpError
 from ._projection import SessionProjection, session_view
 from ._serve import serve
 from ._settings import GatewaySettings, profile_file
 
 __all__ = [
     "OPEN_STREAMS",
+    "ChatBody",
+    "ChatRequest",
     "Gateway",
     "GatewaySettings",
+    "HttpError",
     "SessionProjection",
+    "chat_request",
     "idempotent_session_id",
     "make_app",
     "profile_file",

@@ -24,6 +24,7 @@ import msgspec
 import nats.errors
 import structlog
 from aiohttp import web
+from msgspec import UNSET, UnsetType
 from nats.js.errors import NotFoundError
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -38,7 +39,18 @@ from trigreason.proto import (
 from trigreason.services.runtime import Bus, SiteRegistry, exposition
 
 from ._browser import install_browser
-from ._chat import ChatBody, chat_blocking, chat_request, chat_stream, model_ids, model_list
+from ._chat import (
+    ChatBody,
+    ChatMessage,
+    Conversation,
+    chat_blocking,
+    chat_request,
+    chat_stream,
+    conversation,
+    model_ids,
+    model_list,
+    stop_sequences,
+)
 from ._feed import decode_event, last_sequence, read_to
 from ._http import (
     HttpError,
@@ -69,9 +81,23 @@ def idempotent_session_id(token: str, key: str) -> str:
 
 
 class _SessionBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    question: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_QUESTION_CHARS)]
+    # The question, or in its place a conversation (chat's messages) that ends with it.
+    question: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_QUESTION_CHARS)] | UnsetType = UNSET
+    messages: Annotated[list[ChatMessage], msgspec.Meta(min_length=1)] | UnsetType = UNSET
+    stop: str | list[str] | None = None
     policy: PolicyName | None = None
     params: dict[str, Any] = {}
+
+    def conversation(self) -> Conversation:
+        if isinstance(self.question, str):
+            if not isinstance(self.messages, UnsetType):
+                raise HttpError(
+                    422, "invalid_request", "give question or messages (a conversation), not both"
+                )
+            return Conversation(question=self.question, stop=stop_sequences(self.stop))
+        if isinstance(self.messages, UnsetType):
+            raise HttpError(422, "invalid_request", "give question or messages (a conversation)")
+        return conversation(self.messages, self.stop)
 
 
 class _Metrics:
@@ -128,8 +154,10 @@ def _not_found(session_id: str) -> HttpError:
     )
 
 
-def _same(stored: SessionRequested, question: str, params: SessionParams) -> bool:
-    return stored.question == question and msgspec.to_builtins(stored.params) == msgspec.to_builtins(params)
+def _same(stored: SessionRequested, conv: Conversation, params: SessionParams) -> bool:
+    return (stored.question, stored.messages, stored.stop) == (conv.question, conv.messages, conv.stop) and (
+        msgspec.to_builtins(stored.params) == msgspec.to_builtins(params)
+    )
 
 
 class Gateway:
@@ -162,8 +190,9 @@ class Gateway:
     async def create_session(self, request: web.Request) -> web.Response:
         """``POST /v1/sessions``: 202 with the session id (the same again for a repeated Idempotency-Key)."""
         body: _SessionBody = await read_json(request, _SessionBody)
+        conv = body.conversation()
         params = self._params(body.policy, body.params, "params")
-        session_id, replayed = await self._submit(request, body.question, params)
+        session_id, replayed = await self._submit(request, conv, params)
         resp = json_response({"session_id": session_id}, status=202)
         resp.headers["Location"] = f"/v1/sessions/{session_id}"
         if replayed:
@@ -202,7 +231,7 @@ class Gateway:
         params = self._params(chat.policy, {**chat.params, **body.trigreason.params}, "trigreason.params")
         idempotency_key(request)  # a bad key is a 400 before anything is published
         with self.streams.slot():
-            session_id, _replayed = await self._submit(request, chat.question, params)
+            session_id, _replayed = await self._submit(request, chat.conversation, params)
             deadline = time.monotonic() + self.settings.session_timeout_s
             if body.stream:
                 include_usage = body.stream_options is not None and body.stream_options.include_usage
@@ -268,9 +297,11 @@ class Gateway:
             return None
         return ev if isinstance(ev, SessionRequested) else None
 
-    async def _submit(self, request: web.Request, question: str, params: SessionParams) -> tuple[str, bool]:
+    async def _submit(
+        self, request: web.Request, conv: Conversation, params: SessionParams
+    ) -> tuple[str, bool]:
         """Publish the request; (session id, whether an earlier request with the same key made it)."""
-        if not _NOT_BLANK.search(question):
+        if not _NOT_BLANK.search(conv.question):
             raise HttpError(422, "invalid_request", "question is blank")
         key = idempotency_key(request)
         if key is None:
@@ -279,10 +310,15 @@ class Gateway:
             session_id = idempotent_session_id(bearer(request), key)
             stored = await self._stored_request(session_id)
             if stored is not None:
-                return session_id, self._check_same(stored, question, params)
+                return session_id, self._check_same(stored, conv, params)
         await self.bus.publish(
             SessionRequested(
-                session_id=session_id, question=question, params=params, requested_at=time.time()
+                session_id=session_id,
+                question=conv.question,
+                params=params,
+                requested_at=time.time(),
+                messages=conv.messages,
+                stop=conv.stop,
             ),
             msg_id=f"{session_id}.requested",
         )
@@ -291,17 +327,17 @@ class Gateway:
             # request that was kept.
             stored = await self._stored_request(session_id)
             if stored is not None:
-                self._check_same(stored, question, params)
+                self._check_same(stored, conv, params)
         self.metrics.sessions.labels(params.policy).inc()
         return session_id, False
 
     @staticmethod
-    def _check_same(stored: SessionRequested, question: str, params: SessionParams) -> bool:
-        if not _same(stored, question, params):
+    def _check_same(stored: SessionRequested, conv: Conversation, params: SessionParams) -> bool:
+        if not _same(stored, conv, params):
             raise HttpError(
                 409,
                 "idempotency_key_reused",
-                "this Idempotency-Key was used for a different request (question or parameters)",
+                "this Idempotency-Key was used for a different request (conversation or parameters)",
             )
         return True
 

@@ -9,15 +9,23 @@ What OpenAI clients get:
 * ``usage.prompt_tokens`` is the prompt the first backend call read (its ``timings.prompt_tokens``), and
   ``total_tokens`` is prompt plus completion. A stream with ``stream_options.include_usage`` ends with a
   chunk whose ``choices`` are empty and which carries ``usage``, as OpenAI's does.
-* ``finish_reason`` is ``stop`` (a final answer, end of sequence) or ``length`` (a budget or cap).
+* ``finish_reason`` is ``stop`` (a final answer, end of sequence, a stop sequence) or ``length`` (a budget
+  or cap). ``stop`` is honoured on the committed text: the session ends at the first stop sequence, and
+  the step that reached it is cut before it.
 * A failure before the stream starts is an HTTP error with a JSON error body; a failure in the stream is
-  a ``data: {"error": {...}}`` chunk, then ``data: [DONE]``.
+  a ``data: {"error": {...}}`` chunk, then ``data: [DONE]``. A session the backend refused
+  (``request_refused``) is a 422 to a blocking client, any other failure a 502.
 * ``model`` picks one of ``GET /v1/models``: a policy, or the gateway's profile; another is a 404
   ``model_not_found``. ``temperature``, ``top_p``, ``seed`` and ``max_tokens`` (or
   ``max_completion_tokens``) set the session's parameters of those names; ``trigreason.params`` and
   ``trigreason.policy`` win.
-* One question per request: ``messages`` is a single user message. A system message or earlier turns are
-  a 422 ``unsupported_messages`` (the chat template and its system prompt are the model family's).
+* ``messages`` is a conversation: system (or developer) messages, user and assistant turns, rendered
+  through each model's chat template; the session answers the last user turn, and earlier assistant turns
+  are context, not steps. ``content`` is a string or a list of text parts (joined by newlines); another
+  part type is a 422 ``unsupported_content``.
+* No member is silently ignored: each OpenAI member is honoured, refused with a 422 ``unsupported_field``
+  that names it, or accepted with no effect where that is its meaning here (docs/chat.md has the table);
+  a member OpenAI does not define is a 422 too.
 """
 
 from __future__ import annotations
@@ -32,6 +40,10 @@ import structlog
 from aiohttp import web
 
 from trigreason.proto import (
+    MAX_CONVERSATION_BYTES,
+    MAX_STOP_SEQUENCES,
+    ChatRole,
+    ChatTurn,
     PolicyName,
     SessionFailed,
     SessionFinished,
@@ -48,13 +60,18 @@ from ._openapi import MAX_QUESTION_CHARS, NOT_BLANK_PATTERN
 from ._settings import GatewaySettings
 
 __all__ = [
+    "REFUSED_CODES",
     "ChatBody",
+    "ChatMessage",
     "ChatRequest",
+    "Conversation",
     "chat_blocking",
     "chat_request",
     "chat_stream",
+    "conversation",
     "model_ids",
     "model_list",
+    "stop_sequences",
 ]
 
 log = structlog.get_logger("trigreason.gateway")
@@ -65,11 +82,33 @@ _BOX_MARKERS = ("\\boxed{", "\\fbox{")
 # OpenAI's request members that are session parameters of the same name (max_completion_tokens is
 # max_tokens' newer name).
 _OPENAI_PARAMS = ("temperature", "top_p", "seed", "max_tokens", "max_completion_tokens")
+# OpenAI's roles and the conversation's (developer is system's newer name).
+_ROLES: dict[str, ChatRole] = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "assistant": "assistant",
+}
+_MAX_STOP_CHARS = 256
+# Session failure codes that are the request's fault: a 422 to a blocking client, not a 502.
+REFUSED_CODES = frozenset({"request_refused"})
 
 
-class ChatMessage(msgspec.Struct, kw_only=True):
+class ContentPart(msgspec.Struct, kw_only=True):
+    """One part of a message's ``content``: only ``text`` parts are read (joined); any other type is a 422."""
+
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     role: str
-    content: Annotated[str, msgspec.Meta(max_length=MAX_QUESTION_CHARS)] | None = None
+    content: str | list[ContentPart] | None = None
+    name: str | None = None  # no effect: the templates have no speaker names
+    tool_calls: list[Any] | None = None
+    tool_call_id: str | None = None
+    function_call: Any = None
+    audio: Any = None
 
 
 class ChatExtension(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -77,16 +116,18 @@ class ChatExtension(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     params: dict[str, Any] = {}
 
 
-class StreamOptions(msgspec.Struct, kw_only=True):
+class StreamOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     include_usage: bool = False
+    include_obfuscation: bool | None = None  # no effect: chunks carry no obfuscation padding
 
 
-class ChatBody(msgspec.Struct, kw_only=True):
-    """OpenAI's request; members it has that TrigReason does not use are accepted and ignored."""
+class ChatBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """OpenAI's request, member by member (docs/chat.md has the table): each is honoured, refused with a
+    422 that names it, or accepted with no effect where that is what it means here; any other is a 422."""
 
     messages: Annotated[list[ChatMessage], msgspec.Meta(min_length=1)]
     model: str | None = None
-    stream: bool = False
+    stream: bool | None = False
     stream_options: StreamOptions | None = None
     n: Any = None
     # Checked as the SessionParams of the same name (a JSON number 3.0 is the integer 3).
@@ -95,17 +136,57 @@ class ChatBody(msgspec.Struct, kw_only=True):
     seed: Any = None
     max_tokens: Any = None
     max_completion_tokens: Any = None
+    stop: str | list[str] | None = None
+    # Refused unless at the value that does nothing.
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    logit_bias: dict[str, Any] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    response_format: dict[str, Any] | None = None
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    functions: list[Any] | None = None
+    function_call: Any = None
+    audio: Any = None
+    modalities: list[str] | None = None
+    prediction: Any = None
+    reasoning_effort: str | None = None
+    verbosity: str | None = None
+    web_search_options: Any = None
+    # Accepted, no effect (docs/chat.md says why).
+    parallel_tool_calls: bool | None = None
+    user: str | None = None
+    metadata: dict[str, Any] | None = None
+    store: bool | None = None
+    service_tier: str | None = None
+    prompt_cache_key: str | None = None
+    safety_identifier: str | None = None
     trigreason: ChatExtension = msgspec.field(default_factory=ChatExtension)
 
 
 @dataclass(frozen=True, slots=True)
-class ChatRequest:
+class Conversation:
+    """What a session answers: the question (the last user turn), the whole conversation (empty for a lone
+    question), the stop sequences."""
+
     question: str
+    messages: tuple[ChatTurn, ...] = ()
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    conversation: Conversation
     model: str  # the model id the answer names
     policy: PolicyName | None  # None: the profile's (or the default) policy
     params: dict[str, Any]  # the session parameters OpenAI's members set
     # Each of those members as given, to be checked alone: (member, parameter, value).
     given: tuple[tuple[str, str, Any], ...] = ()
+
+    @property
+    def question(self) -> str:
+        return self.conversation.question
 
 
 def model_ids(settings: GatewaySettings) -> tuple[str, ...]:
@@ -123,9 +204,136 @@ def model_list(settings: GatewaySettings) -> dict[str, Any]:
     }
 
 
+def _refuse(field: str, why: str) -> HttpError:
+    return HttpError(422, "unsupported_field", f"{field}: {why}")
+
+
+def _text(message: ChatMessage, where: str) -> str:
+    """A message's text: its string, or its text parts joined by a newline; any other part is a 422."""
+    content = message.content
+    if content is None:
+        raise HttpError(422, "invalid_request", f"{where}.content: missing (every turn needs its text)")
+    if isinstance(content, str):
+        return content
+    if not content:
+        raise HttpError(422, "invalid_request", f"{where}.content: an empty list of parts")
+    texts = []
+    for j, part in enumerate(content):
+        if part.type != "text":
+            raise HttpError(
+                422,
+                "unsupported_content",
+                f"{where}.content[{j}]: content parts of type '{part.type}' are not supported; only 'text' "
+                "parts are (the models read text only)",
+            )
+        if part.text is None or not _NOT_BLANK.search(part.text):
+            raise HttpError(422, "invalid_request", f"{where}.content[{j}].text: missing or blank")
+        texts.append(part.text)
+    return "\n".join(texts)
+
+
+def conversation(
+    messages: list[ChatMessage], stop: str | list[str] | None, where: str = "messages"
+) -> Conversation:
+    """The conversation of OpenAI's ``messages``: system (or developer) messages, user and assistant turns;
+    the session answers the last user turn. 422 for roles, parts or members the models cannot read, and
+    for a conversation beyond the context limit (``context_too_long``)."""
+    turns: list[ChatTurn] = []
+    for i, m in enumerate(messages):
+        at = f"{where}[{i}]"
+        for member in ("tool_calls", "tool_call_id", "function_call", "audio"):
+            if getattr(m, member) is not None:
+                raise _refuse(
+                    f"{at}.{member}", "tool calls and audio are not supported (TrigReason writes text)"
+                )
+        if m.role not in _ROLES:
+            raise HttpError(
+                422,
+                "unsupported_messages",
+                f"{at}.role: '{m.role}' is not supported; messages are system (or developer), user and "
+                "assistant turns (tools are not supported)",
+            )
+        text = _text(m, at)
+        if not _NOT_BLANK.search(text):
+            raise HttpError(422, "invalid_request", f"{at}.content: blank")
+        if len(text) > MAX_QUESTION_CHARS:
+            raise HttpError(
+                422,
+                "context_too_long",
+                f"{at}.content: {len(text)} characters; a turn has at most {MAX_QUESTION_CHARS}",
+            )
+        turns.append(ChatTurn(role=_ROLES[m.role], content=text))
+    users = [t for t in turns if t.role == "user"]
+    if not users:
+        raise HttpError(
+            422,
+            "unsupported_messages",
+            f"{where}: no user turn; the session answers the conversation's last user message",
+        )
+    size = sum(len(t.content.encode()) for t in turns)
+    if size > MAX_CONVERSATION_BYTES:
+        raise HttpError(
+            422,
+            "context_too_long",
+            f"{where}: the conversation is {size} bytes of text; at most {MAX_CONVERSATION_BYTES} fit the "
+            "context",
+        )
+    # A lone user message is a question, as POST /v1/sessions' question is.
+    context = tuple(turns) if len(turns) > 1 else ()
+    return Conversation(question=users[-1].content, messages=context, stop=stop_sequences(stop))
+
+
+def stop_sequences(stop: str | list[str] | None) -> tuple[str, ...]:
+    """OpenAI's ``stop``: one string or up to four, none empty."""
+    seqs = (stop,) if isinstance(stop, str) else tuple(stop or ())
+    if len(seqs) > MAX_STOP_SEQUENCES:
+        raise _refuse("stop", f"at most {MAX_STOP_SEQUENCES} stop sequences; got {len(seqs)}")
+    for s in seqs:
+        if not s or len(s) > _MAX_STOP_CHARS:
+            raise HttpError(
+                422, "invalid_request", f"stop: each stop sequence has 1 to {_MAX_STOP_CHARS} characters"
+            )
+    return seqs
+
+
+def _check_unsupported(body: ChatBody) -> None:
+    """422 naming the first OpenAI member that asks for something TrigReason does not do."""
+    if body.n is not None and (isinstance(body.n, bool) or body.n != 1):
+        raise _refuse("n", "only one choice (n = 1) is supported")
+    if body.tools and body.tool_choice != "none":
+        raise _refuse("tools", "tool calling is not supported (send no tools, or tool_choice 'none')")
+    if body.tool_choice not in (None, "none"):
+        raise _refuse("tool_choice", "only 'none' is supported (tool calling is not)")
+    if body.functions:
+        raise _refuse("functions", "function calling is not supported")
+    if body.function_call not in (None, "none"):
+        raise _refuse("function_call", "only 'none' is supported (function calling is not)")
+    if body.response_format is not None and body.response_format != {"type": "text"}:
+        kind = body.response_format.get("type")
+        raise _refuse("response_format", f"only {{'type': 'text'}} is supported, not type {kind!r}")
+    if body.logprobs:
+        raise _refuse("logprobs", "log-probabilities are not returned (steps come from two models)")
+    if body.top_logprobs:
+        raise _refuse("top_logprobs", "log-probabilities are not returned")
+    if body.audio is not None:
+        raise _refuse("audio", "audio output is not supported")
+    if body.modalities is not None and set(body.modalities) - {"text"}:
+        raise _refuse("modalities", "only ['text'] is supported")
+    if body.prediction is not None:
+        raise _refuse("prediction", "predicted outputs are not supported")
+    for name in ("frequency_penalty", "presence_penalty"):
+        if getattr(body, name):
+            raise _refuse(name, "penalties are not supported (only 0)")
+    if body.logit_bias:
+        raise _refuse("logit_bias", "logit bias is not supported")
+    for name in ("reasoning_effort", "verbosity", "web_search_options"):
+        if getattr(body, name) is not None:
+            raise _refuse(name, "not supported (the policy and its parameters set how a session reasons)")
+
+
 def chat_request(body: ChatBody, settings: GatewaySettings) -> ChatRequest:
-    """What a chat request asks for: 404 for a model the gateway does not serve, 422 for messages other than
-    one user message with a question, or for n other than 1."""
+    """What a chat request asks for: 404 for a model the gateway does not serve, 422 for a member it
+    cannot honour (naming it) or a conversation that does not end with a user turn."""
     if body.model is not None and body.model not in model_ids(settings):
         raise HttpError(
             404,
@@ -133,21 +341,8 @@ def chat_request(body: ChatBody, settings: GatewaySettings) -> ChatRequest:
             f"The model '{body.model}' does not exist on this gateway; it serves "
             f"{', '.join(model_ids(settings))} (GET /v1/models)",
         )
-    roles = [m.role for m in body.messages]
-    if roles != ["user"]:
-        raise HttpError(
-            422,
-            "unsupported_messages",
-            f"messages: exactly one message, with role 'user' (the question), is supported; got roles "
-            f"[{', '.join(roles)}]. System messages and earlier turns are not: TrigReason answers one "
-            "question, rendered through the model family's chat template with that family's system prompt "
-            "(trigreason.params.srm_prompt / lrm_prompt). Send the question alone.",
-        )
-    question = body.messages[0].content
-    if question is None or not _NOT_BLANK.search(question):
-        raise HttpError(422, "invalid_request", "messages[0].content: the question is missing or blank")
-    if body.n is not None and (isinstance(body.n, bool) or body.n != 1):
-        raise HttpError(422, "invalid_request", "n: only one choice (n = 1) is supported")
+    _check_unsupported(body)
+    conv = conversation(body.messages, body.stop)
     policy: PolicyName | None = None
     if body.model in POLICIES:
         policy = body.model  # type: ignore[assignment]
@@ -159,7 +354,7 @@ def chat_request(body: ChatBody, settings: GatewaySettings) -> ChatRequest:
     )
     params = {param: value for _name, param, value in given}  # max_completion_tokens over max_tokens
     model = body.model or settings.profile or policy or settings.default_params.get("policy", POLICIES[0])
-    return ChatRequest(question=question, model=model, policy=policy, params=params, given=given)
+    return ChatRequest(conversation=conv, model=model, policy=policy, params=params, given=given)
 
 
 class _Usage:
@@ -232,6 +427,8 @@ async def chat_blocking(
             return json_response({}, status=499)  # nobody reads it
     if not isinstance(end, SessionFinished):
         message = end.message if end is not None else "no result"
+        if end is not None and end.code in REFUSED_CODES:  # the backend refused what the request asked
+            raise HttpError(422, end.code, f"session {session_id}: {message}")
         raise HttpError(502, "session_failed", f"session {session_id}: {message}")
     steps = seen_usage.steps
     return json_response(
@@ -352,4 +549,4 @@ def answer_text(answer: str | None, steps: list[str]) -> str:
 
 
 def _finish_reason(end: SessionFinished) -> str:
-    return "stop" if end.reason in ("final_answer", "eos") else "length"
+    return "stop" if end.reason in ("final_answer", "eos", "stop") else "length"

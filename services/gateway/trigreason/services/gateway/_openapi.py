@@ -9,7 +9,7 @@ from typing import Any, get_args
 
 import msgspec
 
-from trigreason.proto import MAX_QUESTION_CHARS, Message, PolicyName, SessionParams
+from trigreason.proto import MAX_QUESTION_CHARS, MAX_STOP_SEQUENCES, Message, PolicyName, SessionParams
 
 __all__ = [
     "IDEMPOTENCY_KEY_PATTERN",
@@ -78,10 +78,70 @@ def openapi_document(*, auth: bool = False, models: tuple[str, ...] = get_args(P
         "maxLength": MAX_QUESTION_CHARS,
         "pattern": NOT_BLANK_PATTERN,
     }
+    components["ChatMessage"] = {
+        "type": "object",
+        "description": "A turn: system (or developer) messages, user and assistant turns; the "
+        "session answers the last user turn, earlier assistant turns are context. content: a string or "
+        "text parts (joined by newlines, at most the question's length in all: beyond it a 422; another "
+        "part type is a 422 unsupported_content). name: accepted, no effect. Tool calls and audio are "
+        "refused.",
+        "required": ["role", "content"],
+        "additionalProperties": False,
+        "properties": {
+            "role": {"enum": ["system", "developer", "user", "assistant"]},
+            "content": {
+                "anyOf": [
+                    question,
+                    {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {
+                            "type": "object",
+                            "required": ["type", "text"],
+                            "properties": {
+                                "type": {"const": "text"},
+                                "text": question,
+                            },
+                        },
+                    },
+                ]
+            },
+            "name": {"type": ["string", "null"]},
+            "tool_calls": {"type": "null"},
+            "tool_call_id": {"type": "null"},
+            "function_call": {"type": "null"},
+            "audio": {"type": "null"},
+        },
+    }
+    messages = {
+        "type": "array",
+        "minItems": 1,
+        "items": _ref("ChatMessage"),
+        "contains": {"type": "object", "properties": {"role": {"const": "user"}}},
+        "description": "the conversation; it has a user turn, and the last one is the question",
+    }
+    stop_seq = {"type": "string", "minLength": 1, "maxLength": 256}
+    stop = {
+        "anyOf": [
+            stop_seq,
+            {"type": "array", "maxItems": MAX_STOP_SEQUENCES, "items": stop_seq},
+            {"type": "null"},
+        ],
+        "description": "the session ends at the first stop sequence in its committed text (cut before it), "
+        "finish_reason stop",
+    }
     components["SessionRequest"] = {
         "type": "object",
-        "required": ["question"],
-        "properties": {"question": question, "policy": policy, "params": _ref("RequestParams")},
+        "description": "question, or in its place messages: a conversation whose last user turn is the "
+        "question",
+        "oneOf": [{"required": ["question"]}, {"required": ["messages"]}],
+        "properties": {
+            "question": question,
+            "messages": messages,
+            "stop": stop,
+            "policy": policy,
+            "params": _ref("RequestParams"),
+        },
         "additionalProperties": False,
     }
     components["SessionAccepted"] = {
@@ -97,6 +157,19 @@ def openapi_document(*, auth: bool = False, models: tuple[str, ...] = get_args(P
             "session_id": {"type": "string"},
             "status": {"enum": ["queued", "running", "finished", "failed"]},
             "question": {"type": "string"},
+            "conversation": {
+                "type": "array",
+                "description": "the conversation apart from the steps: system messages and earlier turns "
+                "(context), the question last",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "role": {"enum": ["system", "user", "assistant"]},
+                        "content": {"type": "string"},
+                    },
+                    "required": ["role", "content"],
+                },
+            },
             "policy": {"type": "string"},
             "answer": {"type": ["string", "null"]},
             "end_reason": {"type": ["string", "null"]},
@@ -135,44 +208,34 @@ def openapi_document(*, auth: bool = False, models: tuple[str, ...] = get_args(P
             "total_tokens": {"type": "integer"},
         },
     }
+    null: dict[str, Any] = {"type": "null"}
     components["ChatRequest"] = {
         "type": "object",
-        "description": "OpenAI's chat completion request, for one question: messages is a single user "
-        "message (a system message or earlier turns are a 422 unsupported_messages: the chat template and "
-        "its system prompt are the model family's). model is one of GET /v1/models (another is a 404 "
-        "model_not_found): a policy, or the gateway's profile. temperature, top_p, seed and max_tokens "
-        "(or max_completion_tokens) set the session parameters of those names, trigreason.params over them. "
-        "Other OpenAI members are accepted and ignored.",
+        "description": "OpenAI's chat completion request. Every member is honoured, refused unless at the "
+        "value that does nothing (a 422 unsupported_field naming it), or accepted with no effect (user, "
+        "metadata, store, service_tier, parallel_tool_calls, prompt_cache_key, safety_identifier, "
+        "stream_options.include_obfuscation, messages[].name); any other member is a 422. model is one of "
+        "GET /v1/models (another is a 404 model_not_found): a policy, or the gateway's profile. temperature, "
+        "top_p, seed and max_tokens (or max_completion_tokens) set the session parameters of those names, "
+        "trigreason.params over them. docs/chat.md has the table.",
         "required": ["messages"],
+        "additionalProperties": False,
         "properties": {
-            "messages": {
-                "type": "array",
-                "minItems": 1,
-                "maxItems": 1,
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "role": {"const": "user"},
-                        "content": {
-                            "type": "string",
-                            "minLength": 1,
-                            "maxLength": MAX_QUESTION_CHARS,
-                            "pattern": NOT_BLANK_PATTERN,
-                        },
-                    },
-                    "required": ["role", "content"],
-                },
-            },
+            "messages": messages,
             "model": {
                 "anyOf": [{"enum": list(models)}, {"type": "null"}],
                 "description": "one of GET /v1/models; absent or null: the profile (or the default policy)",
             },
-            "stream": {"type": "boolean"},
+            "stream": {"type": ["boolean", "null"]},
             "stream_options": nullable(
                 {
                     "type": "object",
                     "description": "include_usage: a last chunk with empty choices carries the usage",
-                    "properties": {"include_usage": {"type": "boolean"}},
+                    "properties": {
+                        "include_usage": {"type": "boolean"},
+                        "include_obfuscation": {"type": ["boolean", "null"]},
+                    },
+                    "additionalProperties": False,
                 }
             ),
             "n": nullable({"const": 1}),
@@ -181,6 +244,37 @@ def openapi_document(*, auth: bool = False, models: tuple[str, ...] = get_args(P
             "seed": nullable(param["seed"]),
             "max_tokens": nullable(param["max_tokens"]),
             "max_completion_tokens": nullable(param["max_tokens"]),
+            "stop": stop,
+            "frequency_penalty": nullable({"const": 0}),
+            "presence_penalty": nullable({"const": 0}),
+            "logit_bias": nullable({"type": "object", "maxProperties": 0}),
+            "logprobs": {"enum": [False, None]},
+            "top_logprobs": nullable({"const": 0}),
+            "response_format": nullable(
+                {
+                    "type": "object",
+                    "required": ["type"],
+                    "properties": {"type": {"const": "text"}},
+                    "additionalProperties": False,
+                }
+            ),
+            "tools": nullable({"type": "array", "maxItems": 0}),
+            "tool_choice": {"enum": ["none", None]},
+            "functions": nullable({"type": "array", "maxItems": 0}),
+            "function_call": {"enum": ["none", None]},
+            "audio": null,
+            "modalities": nullable({"type": "array", "items": {"const": "text"}}),
+            "prediction": null,
+            "reasoning_effort": null,
+            "verbosity": null,
+            "web_search_options": null,
+            "parallel_tool_calls": {"type": ["boolean", "null"]},
+            "user": {"type": ["string", "null"]},
+            "metadata": nullable({"type": "object"}),
+            "store": {"type": ["boolean", "null"]},
+            "service_tier": {"type": ["string", "null"]},
+            "prompt_cache_key": {"type": ["string", "null"]},
+            "safety_identifier": {"type": ["string", "null"]},
             "trigreason": {
                 "type": "object",
                 "description": "TrigReason's own parameters, over model and OpenAI's members",
@@ -379,11 +473,15 @@ def openapi_document(*, auth: bool = False, models: tuple[str, ...] = get_args(P
                         **post_errors,
                         "404": _error("model_not_found: not a model of GET /v1/models"),
                         "422": _error(
-                            "invalid request: a field, a parameter (unknown names too), a blank question, "
-                            "messages other than one user message (unsupported_messages), n other than 1"
+                            "invalid request: a field, a parameter (unknown names too), a blank turn, a "
+                            "conversation without a user turn or with other roles (unsupported_messages), a "
+                            "content part other than text (unsupported_content), a conversation beyond the "
+                            "context limit (context_too_long), a member asking for what "
+                            "TrigReason does not do (unsupported_field, naming it), a request the backend "
+                            "refused (request_refused)"
                         ),
                         "429": _error("too many open streams", _RETRY_AFTER),
-                        "502": _error("the session failed"),
+                        "502": _error("the session failed (other than request_refused)"),
                         "504": _error("the session did not end within TRIGREASON_SESSION_TIMEOUT_S"),
                     },
                 }

@@ -4,7 +4,8 @@ The gateway reads the session's event stream (``trig.evt.<session>.>``), never t
 state, so the orchestrator can change its snapshot freely. ``session_view`` folds the events, in stream
 order, into the JSON view: pure and synchronous.
 
-- the request gives the question, the policy and the parameters;
+- the request gives the question, the conversation it ends (system messages and earlier turns, context
+  apart from the steps), the policy and the parameters;
 - each committed step counts once (a redelivery outside JetStream's duplicate window can publish one twice:
   the first of an index is kept);
 - the first terminal event (finished or failed) ends the session: its answer, reason and statistics are the
@@ -22,6 +23,7 @@ from typing import Any
 import msgspec
 
 from trigreason.proto import (
+    ChatTurn,
     JudgeScored,
     Message,
     MessageDeadLettered,
@@ -100,6 +102,10 @@ class SessionProjection:
         out: dict[str, Any] = {"session_id": self.session_id, "status": self.status()}
         if self.request is not None:  # an expired request leaves the rest of the view
             out["question"] = self.request.question
+            # The conversation apart from the steps: earlier turns are context, the question its last user
+            # turn (a lone question is the conversation of one turn).
+            turns = self.request.messages or (ChatTurn(role="user", content=self.request.question),)
+            out["conversation"] = [{"role": t.role, "content": t.content} for t in turns]
             out["policy"] = self.request.params.policy
         out["answer"] = self.end.answer if isinstance(self.end, SessionFinished) else None
         if isinstance(self.end, SessionFinished):

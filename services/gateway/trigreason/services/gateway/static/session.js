@@ -166,6 +166,13 @@
         state.params = data.params || {};
         state.requestedAt = data.requested_at || 0;
         $("question").textContent = data.question;
+        // The conversation before the question: context the models read, apart from the steps.
+        (data.messages || []).forEach((t) => {
+          const li = TR.el("li", "turn " + t.role);
+          li.append(TR.el("span", "turn-role", t.role), TR.el("div", "turn-text", t.content));
+          $("conversation").append(li);
+        });
+        $("conversation").hidden = !(data.messages || []).length;
         $("policy").textContent = "policy " + state.params.policy;
         $("params").textContent = "· τ " + state.params.tau + " · ρ " + state.params.rho + " · k " + state.params.k + " · m " + state.params.m + " · priming " + state.params.priming_steps;
         setStatus("queued");
