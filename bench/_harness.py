@@ -16,12 +16,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
 import aiohttp
+import msgspec
 import numpy as np
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
@@ -29,7 +30,14 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from trigreason.proto import EVENT_STREAM, SessionParams, SessionRequested, encode, event_subject
+from trigreason.proto import (
+    EVENT_STREAM,
+    SessionParams,
+    SessionRequested,
+    TypedDecoder,
+    encode,
+    event_subject,
+)
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -204,15 +212,27 @@ async def simulator_calls(http: aiohttp.ClientSession, url: str) -> int:
 # -- sessions and events -----------------------------------------------------------------------------
 
 
+def session_params(**fields: Any) -> SessionParams:
+    """Request parameters through the gateway's own validation (``msgspec.convert`` of a request's
+    ``params`` object, every bound checked). A bare ``SessionParams(...)`` checks nothing: a value out of
+    bounds would only surface as a dead-lettered request and an empty measurement."""
+    return msgspec.convert(fields, SessionParams)
+
+
+_REQUEST_DECODER: TypedDecoder[SessionRequested] = TypedDecoder(SessionRequested)
+
+
 async def submit(js: JetStreamContext, session_id: str, question: str, params: SessionParams) -> None:
-    """What the gateway does: publish ``SessionRequested`` with its deterministic message id."""
+    """What the gateway does: publish ``SessionRequested`` with its deterministic message id. The
+    message is decoded first as the orchestrator will decode it, so a request it would dead-letter
+    fails the benchmark here, with the reason."""
     request = SessionRequested(
         session_id=session_id, question=question, params=params, requested_at=time.time()
     )
+    data = encode(request)
+    _REQUEST_DECODER.decode(data)
     await js.publish(
-        event_subject(session_id, "requested"),
-        encode(request),
-        headers={"Nats-Msg-Id": f"{session_id}.requested"},
+        event_subject(session_id, "requested"), data, headers={"Nats-Msg-Id": f"{session_id}.requested"}
     )
 
 
@@ -282,9 +302,12 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def write_results(name: str, doc: dict[str, Any]) -> Path:
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"{name}.json"
+def write_results(name: str, doc: dict[str, Any], *, quick: bool = False) -> Path:
+    """``bench/results/NAME.json``; a ``--quick`` run (a smoke test, not a measurement of record) writes
+    ``bench/results/quick/NAME.json`` instead, which git ignores."""
+    folder = RESULTS_DIR / "quick" if quick else RESULTS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
     full = {
         "benchmark": name,
         "command": "uv run --frozen python " + " ".join([f"bench/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
@@ -296,19 +319,53 @@ def write_results(name: str, doc: dict[str, Any]) -> Path:
     return path
 
 
+def empty_measurements(values: Mapping[str, object]) -> list[str]:
+    """The names whose value is missing, not a number, NaN, infinite, zero or negative: a measurement
+    that measured nothing. Every figure a benchmark reports is a count, a time, a rate or a ratio of them,
+    so a figure <= 0 means that nothing was measured."""
+    bad = []
+    for label, value in values.items():
+        measured = (
+            isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+            and value > 0
+        )
+        if not measured:
+            bad.append(label)
+    return bad
+
+
+def exit_if_empty(values: Mapping[str, object]) -> None:
+    """Exit with status 1, naming each empty measurement (``empty_measurements``), if there is one. A
+    missed *target* never gets here: targets are printed, not turned into an exit status."""
+    bad = empty_measurements(values)
+    if bad:
+        for label in bad:
+            console.print(f"[bold red]empty measurement: {label} = {values[label]!r}[/]")
+        console.print("[bold red]the benchmark measured nothing for the figures above: failing[/]")
+        raise SystemExit(1)
+
+
 def run_benchmark(
     name: str,
     measure: Callable[[argparse.Namespace], Coroutine[Any, Any, dict[str, Any]]],
     report: Callable[[dict[str, Any]], None],
     args: argparse.Namespace,
+    *,
+    measured: Callable[[dict[str, Any]], Mapping[str, object]],
 ) -> None:
-    """Measure, print the report, write ``bench/results/NAME.json`` with the run's duration."""
+    """Measure, print the report, write ``bench/results/NAME.json`` with the run's duration, then exit
+    with status 1 if any of the figures ``measured`` picks from the document is empty."""
     started = time.monotonic()
     doc = asyncio.run(measure(args))
     doc["duration_s"] = round(time.monotonic() - started, 1)
+    values = measured(doc)
+    doc["empty_measurements"] = empty_measurements(values)
     report(doc)
-    path = write_results(name, doc)
+    path = write_results(name, doc, quick=bool(getattr(args, "quick", False)))
     console.print(f"wrote {path} in {doc['duration_s']:.0f} s")
+    exit_if_empty(values)
 
 
 def _jsonable(value: object) -> object:

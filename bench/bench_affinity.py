@@ -40,6 +40,7 @@ from _harness import (
     percentiles,
     run_benchmark,
     service_env,
+    session_params,
     start_service,
     submit,
 )
@@ -47,7 +48,7 @@ from nats.aio.msg import Msg
 from rich.table import Table
 
 from trigreason.eval import load_problems
-from trigreason.proto import SessionParams, StepGenerated, TypedDecoder, event_filter
+from trigreason.proto import StepGenerated, TypedDecoder, event_filter
 from trigreason.services.runtime import BusSettings, ensure_topology
 from trigreason.stack import LocalNatsServer
 
@@ -97,7 +98,7 @@ async def run_mode(
 ) -> dict[str, Any]:
     """One run of every session with ``mode`` routing, on fresh replicas; with ``kill``, one SRM replica
     is killed a third of the way through."""
-    params = SessionParams(
+    params = session_params(
         policy="trigreason",
         temperature=0.0,
         max_tokens=args.max_tokens,
@@ -487,8 +488,17 @@ def main() -> None:
         path.write_text(json.dumps(doc, indent=2) + "\n")
         console.print(f"wrote {path}")
         return
-    # --quick writes its own file: short sessions are a smoke test, not the measurement of record.
-    run_benchmark(f"{NAME}-quick" if args.quick else NAME, measure, report, args)
+    # --quick writes its own file (bench/results/quick/): short sessions are a smoke test.
+    run_benchmark(NAME, measure, report, args, measured=measured)
+
+
+def measured(doc: dict[str, Any]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for mode, m in doc["modes"].items():
+        for key in ("steps", "prompt_tokens", "prefill_seconds", "session_wall_p50_s"):
+            out[f"{mode}: {key}"] = m[key]
+    out.update({f"ratio {k}": v for k, v in doc["ratios"].items()})
+    return out
 
 
 if __name__ == "__main__":

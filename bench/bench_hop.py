@@ -30,6 +30,7 @@ from _harness import (
     percentiles,
     run_benchmark,
     service_env,
+    session_params,
     start_service,
 )
 from nats.aio.msg import Msg
@@ -37,7 +38,6 @@ from rich.table import Table
 
 from trigreason.proto import (
     GeneratedStep,
-    SessionParams,
     StepGenerated,
     TriggerContext,
     encode,
@@ -64,7 +64,7 @@ def step(i: int, tag: str) -> StepGenerated:
             token_texts=tuple("t" for _ in range(tokens)),
             token_logprobs=tuple(-0.01 * (k % 7) for k in range(tokens)),
         ),
-        context=TriggerContext(params=SessionParams(priming_steps=0)),
+        context=TriggerContext(params=session_params(priming_steps=0)),
     )
 
 
@@ -166,7 +166,17 @@ def main() -> None:
     parser.add_argument("--gaps-ms", default="0,5,20,50", help="idle gaps between messages (0,5,20,50)")
     args = parser.parse_args()
     args.messages = args.messages or (60 if args.quick else 200)
-    run_benchmark(f"{NAME}-tracing-sdk" if args.tracing_sdk else NAME, measure, report, args)
+    run_benchmark(
+        f"{NAME}-tracing-sdk" if args.tracing_sdk else NAME, measure, report, args, measured=measured
+    )
+
+
+def measured(doc: dict[str, Any]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for label, cfg in doc["configs"].items():
+        out[f"{label}: hops"] = cfg["hop_ms"]["n"]
+        out[f"{label}: hop p50"] = cfg["hop_ms"]["p50"]
+    return out
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ from _harness import (
     percentiles,
     run_benchmark,
     service_env,
+    session_params,
     start_service,
     start_simulators,
     submit,
@@ -222,7 +223,7 @@ def question(seed: int) -> str:
 def params(seed: int) -> SessionParams:
     # Two LRM priming steps, then the SRM with the default offload and intervention triggers: every
     # path of the cluster (SRM step -> verdict, LRM step, replace) is taken.
-    return SessionParams(policy="trigreason", priming_steps=2, seed=seed, max_steps=64)
+    return session_params(policy="trigreason", priming_steps=2, seed=seed, max_steps=64)
 
 
 async def run_cluster_round(
@@ -482,7 +483,17 @@ def main() -> None:
     args = parser.parse_args()
     args.sessions = args.sessions or (8 if args.quick else 16)
     args.rounds = args.rounds or (1 if args.quick else 3)
-    run_benchmark(NAME, measure, report, args)
+    run_benchmark(NAME, measure, report, args, measured=measured)
+
+
+def measured(doc: dict[str, Any]) -> dict[str, object]:
+    c = doc["modes"]["cluster"]
+    return {
+        "paired sessions": doc["paired_sessions"],
+        "cluster commands": c["commands"],
+        "cluster overhead per command p50": c["overhead_per_command_ms"]["p50"],
+        "wall ratio": doc["wall_ratio"],
+    }
 
 
 if __name__ == "__main__":

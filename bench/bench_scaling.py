@@ -37,6 +37,7 @@ from _harness import (
     met,
     run_benchmark,
     service_env,
+    session_params,
     simulator_calls,
     start_service,
     start_simulators,
@@ -45,11 +46,12 @@ from _harness import (
 from nats.aio.msg import Msg
 from rich.table import Table
 
-from trigreason.proto import SessionParams, event_filter
+from trigreason.proto import event_filter
 from trigreason.services.runtime import BusSettings, ensure_topology
 from trigreason.stack import LocalNatsServer
 
 NAME = "scaling"
+MAX_TOKENS = 65_536  # SessionParams' bound on max_tokens
 STEP_MS = 50.0
 TARGET_RATIO_AT_4 = 3.6
 SIM = {
@@ -88,7 +90,9 @@ async def run_level(
                 js = nc.jetstream()
                 await ensure_topology(js, BusSettings(nats_url=server.url))
                 await nc.subscribe(event_filter("committed"), cb=on_committed)
-                params = SessionParams(policy="srm-only", max_steps=100_000, max_tokens=1_000_000)
+                # The largest budget a request may ask for: far more than a level commits (about 20
+                # steps of 10 tokens per session), so no session ends inside the window.
+                params = session_params(policy="srm-only", max_steps=100_000, max_tokens=MAX_TOKENS)
                 async with aiohttp.ClientSession() as http:
                     started = time.perf_counter()
                     await asyncio.gather(
@@ -164,6 +168,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             "warmup_s": args.warmup,
             "window_s": args.window,
             "rounds": args.rounds,
+            "replicas": list(args.replicas),
             "services": "fresh nats-server (file storage), orchestrator and trigger-evaluator "
             "(1 process each), N srm-worker processes, one single-slot simulator server per worker, "
             "per level",
@@ -223,7 +228,17 @@ def main() -> None:
     args.warmup = args.warmup if args.warmup is not None else (2.0 if args.quick else 3.0)
     args.window = args.window or (6.0 if args.quick else 10.0)
     args.rounds = args.rounds or (1 if args.quick else 2)
-    run_benchmark(NAME, measure, report, args)
+    run_benchmark(NAME, measure, report, args, measured=measured)
+
+
+def measured(doc: dict[str, Any]) -> dict[str, object]:
+    out: dict[str, object] = {
+        f"steps/s, round {run['round']}, {run['replicas']} replica(s)": run["steps_per_s"]
+        for run in doc["runs"]
+    }
+    if {1, 4} <= set(doc["settings"]["replicas"]):
+        out["ratio at 4 replicas"] = doc["targets"]["ratio_at_4"]["measured"]
+    return out
 
 
 if __name__ == "__main__":

@@ -6,9 +6,11 @@
 2. Prefix reuse: a session of ``--steps`` steps where each prompt is the previous prompt plus the previous
    step; the time of the last step against the first, with prefix reuse on and forced off.
 
-    uv run --frozen python bench/bench_tgi_cpu.py [--model tiny] [--rounds 5]
+    uv run --frozen python bench/bench_tgi_cpu.py [--quick] [--model tiny] [--rounds 7]
 
-Prints a table and writes bench/results/tgi_cpu.json.
+Prints a table and writes bench/results/tgi_cpu.json (``--quick``: one thread, 3 rounds of 64 tokens,
+sessions of 5 steps, bench/results/quick/tgi_cpu.json). Exits with status 1 if a figure is empty (zero,
+NaN).
 """
 
 from __future__ import annotations
@@ -23,12 +25,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _harness import empty_measurements
 from rich.console import Console
 from rich.table import Table
 
 from trigreason.services.tgi_cpu import LlamaEngine, SamplingParams, available_cpus, resolve_model_path
 
 RESULTS = Path(__file__).parent / "results" / "tgi_cpu.json"
+QUICK_RESULTS = Path(__file__).parent / "results" / "quick" / "tgi_cpu.json"
 PROMPT = (
     "<|im_start|>user\nWrite a long story about a robot who learns to paint.<|im_end|>\n"
     "<|im_start|>assistant\n"
@@ -158,17 +162,26 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--quick", action="store_true", help="1 thread, 3 rounds, 5-step sessions")
     parser.add_argument("--model", default="tiny", help="tiny, srm, lrm, a GGUF path or hf://REPO/FILE")
-    parser.add_argument("--threads", type=int, default=available_cpus())
+    parser.add_argument("--threads", type=int, default=None, help="threads (all CPUs; --quick 1)")
     parser.add_argument("--ctx", type=int, default=2048)
     parser.add_argument("--batch", type=int, default=512, help="prompt tokens per llama_decode (both sides)")
-    parser.add_argument("--tokens", type=int, default=128, help="new tokens per throughput run")
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--tokens", type=int, default=None, help="new tokens per throughput run (128)")
+    parser.add_argument("--rounds", type=int, default=None, help="throughput rounds (7)")
+    parser.add_argument("--steps", type=int, default=None, help="steps of the prefix-reuse session (10)")
     parser.add_argument("--step-tokens", type=int, default=32)
-    parser.add_argument("--session-rounds", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--session-rounds", type=int, default=None, help="prefix-reuse rounds (3)")
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    # One thread in --quick: on a shared, busy machine (CI) two llama.cpp threads wait on each other at
+    # every barrier and a run can take minutes; the ratio compares both sides at the same thread count.
+    args.threads = args.threads or (1 if args.quick else available_cpus())
+    args.tokens = args.tokens or (64 if args.quick else 128)
+    args.rounds = args.rounds or (3 if args.quick else 7)
+    args.steps = args.steps or (5 if args.quick else 10)
+    args.session_rounds = args.session_rounds or (2 if args.quick else 3)
+    args.out = args.out or (QUICK_RESULTS if args.quick else RESULTS)
 
     from llama_cpp import Llama
 
@@ -243,7 +256,18 @@ def main() -> int:
     }
     args.out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     console.print(f"wrote {args.out}")
-    return 0
+    values: dict[str, object] = {
+        "engine tok/s": tput["engine_tok_s_median"],
+        "plain tok/s": tput["plain_tok_s_median"],
+        "engine / plain": tput["ratio"],
+        "last step, reuse on": reuse["on"]["last_step_s"],
+        "last step, reuse off": reuse["off"]["last_step_s"],
+        "last step cached tokens, reuse on": reuse["on"]["last_step_cached_tokens"],
+    }
+    bad = empty_measurements(values)
+    for label in bad:
+        console.print(f"[bold red]empty measurement: {label} = {values[label]!r}[/]")
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":

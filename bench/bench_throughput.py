@@ -38,6 +38,7 @@ from _harness import (
     read_events,
     run_benchmark,
     service_env,
+    session_params,
     simulator_calls,
     start_service,
     start_simulators,
@@ -49,7 +50,6 @@ from rich.table import Table
 from trigreason.proto import (
     SessionFailed,
     SessionFinished,
-    SessionParams,
     StepCommitted,
     decode_message,
     event_filter,
@@ -95,7 +95,7 @@ async def run_level(
     tag: str | None = None,
 ) -> dict[str, Any]:
     tag = tag or level_tag(level)
-    params = SessionParams(policy="srm-only", max_steps=steps + 8, seed=0)
+    params = session_params(policy="srm-only", max_steps=steps + 8, seed=0)
     calls_before = await simulator_calls(http, sim_url)
     cpu_before = procs.cpu_seconds()
     started = time.perf_counter()
@@ -324,7 +324,16 @@ def main() -> None:
     args.levels = [int(x) for x in args.levels.split(",") if x.strip()]
     args.steps = args.steps or (4 if args.quick else 9)
     args.timeout = args.timeout or (30.0 if args.quick else 60.0)
-    run_benchmark(NAME, measure, report, args)
+    run_benchmark(NAME, measure, report, args, measured=measured)
+
+
+def measured(doc: dict[str, Any]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for r in doc["levels"]:
+        out[f"steps/s at {r['sessions']} sessions"] = r["steps_per_s"]
+        out[f"steps committed at {r['sessions']} sessions"] = r["steps_committed"]
+        out[f"sessions finished at {r['sessions']} sessions"] = r["sessions_finished"]
+    return out
 
 
 if __name__ == "__main__":
