@@ -160,7 +160,7 @@ class TgiContract:
         finally:
             await backend.aclose()
         assert caught.value.retryable is False
-        assert caught.value.code == "backend_rejected"
+        assert caught.value.code == "request_refused"
         assert "422" in caught.value.message
 
     async def test_stream_matches_generate(self, contract_server: ContractServer) -> None:

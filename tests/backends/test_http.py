@@ -124,7 +124,7 @@ async def test_4xx_raises_at_once_not_retryable(status: int) -> None:
             await backend.aclose()
     assert len(seen) == 1
     assert caught.value.retryable is False
-    assert caught.value.code == "backend_rejected"
+    assert caught.value.code == "request_refused"
     assert "must have less than 4096 tokens" in caught.value.message
 
 

@@ -331,3 +331,15 @@ def test_the_profile_files_name_is_its_model_id(tmp_path: Path) -> None:
     settings = GatewaySettings.from_env({"TRIGREASON_PROFILE": str(path)})
     assert (settings.profile, settings.default_params) == ("tiny", {"policy": "srm-only"})
     assert GatewaySettings.from_env({}).profile == ""
+
+
+async def test_a_request_the_backend_refused_is_unprocessable_not_a_bad_gateway(idle: Served) -> None:
+    sid = idempotent_session_id(TOKEN, "refused")
+    message = "the inference server refused the request: `top_n_tokens` must be <= 20. Given: 40"
+    await idle.bus.publish(SessionFailed(session_id=sid, code="request_refused", message=message), msg_id=sid)
+    with pytest.raises(openai.UnprocessableEntityError) as info:
+        await idle.client.chat.completions.create(
+            model="specreason", messages=_question(), extra_headers={"Idempotency-Key": "refused"}
+        )
+    assert info.value.code == "request_refused"
+    assert "top_n_tokens" in info.value.message

@@ -72,13 +72,13 @@ def test_a_failed_judge_call_fails_the_session_it_judged() -> None:
     judge = evaluate(step_generated(cmd, step("We add."), BackendTimings(), at=6.0))
     assert isinstance(judge, JudgeStep)
     assert judge.command_id == judge_command_id(cmd.command_id)
-    failed = step_failed(judge, code="backend_rejected", message="top_n 20 > 5", at=7.0)
+    failed = step_failed(judge, code="request_refused", message="top_n 20 > 5", at=7.0)
     assert failed.role == "lrm"
     end_state, out = decide(state, failed)
     assert end_state.phase == "failed"
     (end,) = out
     assert isinstance(end, SessionFailed)
-    assert end.code == "backend_rejected"
+    assert end.code == "request_refused"
     assert "judge" in end.message
     with pytest.raises(StaleEvent):
         decide(end_state, failed)
@@ -197,7 +197,7 @@ class _RejectingJudge:
         headers: dict[str, str] | None = None,
         affinity_key: str | None = None,
     ) -> JudgeResult:
-        raise BackendError(f"top_n {top_n} > 5", code="backend_rejected")
+        raise BackendError(f"top_n {top_n} > 5", code="request_refused")
 
     async def aclose(self) -> None:
         return None
@@ -216,7 +216,7 @@ def test_runner_and_cluster_paths_agree_on_a_failed_judge() -> None:
     )
     assert result.failed
     assert result.error is not None
-    assert result.error.startswith("backend_rejected")
+    assert result.error.startswith("request_refused")
     assert "judge" in result.error
 
 

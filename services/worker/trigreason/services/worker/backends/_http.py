@@ -286,7 +286,11 @@ class HttpClient:
             raise _Retryable(
                 BackendError(message, code="backend_server_error", retryable=True), _retry_after(headers)
             )
-        raise BackendError(message, code="backend_rejected", retryable=False)
+        # The server's own 4xx: it refused what the request asked (a limit, a parameter); retrying cannot
+        # help, and the session fails with a code that says so (a 422 to a chat client, never a 502).
+        raise BackendError(
+            f"the inference server refused the request: {message}", code="request_refused", retryable=False
+        )
 
     def _delay(self, attempt: int, retry_after_s: float | None) -> float:
         if retry_after_s is not None:
