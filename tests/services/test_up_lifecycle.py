@@ -505,12 +505,15 @@ async def test_a_service_waiting_for_nats_stops_at_once() -> None:
 
 async def test_solve_still_solves_on_the_embedded_stack(quick_simulator: str) -> None:
     args = ["solve", "What is 2 + 2?", "--srm-url", quick_simulator, "--lrm-url", quick_simulator, "--json"]
-    with command(args) as solve:
+    with command([*args, "--expect", "4"]) as solve:
         assert await asyncio.to_thread(solve.leader.wait, 60) == 0, solve.stderr()[-3000:]
         assert solve.leader.stdout is not None
         doc = json.loads(solve.leader.stdout.read())
         assert doc["end_reason"] != "failed", doc
         assert doc["steps"], doc
+        # graded against the reference as eval grades it (the simulator's answer is no 4)
+        assert doc["expected"] == "4"
+        assert doc["correct"] is (doc["answer"] is not None and doc["answer"].strip() == "4")
         assert not session_members(solve.leader.pid)
 
 

@@ -9,7 +9,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from trigreason.cli import app, session_params
+from trigreason.cli import app, graded, session_params
 
 
 def _probe() -> typer.Typer:
@@ -59,3 +59,11 @@ def test_an_out_of_range_top_p_is_a_usage_error(bad: str) -> None:
     result = CliRunner().invoke(app, ["solve", "What is 2 + 2?", "--top-p", bad])
     assert result.exit_code == 2
     assert "top_p" in result.output
+
+
+def test_solve_grades_against_the_reference_as_eval_grades() -> None:
+    assert graded("540", "540") == {"expected": "540", "correct": True}
+    assert graded("180", "540")["correct"] is False
+    assert graded("1,000", "1000")["correct"] is True  # numbers as numbers
+    assert graded("\\frac{1}{2}", "0.5")["correct"] is True
+    assert graded(None, "540")["correct"] is False

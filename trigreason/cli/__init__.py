@@ -2,5 +2,6 @@
 
 from ._app import app, main
 from ._params import session_params
+from ._solve import graded
 
-__all__ = ["app", "main", "session_params"]
+__all__ = ["app", "graded", "main", "session_params"]

@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from trigreason.eval import grade, numeric_value
 from trigreason.host import ServiceSettings
 from trigreason.profiles import load_profile
 from trigreason.proto import (
@@ -38,7 +39,7 @@ from ._app import app
 from ._params import session_params
 from ._shutdown import shutdown_tracing
 
-__all__: list[str] = []
+__all__ = ["graded"]
 
 _D = SessionParams()
 
@@ -90,6 +91,13 @@ async def _solve_on_bus(
     finally:
         await nc.close()
     raise TrigReasonError("event stream ended before the session did")  # pragma: no cover
+
+
+def graded(answer: str | None, expect: str) -> dict[str, Any]:
+    """``expected`` and ``correct``: the answer graded against the reference as eval grades it (numbers as
+    numbers, anything else with math-verify)."""
+    kind = "numeric" if numeric_value(expect) is not None else "math"
+    return {"expected": expect, "correct": grade(answer, expect, kind=kind)}
 
 
 def _document(
@@ -183,6 +191,10 @@ def solve(
     profile: Annotated[
         str | None, typer.Option(help="parameters from a profile (name or path; see trigreason calibrate)")
     ] = None,
+    expect: Annotated[
+        str | None,
+        typer.Option(help="the reference answer: graded as `trigreason eval` grades, shown right or wrong"),
+    ] = None,
 ) -> None:
     """Solve one question; with nothing configured, on the embedded stack (local NATS, CPU models)."""
     if policy not in get_args(PolicyName):
@@ -228,12 +240,21 @@ def solve(
     finally:
         shutdown_tracing(provider)
     doc = _document(session_id, steps, end)
+    if expect is not None:
+        doc.update(graded(doc["answer"], expect))
     if as_json:
         sys.stdout.write(msgspec.json.encode(doc).decode() + "\n")
     else:
         assert show is not None
         st = doc["stats"]
-        show.print(f"[bold]answer:[/] {escape(str(doc['answer']))}  ({doc['end_reason']})")
+        verdict = ""
+        if expect is not None:
+            verdict = (
+                "  [bold green]right[/]"
+                if doc["correct"]
+                else f"  [bold red]wrong[/] (expected {escape(expect)})"
+            )
+        show.print(f"[bold]answer:[/] {escape(str(doc['answer']))}{verdict}  ({doc['end_reason']})")
         show.print(
             f"SRM tokens {st['srm_tokens']}, LRM tokens {st['lrm_tokens']}, SRM token ratio "
             f"{st['srm_token_ratio']:.2f}, wasted SRM tokens {st['srm_wasted_tokens']}, "
