@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -41,3 +42,47 @@ def alerts() -> list[dict[str, Any]]:
 
 def recordings() -> list[dict[str, Any]]:
     return [rule for group in rule_groups() for rule in group["rules"] if "record" in rule]
+
+
+def dashboards() -> dict[str, dict[str, Any]]:
+    """Every dashboard of the chart, by file name."""
+    return {p.name: json.loads(p.read_text()) for p in sorted(DASHBOARDS.glob("*.json"))}
+
+
+def panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    """The dashboard's panels, those inside rows included (rows themselves are not)."""
+    out: list[dict[str, Any]] = []
+    for panel in dashboard["panels"]:
+        if panel["type"] == "row":
+            out += panel.get("panels", [])
+        else:
+            out.append(panel)
+    return out
+
+
+def panel_queries() -> list[tuple[str, str, str]]:
+    """(dashboard title, panel title, PromQL) of every query of every panel."""
+    return [
+        (board["title"], panel["title"], target["expr"])
+        for board in dashboards().values()
+        for panel in panels(board)
+        for target in panel.get("targets", [])
+    ]
+
+
+# Grafana's variables and its interval macros as Prometheus needs them in a direct query: every site and
+# namespace, and a rate window that covers several 1 s scrapes.
+_MACROS = {
+    "${datasource}": "",
+    "$__rate_interval": "1m",
+    "$__interval": "15s",
+    "$__range": "5m",
+    "$namespace": ".*",
+    "$site": ".*",
+}
+
+
+def expand(expr: str) -> str:
+    for macro, value in _MACROS.items():
+        expr = expr.replace(macro, value)
+    return expr
