@@ -81,9 +81,20 @@ def _strict(schema: Any) -> Any:
 KEDA_STRICT = _strict(KEDA_SCHEMA)
 
 
+# The Prometheus operator's CRDs (PrometheusRule, ServiceMonitor, PodMonitor), strict as KEDA's.
+MONITORING_STRICT = {
+    kind: _strict(
+        json.loads((Path(__file__).parent / "schemas" / f"monitoring-{kind.lower()}-v1.json").read_text())
+    )
+    for kind in ("PrometheusRule", "ServiceMonitor", "PodMonitor")
+}
+
+
 def validate(doc: Manifest) -> None:
     if doc["apiVersion"] == "keda.sh/v1alpha1":
         jsonschema.validate(doc, KEDA_STRICT)
+    elif doc["apiVersion"] == "monitoring.coreos.com/v1":
+        jsonschema.validate(doc, MONITORING_STRICT[doc["kind"]])
     else:
         kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
 
