@@ -195,3 +195,16 @@ def test_cli_registers_backend_sim() -> None:
     assert "--time-per-token-ms" in result.output
     bad = CliRunner().invoke(app, ["serve", "backend-sim", "--step-tokens", "uniform:9..3"])
     assert bad.exit_code == 2
+
+
+async def test_forced_tokens_are_refused_not_ignored() -> None:
+    # A simulator draws its tokens from a distribution and has no vocabulary to force: tgi-cpu only.
+    body = {"inputs": "q", "parameters": {"max_new_tokens": 4, "forced_tokens": [1, 2]}}
+    async with (
+        serve_sim() as url,
+        aiohttp.ClientSession() as http,
+        http.post(f"{url}/generate", json=body) as resp,
+    ):
+        status, out = resp.status, await resp.json()
+    assert status == 422
+    assert "`forced_tokens` is not supported" in out["error"]

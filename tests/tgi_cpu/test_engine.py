@@ -235,3 +235,43 @@ def test_cancel_before_start_evaluates_nothing(engine: LlamaEngine) -> None:
         engine.generate(STORY, SamplingParams(max_new_tokens=5), cancel=cancel, on_token=seen.append)
     assert seen == []
     assert engine.cached_tokens == 0
+
+
+def test_forced_tokens_replay_a_generation_exactly_whatever_the_cache_holds(engine: LlamaEngine) -> None:
+    # A sampled generation, so the forced tokens are not what greedy decoding would choose.
+    engine.reset_cache()
+    sampled = engine.generate(STORY, SamplingParams(max_new_tokens=20, temperature=1.8, seed=11))
+    greedy = engine.generate(STORY, SamplingParams(max_new_tokens=20, temperature=0.0))
+    ids = tuple(t.id for t in sampled.tokens)
+    assert ids != tuple(t.id for t in greedy.tokens)
+    engine.generate(MATH, SamplingParams(max_new_tokens=8))  # another prompt in the cache as well
+    replay = engine.generate(STORY, SamplingParams(max_new_tokens=20, temperature=0.0, forced_tokens=ids))
+    assert replay.cached_tokens > 0  # read from the cache this time, cold the first time
+    assert tuple(t.id for t in replay.tokens) == ids
+    assert replay.text == sampled.text
+    assert replay.finish_reason == sampled.finish_reason
+    # The logprobs are computed again, from the same logits: the model's own, as when sampling.
+    np.testing.assert_allclose(
+        [t.logprob for t in replay.tokens], [t.logprob for t in sampled.tokens], rtol=0, atol=1e-5
+    )
+
+
+def test_forced_tokens_are_a_prefix_then_generation_goes_on(engine: LlamaEngine) -> None:
+    greedy = engine.generate(STORY, SamplingParams(max_new_tokens=12, temperature=0.0))
+    forced = (engine.tokenize(" Once")[-1],)
+    out = engine.generate(STORY, SamplingParams(max_new_tokens=12, temperature=0.0, forced_tokens=forced))
+    assert out.tokens[0].id == forced[0]
+    assert len(out.tokens) == 12
+    # After the forced token the greedy continuation of the prompt plus that token.
+    rest = engine.generate(
+        engine.tokenize(STORY) + list(forced), SamplingParams(max_new_tokens=11, temperature=0.0)
+    )
+    assert [t.id for t in out.tokens[1:]] == [t.id for t in rest.tokens]
+    assert [t.id for t in out.tokens] != [t.id for t in greedy.tokens]
+
+
+def test_forced_tokens_are_checked(engine: LlamaEngine) -> None:
+    with pytest.raises(InputValidationError, match="forced_tokens"):
+        engine.generate(MATH, SamplingParams(max_new_tokens=4, forced_tokens=(engine.n_vocab,)))
+    with pytest.raises(InputValidationError, match="at most `max_new_tokens`"):
+        engine.generate(MATH, SamplingParams(max_new_tokens=2, forced_tokens=(1, 2, 3)))

@@ -151,6 +151,21 @@ async def test_next_step_reuses_the_prefix_and_matches_a_cold_server(tgi_server:
     assert cold["details"]["tokens"] == warm["details"]["tokens"]
 
 
+async def test_forced_tokens_replay_a_sampled_generation(tgi_server: ServerFactory) -> None:
+    sampled_params = {"max_new_tokens": 12, "details": True, "temperature": 1.8, "seed": 5}
+    async with tgi_server() as url, aiohttp.ClientSession() as s:
+        _, _, sampled = await post(s, url + "/generate", {"inputs": STORY, "parameters": sampled_params})
+        ids = [t["id"] for t in sampled["details"]["tokens"]]
+        forced = {"max_new_tokens": 12, "details": True, "temperature": 0, "forced_tokens": ids}
+        status, _, replay = await post(s, url + "/generate", {"inputs": STORY, "parameters": forced})
+        streamed = await sse(s, url + "/generate_stream", {"inputs": STORY, "parameters": forced})
+    assert status == 200, replay
+    assert [t["id"] for t in replay["details"]["tokens"]] == ids
+    assert replay["generated_text"] == sampled["generated_text"]
+    assert replay["details"]["finish_reason"] == sampled["details"]["finish_reason"]
+    assert [m["token"]["id"] for m in streamed] == ids
+
+
 @pytest.mark.parametrize(
     ("body", "status", "needle"),
     [
@@ -165,6 +180,12 @@ async def test_next_step_reuses_the_prefix_and_matches_a_cold_server(tgi_server:
         ({"inputs": "word " * (CTX + 50)}, 422, "must have less than"),
         ({"inputs": "hi", "parameters": {"max_new_tokens": CTX}}, 422, "must be <="),
         ({"inputs": "hi", "parameters": {"repetition_penalty": 1.2}}, 422, "not supported"),
+        ({"inputs": "hi", "parameters": {"forced_tokens": [-1]}}, 422, "forced_tokens"),
+        (
+            {"inputs": "hi", "parameters": {"forced_tokens": [1, 2, 3], "max_new_tokens": 2}},
+            422,
+            "forced_tokens",
+        ),
     ],
 )
 async def test_bad_requests_get_tgi_json_errors(

@@ -47,6 +47,12 @@ def test_defaults_are_filled_in() -> None:
         (b'{"inputs": "hi", "parameters": {"temperature": -1}}', 422, "`temperature`"),
         (b'{"inputs": "hi", "parameters": {"top_p": 0}}', 422, "`top_p`"),
         (b'{"inputs": "hi", "parameters": {"best_of": 2}}', 422, "`best_of`"),
+        (b'{"inputs": "hi", "parameters": {"forced_tokens": [3, -1]}}', 422, "`forced_tokens`"),
+        (
+            b'{"inputs": "hi", "parameters": {"forced_tokens": [1, 2, 3], "max_new_tokens": 2}}',
+            422,
+            "at most",
+        ),
     ],
 )
 def test_bad_requests_are_refused_in_tgi_words(body: bytes, status: int, match: str) -> None:

@@ -103,6 +103,8 @@ def _parse(body: bytes, settings: SimSettings, *, stream: bool | None) -> _Parse
         stream=stream,
     )
     p = req.parameters
+    if p.forced_tokens:  # its tokens come from a distribution, not a vocabulary: refused, not ignored
+        raise TgiBadRequest("Input validation error: `forced_tokens` is not supported by this server")
     if Simulator.input_length(req.inputs) + checked.max_new_tokens > settings.max_total_tokens:
         limit = settings.max_total_tokens
         raise TgiBadRequest(f"Input validation error: `inputs` tokens + `max_new_tokens` must be <= {limit}")

@@ -2,10 +2,13 @@
 accept, the checks every one of them makes, and the ``GenerateResponse`` / ``StreamResponse`` they answer.
 
 Field names follow text-generation-inference's OpenAPI document (``docs/openapi.json``). Extensions, all
-additive: ``details.input_length`` (TGI has it in stream details only) and ``details.cached_tokens``
-(prompt tokens whose K/V were reused). Differences, on purpose: ``temperature: 0`` means greedy and
-``top_p: 1.0`` is accepted (TGI rejects both); ``generated_text`` ends before the stop sequence that ended
-it (TGI keeps it). Messages of rejected requests use TGI's wording (``Input validation error: ...``).
+additive: ``details.input_length`` (TGI has it in stream details only), ``details.cached_tokens``
+(prompt tokens whose K/V were reused) and ``parameters.forced_tokens`` (token ids the server emits first
+instead of choosing them, each decoded and scored as a chosen one: a recorded generation replayed
+exactly; ``tgi-cpu`` serves it, ``backend-sim`` refuses it). Differences, on purpose: ``temperature: 0``
+means greedy and ``top_p: 1.0`` is accepted (TGI rejects both); ``generated_text`` ends before the stop
+sequence that ended it (TGI keeps it). Messages of rejected requests use TGI's wording (``Input
+validation error: ...``).
 """
 
 from __future__ import annotations
@@ -57,6 +60,8 @@ class TgiParameters(msgspec.Struct, kw_only=True):
     best_of: int | None = None
     grammar: Any = None
     adapter_id: str | None = None
+    # Extension: a forced continuation (module docstring).
+    forced_tokens: list[int] = msgspec.field(default_factory=list)
 
 
 class TgiRequest(msgspec.Struct, kw_only=True):
@@ -187,6 +192,12 @@ def check_tgi_request(
         problem = "`best_of` != 1 is not supported by this server"
     elif p.decoder_input_details and streaming:
         problem = "`decoder_input_details` == true is not supported when streaming tokens"
+    elif any(t < 0 for t in p.forced_tokens):
+        problem = "`forced_tokens` must be token ids (>= 0)"
+    elif len(p.forced_tokens) > max_new:
+        problem = (
+            f"`forced_tokens` ({len(p.forced_tokens)} tokens) must be at most `max_new_tokens` ({max_new})"
+        )
     if problem:
         raise TgiBadRequest(f"Input validation error: {problem}")
     return TgiChecked(max_new_tokens=max_new, top_n_tokens=top_n, stream=streaming)

@@ -77,6 +77,11 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     top_n_tokens: int = 0
     decoder_input_details: bool = False
+    # Token ids to emit first instead of choosing them (a forced continuation): each is decoded as a
+    # chosen token would be (one evaluation each, its logprob from the same logits row, the same EOS and
+    # stop checks), and sampling goes on after the last one. Replaying a recorded generation this way
+    # repeats its work exactly, whatever the cache held (bench/bench_affinity.py).
+    forced_tokens: tuple[int, ...] = ()
 
     @property
     def sampling(self) -> bool:
@@ -305,6 +310,20 @@ class LlamaEngine:
                 f"Given: {input_length} `inputs` tokens and {max_new_tokens} `max_new_tokens`"
             )
 
+    def check_forced(self, params: SamplingParams) -> None:
+        """Raise ``InputValidationError`` when ``forced_tokens`` holds a token id outside the vocabulary
+        or more tokens than ``max_new_tokens`` (they would be dropped without a word)."""
+        forced = params.forced_tokens
+        if any(not 0 <= t < self._n_vocab for t in forced):
+            raise InputValidationError(
+                f"Input validation error: `forced_tokens` must be token ids in [0, {self._n_vocab})"
+            )
+        if len(forced) > params.max_new_tokens:
+            raise InputValidationError(
+                f"Input validation error: `forced_tokens` ({len(forced)} tokens) must be at most "
+                f"`max_new_tokens` ({params.max_new_tokens})"
+            )
+
     # -- generation --------------------------------------------------------------------------------
 
     def generate(
@@ -321,6 +340,8 @@ class LlamaEngine:
         if params.max_new_tokens < 1:
             raise InputValidationError("Input validation error: `max_new_tokens` must be strictly positive")
         self.check_length(len(tokens), params.max_new_tokens)
+        self.check_forced(params)
+        forced = params.forced_tokens
         sampling = params.sampling
         seed = (params.seed if params.seed is not None else secrets.randbits(63)) if sampling else None
         rng = np.random.default_rng(seed) if seed is not None else None
@@ -349,7 +370,10 @@ class LlamaEngine:
                 if index:
                     self._decode((token,))
                 row = self._last_logits()
-                token = choose_token(row, temperature=temperature, top_p=top_p, top_k=top_k, rng=rng)
+                if index < len(forced):
+                    token = forced[index]
+                else:
+                    token = choose_token(row, temperature=temperature, top_p=top_p, top_k=top_k, rng=rng)
                 normalizer = log_normalizer(row, self._scratch)
                 special = self.is_special(token)
                 piece = self._piece(token, special)

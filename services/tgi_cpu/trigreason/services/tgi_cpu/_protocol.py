@@ -87,6 +87,7 @@ def parse_request(body: bytes, settings: TgiCpuSettings, *, stream: bool | None)
         stop=tuple(p.stop),
         top_n_tokens=checked.top_n_tokens,
         decoder_input_details=p.decoder_input_details,
+        forced_tokens=tuple(p.forced_tokens),
     )
     return ParsedRequest(
         inputs=req.inputs,

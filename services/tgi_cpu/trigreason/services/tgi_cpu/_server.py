@@ -244,6 +244,7 @@ async def _prepare(request: web.Request, *, stream: bool | None) -> tuple[Parsed
     if parsed.truncate is not None:
         tokens = tokens[-parsed.truncate :]
     engine.check_length(len(tokens), parsed.params.max_new_tokens)
+    engine.check_forced(parsed.params)
     job = _Job(tokens=tokens, request=parsed)
     if parsed.stream:
         job.events = asyncio.Queue()
