@@ -177,16 +177,18 @@ def test_beats_random(ratio: float, acc: float, beats: bool, at: float) -> None:
 def test_pareto_summary_marks_the_front_and_keeps_the_random_points_and_end_points() -> None:
     pts = [_pt("a", 0.2, 0.9), _pt("b", 0.6, 0.7), _pt("c", 0.5, 0.6)]
     s = pareto_summary(pts, RANDOM, lrm_only=LRM, srm_only=SRM)
-    assert [g["on_front"] for g in s["grid"]] == [True, True, False]
-    assert [f["params"]["name"] for f in s["front"]] == ["a", "b"]
-    assert [r["params"]["name"] for r in s["random"]] == ["p0.75", "p0.25"]  # by ratio
-    assert s["end_points"]["srm-only"]["srm_token_ratio"] == 1.0
-    a, b, c = s["grid"]
-    assert (a["beats_random"], a["random_accuracy_at_ratio"]) == (True, pytest.approx(0.8))
-    assert b["margin_vs_random"] == pytest.approx(0.7 - 0.5)
+    assert [g.on_front for g in s.grid] == [True, True, False]
+    assert [f.params["name"] for f in s.front] == ["a", "b"]
+    assert [r.params["name"] for r in s.random] == ["p0.75", "p0.25"]  # by ratio
+    assert s.end_points["srm-only"].srm_token_ratio == 1.0
+    a, b, c = s.grid
+    assert a.beats_random
+    assert a.random_accuracy_at_ratio == pytest.approx(0.8)
+    assert b.margin_vs_random == pytest.approx(0.7 - 0.5)
     # dominated by b, yet above chance: 0.8 + (0.5 - 0.2) / (0.6 - 0.2) x (0.5 - 0.8) = 0.575 at ratio 0.5
-    assert (c["beats_random"], c["random_accuracy_at_ratio"]) == (True, pytest.approx(0.575))
-    assert c["margin_vs_random"] == pytest.approx(0.025)
+    assert c.beats_random
+    assert c.random_accuracy_at_ratio == pytest.approx(0.575)
+    assert c.margin_vs_random == pytest.approx(0.025)
 
 
 def _scripted_executor() -> Any:
@@ -217,7 +219,7 @@ def _scripted_executor() -> Any:
 def test_calibrate_writes_the_front_the_random_baseline_and_the_verdict(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("trigreason.cli._eval._executor", _scripted_executor())
+    monkeypatch.setattr("trigreason.cli._calibrate.executor", _scripted_executor())
     data = tmp_path / "cal.jsonl"
     data.write_text(
         "".join(json.dumps({"question": f"What is 3 + 4? ({i})", "answer": "7"}) + "\n" for i in range(2))

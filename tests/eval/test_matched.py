@@ -13,13 +13,14 @@ from trigreason.eval import (
     EdgeCloudModel,
     InProcessExecutor,
     Problem,
+    Row,
     matched_comparison,
     mcnemar_exact_p,
     replaced_share,
     run_eval,
     summarize,
 )
-from trigreason.proto import SessionParams
+from trigreason.proto import SessionParams, SessionStats
 from trigreason.services.worker.backends import ScriptedBackend
 
 
@@ -39,21 +40,21 @@ def test_mcnemar_exact(b: int, c: int, expected: float) -> None:
 
 def test_replaced_share_counts_the_triggers_that_discard_srm_steps() -> None:
     stats = [
-        {"srm_steps": 6, "triggers": {"priming": 2, "offload": 1, "intervention": 1}},
-        {"srm_steps": 2, "triggers": {"judge_reject": 1, "random": 1}},
+        SessionStats(srm_steps=6, triggers={"priming": 2, "offload": 1, "intervention": 1}),
+        SessionStats(srm_steps=2, triggers={"judge_reject": 1, "random": 1}),
     ]
     assert replaced_share(stats) == pytest.approx(4 / 12)  # priming replaces nothing
     assert replaced_share([]) == 0.0
 
 
-def _rows(pairs: list[tuple[bool, bool]]) -> list[dict[str, Any]]:
+def _rows(pairs: list[tuple[bool, bool]]) -> list[Row]:
     rows = []
     for i, (tr, rnd) in enumerate(pairs):
         for policy, ok in (("trigreason", tr), ("random", rnd)):
-            rows.append({
-                "problem_id": f"p{i}", "sample": 0, "policy": policy, "correct": ok,
-                "stats": {"srm_steps": 3, "triggers": {"offload": 1}}, "params": {"offload_p": 0.25},
-            })  # fmt: skip
+            rows.append(
+                Row(problem_id=f"p{i}", policy=policy, correct=ok, params=SessionParams(offload_p=0.25),
+                    stats=SessionStats(srm_steps=3, triggers={"offload": 1}))
+            )  # fmt: skip
     return rows
 
 
@@ -61,19 +62,19 @@ def test_the_paired_comparison() -> None:
     pairs = [(True, False)] * 12 + [(False, True)] * 2 + [(True, True)] * 10 + [(False, False)] * 6
     got = matched_comparison(_rows(pairs))
     assert got is not None
-    assert got["pairs"] == 30
-    assert (got["trigreason_right_random_wrong"], got["random_right_trigreason_wrong"]) == (12, 2)
-    assert got["accuracy_difference"] == pytest.approx(10 / 30)
-    low, high = got["accuracy_difference_ci95"]
+    assert got.pairs == 30
+    assert (got.trigreason_right_random_wrong, got.random_right_trigreason_wrong) == (12, 2)
+    assert got.accuracy_difference == pytest.approx(10 / 30)
+    low, high = got.accuracy_difference_ci95
     assert 0 < low < 10 / 30 < high
-    assert got["mcnemar_p"] == pytest.approx(mcnemar_exact_p(12, 2))
-    assert got["verdict"].startswith("trigreason beats random")
-    assert got["random_offload_p"] == 0.25
+    assert got.mcnemar_p == pytest.approx(mcnemar_exact_p(12, 2))
+    assert got.verdict.startswith("trigreason beats random")
+    assert got.random_offload_p == 0.25
     assert matched_comparison(_rows(pairs)) == got  # the bootstrap is seeded: the same every time
     even = matched_comparison(_rows([(True, False), (False, True)] * 5))
     assert even is not None
-    assert even["verdict"].startswith("no better than chance")
-    assert matched_comparison([r for r in _rows(pairs) if r["policy"] == "trigreason"]) is None
+    assert even.verdict.startswith("no better than chance")
+    assert matched_comparison([r for r in _rows(pairs) if r.policy == "trigreason"]) is None
 
 
 async def test_a_matched_run_through_the_runner(tmp_path: Path) -> None:
@@ -93,17 +94,18 @@ async def test_a_matched_run_through_the_runner(tmp_path: Path) -> None:
     rows = await run_eval(
         problems, ["trigreason"], samples=1, params=params, executor=Executor(), out_dir=tmp_path
     )
-    p = replaced_share(r["stats"] for r in rows)
+    p = replaced_share(r.stats for r in rows)
     assert 0 < p < 1
     matched = SessionParams(priming_steps=1, rho=0.5, max_steps=12, offload_p=p)
     rows += await run_eval(
         problems, ["random"], samples=1, params=matched, executor=Executor(), out_dir=tmp_path
     )
-    assert {r["seed"] for r in rows if r["policy"] == "random"} == {
-        r["seed"] for r in rows if r["policy"] == "trigreason"
+    assert {r.seed for r in rows if r.policy == "random"} == {
+        r.seed for r in rows if r.policy == "trigreason"
     }
     summary = summarize(rows, EdgeCloudModel())
-    versus = summary["trigreason_vs_random"]
-    assert versus["pairs"] == 6
-    assert versus["random_offload_p"] == pytest.approx(p)
-    assert "random" in summary["policies"]
+    versus = summary.trigreason_vs_random
+    assert versus is not None
+    assert versus.pairs == 6
+    assert versus.random_offload_p == pytest.approx(p)
+    assert "random" in summary.policies

@@ -6,18 +6,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from tests.eval.test_summary import _row
 from trigreason.eval import (
+    Calibration,
     EdgeCloudModel,
     GridPoint,
+    Row,
+    StepRow,
     pareto_summary,
     summarize,
     write_calibration_report,
     write_report,
 )
+from trigreason.proto import SessionParams
 
 
-def _rows() -> list[dict[str, Any]]:
+def _rows() -> list[Row]:
     rows = []
     for i in range(4):
         pid = f"p{i}"
@@ -27,20 +33,19 @@ def _rows() -> list[dict[str, Any]]:
                          lrm_calls=1, triggers={"priming": 1, "offload": 1}))  # fmt: skip
         random = _row(pid, "random", i < 2, srm_tokens=50, lrm_tokens=50, srm_steps=2, lrm_steps=1,
                       lrm_calls=1, triggers={"priming": 1, "random": 1})  # fmt: skip
-        random["params"] = {"offload_p": 0.33}
-        random["steps"] = [
-            {"role": "lrm", "tokens": 20, "trigger": "priming"},
-            {"role": "lrm", "tokens": 30, "trigger": "random"},
-            {"role": "srm", "tokens": 50, "trigger": None},
+        steps = [
+            StepRow(index=0, role="lrm", text="", tokens=20, trigger="priming"),
+            StepRow(index=1, role="lrm", text="", tokens=30, trigger="random"),
+            StepRow(index=2, role="srm", text="", tokens=50),
         ]
-        rows.append(random)
+        rows.append(msgspec.structs.replace(random, params=SessionParams(offload_p=0.33), steps=steps))
     return rows
 
 
 def test_the_report_shows_the_random_policy_and_the_matched_comparison(tmp_path: Path) -> None:
     rows = _rows()
     summary = summarize(rows, EdgeCloudModel())
-    assert "trigreason_vs_random" in summary
+    assert summary.trigreason_vs_random is not None
     write_report(tmp_path / "report.html", rows, summary, plots_dir=tmp_path / "plots")
     page = (tmp_path / "report.html").read_text()
     assert "<td>random</td>" in page  # a row of the policy table
@@ -54,7 +59,7 @@ def test_the_report_shows_the_random_policy_and_the_matched_comparison(tmp_path:
 
 
 def test_without_a_random_run_there_is_no_comparison(tmp_path: Path) -> None:
-    rows = [r for r in _rows() if r["policy"] != "random"]
+    rows = [r for r in _rows() if r.policy != "random"]
     write_report(tmp_path / "report.html", rows, summarize(rows, EdgeCloudModel()))
     assert "against random" not in (tmp_path / "report.html").read_text()
 
@@ -71,11 +76,12 @@ def test_the_calibration_report(tmp_path: Path) -> None:
         lrm_only=pt({"policy": "lrm-only"}, 0.0, 1.0),
         srm_only=pt({"policy": "srm-only"}, 1.0, 0.2),
     )
-    calibration = {
-        "dataset": "cal.jsonl", "problems": 2, "lrm_only_accuracy": 1.0, "srm_only_accuracy": 0.2,
-        "chosen": {"rho": 0.9, "priming_steps": 1}, "beats_random": True, "random_accuracy_at_ratio": 0.75,
-        "margin_vs_random": 0.15, **versus,
-    }  # fmt: skip
+    calibration = Calibration(
+        dataset="cal.jsonl", problems=2, min_accuracy_vs_lrm=0.9, lrm_only_accuracy=1.0,
+        srm_only_accuracy=0.2, feasible=True, chosen={"rho": 0.9, "priming_steps": 1}, beats_random=True,
+        random_accuracy_at_ratio=0.75, margin_vs_random=0.15, grid=versus.grid, front=versus.front,
+        random=versus.random, end_points=versus.end_points,
+    )  # fmt: skip
     write_calibration_report(tmp_path, calibration)
     assert (tmp_path / "pareto.png").read_bytes().startswith(b"\x89PNG")
     page = (tmp_path / "report.html").read_text()

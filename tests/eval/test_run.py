@@ -35,15 +35,15 @@ async def test_rows_are_graded_and_seeds_match_across_policies(tmp_path: Path) -
         PROBLEMS, ["lrm-only", "srm-only"], samples=2, params=SessionParams(), executor=ex, out_dir=tmp_path
     )
     assert len(rows) == len(ex.runs) == 8
-    assert [r["correct"] for r in rows if r["sample"] == 0] == [True, True, False, False]
-    seeds: dict[tuple[str, int], set[int]] = {(r["problem_id"], r["sample"]): set() for r in rows}
+    assert [r.correct for r in rows if r.sample == 0] == [True, True, False, False]
+    seeds: dict[tuple[str, int], set[int]] = {(r.problem_id, r.sample): set() for r in rows}
     for r in rows:
-        seeds[(r["problem_id"], r["sample"])].add(r["seed"])
+        seeds[(r.problem_id, r.sample)].add(r.seed)
     assert all(len(s) == 1 for s in seeds.values())  # the same seed under every policy
     assert len({next(iter(s)) for s in seeds.values()}) == 4  # and different ones across problems/samples
-    lrm = next(r for r in rows if r["policy"] == "lrm-only")
-    assert lrm["steps"][0]["role"] == "lrm"
-    assert lrm["stats"]["lrm_tokens"] > 0
+    lrm = next(r for r in rows if r.policy == "lrm-only")
+    assert lrm.steps[0].role == "lrm"
+    assert lrm.stats.lrm_tokens > 0
     assert len(read_rows(tmp_path / "results.jsonl")) == 8
 
 
@@ -87,9 +87,9 @@ async def test_a_failing_backend_is_a_failed_row_not_a_crash(tmp_path: Path) -> 
     rows = await run_eval(
         PROBLEMS[:1], ["srm-only"], samples=1, params=SessionParams(), executor=ex, out_dir=tmp_path
     )
-    assert rows[0]["failed"]
-    assert not rows[0]["correct"]
-    assert rows[0]["error"]
+    assert rows[0].failed
+    assert not rows[0].correct
+    assert rows[0].error
 
 
 async def test_a_report_of_a_run_under_way_compares_policies_on_the_same_problems(tmp_path: Path) -> None:
@@ -97,6 +97,6 @@ async def test_a_report_of_a_run_under_way_compares_policies_on_the_same_problem
     rows = await run_eval(
         PROBLEMS, ["lrm-only", "srm-only"], samples=1, params=SessionParams(), executor=ex, out_dir=tmp_path
     )
-    partial = [r for r in rows if not (r["problem_id"] == "t/1" and r["policy"] == "srm-only")]
+    partial = [r for r in rows if not (r.problem_id == "t/1" and r.policy == "srm-only")]
     done = complete_rows(partial, PROBLEMS, ["lrm-only", "srm-only"], 1)
-    assert [(r["problem_id"], r["policy"]) for r in done] == [("t/0", "lrm-only"), ("t/0", "srm-only")]
+    assert [(r.problem_id, r.policy) for r in done] == [("t/0", "lrm-only"), ("t/0", "srm-only")]

@@ -265,14 +265,12 @@ async def test_eval_through_the_gateway_gives_the_session_as_it_ran(gateway: Gat
         await executor.aclose()
     assert outcome.answer == "7"
     assert outcome.end_reason == "final_answer"
-    assert [(s["role"], s["trigger"]) for s in outcome.steps] == [
+    assert [(s.role, s.trigger) for s in outcome.steps] == [
         ("lrm", "priming"),
         ("srm", None),
         ("srm", None),
     ]
-    assert (
-        sum(s["tokens"] for s in outcome.steps) == outcome.stats["srm_tokens"] + outcome.stats["lrm_tokens"]
-    )
+    assert sum(s.tokens for s in outcome.steps) == outcome.stats.srm_tokens + outcome.stats.lrm_tokens
     async with gateway.http.get(f"{gateway.url}/v1/sessions/{outcome.session_id}") as resp:
         assert (await resp.json())["status"] == "finished"
 

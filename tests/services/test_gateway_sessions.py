@@ -183,7 +183,7 @@ async def test_eval_via_the_gateway_survives_long_steps(cluster: Cluster) -> Non
         finally:
             await executor.aclose()
         assert (outcome.answer, outcome.failed) == ("7", False)
-        assert [s["index"] for s in outcome.steps] == [0, 1]
+        assert [s.index for s in outcome.steps] == [0, 1]
 
 
 # --- 2. each step index once, the first end only ----------------------------------------------------
@@ -292,7 +292,7 @@ async def test_eval_client_passes_each_step_index_once(idle: Gateway) -> None:
         await task
         await sub.unsubscribe()
     assert outcome.answer == "7"
-    assert [(s["index"], s["text"]) for s in outcome.steps] == [(0, "first"), (1, "second")]
+    assert [(s.index, s.text) for s in outcome.steps] == [(0, "first"), (1, "second")]
 
 
 # --- 3. JSON errors, never a text/plain 500 ---------------------------------------------------------
@@ -696,5 +696,5 @@ async def test_eval_client_resumes_a_broken_stream_with_last_event_id() -> None:
         await executor.aclose()
         await runner.cleanup()
     assert asked == [None, "5"]
-    assert [(s["index"], s["text"]) for s in outcome.steps] == [(0, "a"), (1, "b")]
+    assert [(s.index, s.text) for s in outcome.steps] == [(0, "a"), (1, "b")]
     assert outcome.answer == "7"

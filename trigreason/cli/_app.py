@@ -118,4 +118,4 @@ def main() -> None:
 
 
 # Commands defined in their own modules register themselves on these groups when imported.
-from . import _eval, _models, _serve_services, _serve_sim, _serve_tgi, _solve, _wan  # noqa: E402, F401
+from . import _calibrate, _eval, _models, _serve_services, _serve_sim, _serve_tgi, _solve, _wan  # noqa: E402, F401

@@ -1,52 +1,115 @@
-"""Evaluation and calibration: accuracy, SRM token ratio, latency and API cost, with reports."""
+"""Evaluation and calibration: accuracy, SRM token ratio, latency and API cost, with reports.
 
-from ._calibrate import GridPoint, choose, grid
+Everything ``trigreason eval`` and ``trigreason calibrate`` do lives here, on typed rows (``Row``,
+``Summary``, ``Profile``); the CLI only parses flags and prints."""
+
+from ._calibrate import GridPoint, ParamValue, Point, choose, grid, point_slug
+from ._calibration import (
+    Calibration,
+    CalibrationPlan,
+    CalibrationRuns,
+    Profile,
+    Progress,
+    calibration_profile,
+    no_progress,
+    plan_calibration,
+    run_calibration,
+)
 from ._cost import EdgeCloudModel, edge_cloud
 from ._data import DATASETS, Problem, load_problems
+from ._evaluate import (
+    DEFAULT_POLICIES,
+    EVAL_POLICIES,
+    check_policies,
+    check_via,
+    evaluate,
+    evaluated_policies,
+    open_executor,
+    stored_rows,
+)
 from ._grading import grade, numeric_value
-from ._matched import matched_comparison, mcnemar_exact_p, replaced_share
-from ._pareto import RandomVerdict, beats_random, pareto_front, pareto_summary, random_accuracy_at
+from ._matched import MatchedComparison, matched_comparison, mcnemar_exact_p, replaced_share
+from ._pareto import (
+    GridEntry,
+    ParetoSummary,
+    RandomVerdict,
+    beats_random,
+    pareto_front,
+    pareto_summary,
+    random_accuracy_at,
+)
 from ._report import write_calibration_report, write_report
+from ._rows import Row, StepRow, read_rows, write_json
 from ._run import (
     Executor,
     GatewayExecutor,
     InProcessExecutor,
+    OnProgress,
     Outcome,
     complete_rows,
-    read_rows,
     run_eval,
     seed_for,
 )
-from ._summary import summarize
+from ._summary import EdgeCloudFigures, PolicySummary, Summary, summarize
 
 __all__ = [
     "DATASETS",
+    "DEFAULT_POLICIES",
+    "EVAL_POLICIES",
+    "Calibration",
+    "CalibrationPlan",
+    "CalibrationRuns",
+    "EdgeCloudFigures",
     "EdgeCloudModel",
     "Executor",
     "GatewayExecutor",
+    "GridEntry",
     "GridPoint",
     "InProcessExecutor",
+    "MatchedComparison",
+    "OnProgress",
     "Outcome",
+    "ParamValue",
+    "ParetoSummary",
+    "Point",
+    "PolicySummary",
     "Problem",
+    "Profile",
+    "Progress",
     "RandomVerdict",
+    "Row",
+    "StepRow",
+    "Summary",
     "beats_random",
+    "calibration_profile",
+    "check_policies",
+    "check_via",
     "choose",
     "complete_rows",
     "edge_cloud",
+    "evaluate",
+    "evaluated_policies",
     "grade",
     "grid",
     "load_problems",
     "matched_comparison",
     "mcnemar_exact_p",
+    "no_progress",
     "numeric_value",
+    "open_executor",
     "pareto_front",
     "pareto_summary",
+    "plan_calibration",
+    "point_slug",
     "random_accuracy_at",
     "read_rows",
     "replaced_share",
+    "run_calibration",
     "run_eval",
     "seed_for",
+    "stored_rows",
     "summarize",
     "write_calibration_report",
+    "write_json",
     "write_report",
 ]

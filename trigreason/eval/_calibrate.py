@@ -1,24 +1,35 @@
 """Calibration: the grid point with the most SRM tokens whose accuracy stays within a chosen fraction of
-LRM-only. The choice is a pure function; ``trigreason calibrate`` runs the grid and writes the profile."""
+LRM-only. The choice is a pure function; ``run_calibration`` runs the grid."""
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
 
-__all__ = ["GridPoint", "choose", "grid"]
+import msgspec
+
+__all__ = ["GridPoint", "ParamValue", "Point", "choose", "grid", "point_slug"]
+
+# A grid point names parameters by name (rho, priming_steps, offload_p, or the policy of an end point):
+# the names are data, so new axes need no new code here.
+ParamValue = int | float | str
+Point = dict[str, ParamValue]
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class GridPoint:
-    params: dict[str, Any]
+class GridPoint(msgspec.Struct, kw_only=True, frozen=True):
+    """A measured point: its parameters, and the accuracy and SRM token ratio its runs reached."""
+
+    params: Point
     accuracy: float
     srm_token_ratio: float
 
 
-def grid(axes: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+def point_slug(point: Mapping[str, ParamValue]) -> str:
+    """A point's directory name: ``rho0.9-priming_steps2``."""
+    return "-".join(f"{key}{value}" for key, value in point.items())
+
+
+def grid(axes: Mapping[str, Sequence[ParamValue]]) -> list[Point]:
     """Every combination of the axes' values, in a stable order."""
     names = list(axes)
     return [dict(zip(names, values, strict=True)) for values in itertools.product(*(axes[n] for n in names))]

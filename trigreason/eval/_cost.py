@@ -13,14 +13,14 @@ the local SRM costs nothing per token (hardware already owned). Every figure can
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import msgspec
+
+from trigreason.proto import SessionStats
 
 __all__ = ["EdgeCloudModel", "edge_cloud"]
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class EdgeCloudModel:
+class EdgeCloudModel(msgspec.Struct, kw_only=True, frozen=True):
     lrm_input_usd_per_m: float = 0.55
     lrm_cached_input_usd_per_m: float = 0.14
     lrm_output_usd_per_m: float = 2.19
@@ -28,21 +28,19 @@ class EdgeCloudModel:
     round_trip_s: float = 0.25
 
     def __post_init__(self) -> None:
-        for name in self.__slots__:
+        for name in self.__struct_fields__:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
 
 
-def edge_cloud(stats: dict[str, Any], model: EdgeCloudModel) -> tuple[float, float]:
+def edge_cloud(stats: SessionStats, model: EdgeCloudModel) -> tuple[float, float]:
     """``(latency_s, api_cost_usd)`` of one session from its statistics."""
-    lrm_calls = int(stats.get("lrm_calls", 0))
-    latency = float(stats.get("srm_backend_s", 0.0)) + float(stats.get("lrm_backend_s", 0.0))
-    latency += lrm_calls * model.round_trip_s
-    prompt = int(stats.get("lrm_prompt_tokens", 0))
-    cached = min(prompt, int(stats.get("lrm_cached_prompt_tokens", 0)))
+    latency = stats.srm_backend_s + stats.lrm_backend_s + stats.lrm_calls * model.round_trip_s
+    prompt = stats.lrm_prompt_tokens
+    cached = min(prompt, stats.lrm_cached_prompt_tokens)
     # Every LRM generation is committed; each judge call adds its one scored token.
-    output = int(stats.get("lrm_tokens", 0)) + int(stats.get("judge_calls", 0))
-    srm = int(stats.get("srm_tokens", 0)) + int(stats.get("srm_wasted_tokens", 0))
+    output = stats.lrm_tokens + stats.judge_calls
+    srm = stats.srm_tokens + stats.srm_wasted_tokens
     cost = (
         (prompt - cached) * model.lrm_input_usd_per_m
         + cached * model.lrm_cached_input_usd_per_m

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
+
+import msgspec
 
 from trigreason.proto import ConfigError
 
@@ -22,6 +23,17 @@ DATASETS: dict[str, tuple[str, GradeKind]] = {
     "aime24": ("aime24_test.jsonl", "numeric"),
     "aime25": ("aime25_test.jsonl", "numeric"),
 }
+
+
+class _Line(msgspec.Struct, kw_only=True, frozen=True):
+    """A dataset line: the fields read (others are ignored); which are required is checked after."""
+
+    question: str | None = None
+    problem: str | None = None
+    answer: str | int | float | None = None
+    grade: str | None = None
+    unique_id: str | int | None = None
+    id: str | int | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -57,27 +69,33 @@ def load_problems(dataset: str, *, limit: int | None = None, offset: int = 0) ->
         if limit is not None and len(problems) >= limit:
             break
         try:
-            row: dict[str, Any] = json.loads(line)
-        except json.JSONDecodeError as exc:
+            row = msgspec.json.decode(line, type=_Line)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(f"{name} line {line_no + 1}: {exc}") from exc
+        except msgspec.DecodeError as exc:
             raise ConfigError(f"{name} line {line_no + 1}: not JSON ({exc})") from exc
         problems.append(_problem(row, name, line_no, kind))
     return problems
 
 
-def _problem(row: dict[str, Any], name: str, line_no: int, kind: GradeKind) -> Problem:
-    question = row.get("question") or row.get("problem")
-    answer = row.get("answer")
-    if not isinstance(question, str) or answer is None:
+def _problem(row: _Line, name: str, line_no: int, kind: GradeKind) -> Problem:
+    question = row.question or row.problem
+    answer = row.answer
+    if question is None or answer is None:
         raise ConfigError(f"{name} line {line_no + 1}: needs 'question' (or 'problem') and 'answer'")
     gold = str(answer)
     if "####" in gold:  # GSM8K: the worked solution ends in "#### <number>"
         gold = gold.rsplit("####", 1)[1].strip().replace(",", "")
-    row_kind = row.get("grade", kind)
-    if row_kind not in ("numeric", "math"):
+    row_kind: GradeKind
+    if row.grade is None:
+        row_kind = kind
+    elif row.grade in ("numeric", "math"):
+        row_kind = "math" if row.grade == "math" else "numeric"
+    else:
         raise ConfigError(f"{name} line {line_no + 1}: grade must be numeric or math")
     if row_kind == "numeric" and _looks_symbolic(gold):
         row_kind = "math"
-    ident = row.get("unique_id") or row.get("id")
+    ident = row.unique_id or row.id
     return Problem(
         id=f"{name}/{ident if ident is not None else line_no}", question=question, gold=gold, grade=row_kind
     )

@@ -10,23 +10,50 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable
 
-__all__ = ["REPLACING_TRIGGERS", "matched_comparison", "mcnemar_exact_p", "replaced_share"]
+import msgspec
+
+from trigreason.proto import SessionStats
+
+from ._rows import Row
+
+__all__ = [
+    "REPLACING_TRIGGERS",
+    "MatchedComparison",
+    "matched_comparison",
+    "mcnemar_exact_p",
+    "replaced_share",
+]
 
 # The triggers that discard an SRM step and hand it to the LRM (priming replaces nothing).
 REPLACING_TRIGGERS = ("offload", "intervention", "judge_reject", "random")
 _BOOTSTRAP_RESAMPLES = 4000
 
 
-def replaced_share(stats: Iterable[Mapping[str, Any]]) -> float:
+class MatchedComparison(msgspec.Struct, kw_only=True, frozen=True):
+    """``summary.json``'s ``trigreason_vs_random`` (fields in docs/evaluation.md)."""
+
+    pairs: int
+    trigreason_accuracy: float
+    random_accuracy: float
+    trigreason_replaced_share: float
+    random_replaced_share: float
+    random_offload_p: float | None
+    trigreason_right_random_wrong: int
+    random_right_trigreason_wrong: int
+    accuracy_difference: float
+    accuracy_difference_ci95: tuple[float, float]
+    mcnemar_p: float
+    verdict: str
+
+
+def replaced_share(stats: Iterable[SessionStats]) -> float:
     """Replaced SRM steps over SRM steps attempted (replaced + committed), over all runs."""
     replaced = committed = 0
     for s in stats:
-        triggers = s.get("triggers", {})
-        replaced += sum(int(triggers.get(kind, 0)) for kind in REPLACING_TRIGGERS)
-        committed += int(s.get("srm_steps", 0))
+        replaced += sum(s.triggers.get(kind, 0) for kind in REPLACING_TRIGGERS)
+        committed += s.srm_steps
     return replaced / (replaced + committed) if replaced + committed else 0.0
 
 
@@ -39,12 +66,12 @@ def mcnemar_exact_p(b: int, c: int) -> float:
     return min(1.0, 2.0 * tail)
 
 
-def matched_comparison(rows: list[dict[str, Any]], *, seed: int = 0) -> dict[str, Any] | None:
+def matched_comparison(rows: list[Row], *, seed: int = 0) -> MatchedComparison | None:
     """TrigReason against random over the (problem, sample) pairs both ran; None when there are none."""
     by_key: dict[str, dict[tuple[str, int], bool]] = {"trigreason": {}, "random": {}}
     for row in rows:
-        if row["policy"] in by_key:
-            by_key[row["policy"]][(row["problem_id"], row["sample"])] = bool(row["correct"])
+        if row.policy in by_key:
+            by_key[row.policy][(row.problem_id, row.sample)] = row.correct
     pairs = sorted(set(by_key["trigreason"]) & set(by_key["random"]))
     if not pairs:
         return None
@@ -57,22 +84,22 @@ def matched_comparison(rows: list[dict[str, Any]], *, seed: int = 0) -> dict[str
     boot = sorted(sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(_BOOTSTRAP_RESAMPLES))
     low = boot[int(0.025 * _BOOTSTRAP_RESAMPLES)]
     high = boot[int(0.975 * _BOOTSTRAP_RESAMPLES) - 1]
-    tr_rows = [r for r in rows if r["policy"] == "trigreason"]
-    rnd_rows = [r for r in rows if r["policy"] == "random"]
-    return {
-        "pairs": n,
-        "trigreason_accuracy": sum(t for t, _ in outcomes) / n,
-        "random_accuracy": sum(r for _, r in outcomes) / n,
-        "trigreason_replaced_share": replaced_share(r["stats"] for r in tr_rows),
-        "random_replaced_share": replaced_share(r["stats"] for r in rnd_rows),
-        "random_offload_p": next((r["params"].get("offload_p") for r in rnd_rows if "params" in r), None),
-        "trigreason_right_random_wrong": b,
-        "random_right_trigreason_wrong": c,
-        "accuracy_difference": sum(diffs) / n,
-        "accuracy_difference_ci95": [low, high],
-        "mcnemar_p": mcnemar_exact_p(b, c),
-        "verdict": _verdict(low, high),
-    }
+    tr_rows = [r for r in rows if r.policy == "trigreason"]
+    rnd_rows = [r for r in rows if r.policy == "random"]
+    return MatchedComparison(
+        pairs=n,
+        trigreason_accuracy=sum(t for t, _ in outcomes) / n,
+        random_accuracy=sum(r for _, r in outcomes) / n,
+        trigreason_replaced_share=replaced_share(r.stats for r in tr_rows),
+        random_replaced_share=replaced_share(r.stats for r in rnd_rows),
+        random_offload_p=rnd_rows[0].params.offload_p if rnd_rows else None,
+        trigreason_right_random_wrong=b,
+        random_right_trigreason_wrong=c,
+        accuracy_difference=sum(diffs) / n,
+        accuracy_difference_ci95=(low, high),
+        mcnemar_p=mcnemar_exact_p(b, c),
+        verdict=_verdict(low, high),
+    )
 
 
 def _verdict(low: float, high: float) -> str:

@@ -10,11 +10,20 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from ._calibrate import GridPoint
+import msgspec
 
-__all__ = ["RandomVerdict", "beats_random", "pareto_front", "pareto_summary", "random_accuracy_at"]
+from ._calibrate import GridPoint, Point
+
+__all__ = [
+    "GridEntry",
+    "ParetoSummary",
+    "RandomVerdict",
+    "beats_random",
+    "pareto_front",
+    "pareto_summary",
+    "random_accuracy_at",
+]
 
 _EPS = 1e-12  # float noise: a margin below this is no margin
 
@@ -69,8 +78,26 @@ def beats_random(
     return RandomVerdict(beats_random=margin > _EPS, random_accuracy_at_ratio=at, margin=margin)
 
 
-def _entry(p: GridPoint) -> dict[str, Any]:
-    return {"params": p.params, "accuracy": p.accuracy, "srm_token_ratio": p.srm_token_ratio}
+class GridEntry(msgspec.Struct, kw_only=True, frozen=True):
+    """A TrigReason grid point in the calibration block, with its place against the front and chance."""
+
+    params: Point
+    accuracy: float
+    srm_token_ratio: float
+    on_front: bool
+    random_accuracy_at_ratio: float
+    beats_random: bool
+    margin_vs_random: float
+
+
+class ParetoSummary(msgspec.Struct, kw_only=True, frozen=True):
+    """A calibration's comparison with chance: every grid point, the front, the random points (by ratio)
+    and the end points (``lrm-only``, ``srm-only``)."""
+
+    grid: list[GridEntry]
+    front: list[GridPoint]
+    random: list[GridPoint]
+    end_points: dict[str, GridPoint]
 
 
 def pareto_summary(
@@ -79,26 +106,27 @@ def pareto_summary(
     *,
     lrm_only: GridPoint,
     srm_only: GridPoint,
-) -> dict[str, Any]:
-    """The JSON block of a calibration's comparison with chance: every TrigReason grid point (``on_front``,
-    the random accuracy at its ratio, ``beats_random``, ``margin_vs_random``), the front, the random points
-    and the end points."""
+) -> ParetoSummary:
+    """Every TrigReason grid point (``on_front``, the random accuracy at its ratio, ``beats_random``,
+    ``margin_vs_random``), the front, the random points and the end points."""
     front = pareto_front(points)
     grid = []
     for p in points:
         v = beats_random(p, random_points, lrm_only=lrm_only, srm_only=srm_only)
         grid.append(
-            _entry(p)
-            | {
-                "on_front": any(p is q for q in front),
-                "random_accuracy_at_ratio": v.random_accuracy_at_ratio,
-                "beats_random": v.beats_random,
-                "margin_vs_random": v.margin,
-            }
+            GridEntry(
+                params=p.params,
+                accuracy=p.accuracy,
+                srm_token_ratio=p.srm_token_ratio,
+                on_front=any(p is q for q in front),
+                random_accuracy_at_ratio=v.random_accuracy_at_ratio,
+                beats_random=v.beats_random,
+                margin_vs_random=v.margin,
+            )
         )
-    return {
-        "grid": grid,
-        "front": [_entry(p) for p in front],
-        "random": [_entry(p) for p in sorted(random_points, key=lambda p: p.srm_token_ratio)],
-        "end_points": {"lrm-only": _entry(lrm_only), "srm-only": _entry(srm_only)},
-    }
+    return ParetoSummary(
+        grid=grid,
+        front=front,
+        random=sorted(random_points, key=lambda p: p.srm_token_ratio),
+        end_points={"lrm-only": lrm_only, "srm-only": srm_only},
+    )

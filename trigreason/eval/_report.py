@@ -5,8 +5,15 @@ from __future__ import annotations
 import base64
 import html
 import io
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from ._calibrate import ParamValue
+from ._calibration import Calibration
+from ._matched import MatchedComparison
+from ._rows import Row
+from ._summary import Summary
 
 __all__ = ["write_calibration_report", "write_report"]
 
@@ -30,9 +37,7 @@ _MAX_TIMELINES = 12
 _PLOT_FILES = ("accuracy_vs_srm_ratio.png", "latency_cost.png", "triggers.png", "timelines.png")
 
 
-def write_report(
-    path: Path, rows: list[dict[str, Any]], summary: dict[str, Any], *, plots_dir: Path | None = None
-) -> None:
+def write_report(path: Path, rows: list[Row], summary: Summary, *, plots_dir: Path | None = None) -> None:
     """Write the HTML report; with ``plots_dir``, each plot also as a PNG file there (for docs)."""
     import matplotlib
 
@@ -50,17 +55,17 @@ def write_report(
                 (plots_dir / name).write_bytes(base64.b64decode(png))
     body = [
         "<h1>TrigReason evaluation</h1>",
-        f"<p>Dataset <b>{html.escape(str(summary.get('dataset', '?')))}</b>: {summary['problems']} problems, "
-        f"{summary['runs']} runs.</p>",
+        f"<p>Dataset <b>{html.escape(summary.dataset or '?')}</b>: {summary.problems} problems, "
+        f"{summary.runs} runs.</p>",
         _table(summary),
-        _matched(summary.get("trigreason_vs_random")),
+        _matched(summary.trigreason_vs_random),
         _model_note(summary),
     ]
     body += [_figure(title, png) for title, png in figures if png is not None]
     _write_page(path, "TrigReason evaluation", body)
 
 
-def write_calibration_report(out_dir: Path, calibration: dict[str, Any]) -> None:
+def write_calibration_report(out_dir: Path, calibration: Calibration) -> None:
     """``out_dir/pareto.png`` and ``out_dir/report.html`` (the table and the plot) from a profile's
     ``calibration`` block (see ``pareto_summary``)."""
     import matplotlib
@@ -70,14 +75,14 @@ def write_calibration_report(out_dir: Path, calibration: dict[str, Any]) -> None
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "pareto.png").write_bytes(base64.b64decode(png))
     c = calibration
-    verdict = "beats" if c["beats_random"] else "does not beat"
+    verdict = "beats" if c.beats_random else "does not beat"
     body = [
         "<h1>TrigReason calibration</h1>",
-        f"<p>Dataset <b>{html.escape(str(c['dataset']))}</b>, {c['problems']} problems. LRM-only accuracy "
-        f"{c['lrm_only_accuracy']:.3f}, SRM-only {c['srm_only_accuracy']:.3f}. The chosen point "
-        f"<b>{html.escape(_slug(c['chosen']))}</b> {verdict} the random baseline at its SRM token ratio: "
-        f"{_chosen(c)['accuracy']:.3f} against {c['random_accuracy_at_ratio']:.3f} "
-        f"(margin {c['margin_vs_random']:+.3f}).</p>",
+        f"<p>Dataset <b>{html.escape(c.dataset)}</b>, {c.problems} problems. LRM-only accuracy "
+        f"{c.lrm_only_accuracy:.3f}, SRM-only {c.srm_only_accuracy:.3f}. The chosen point "
+        f"<b>{html.escape(_slug(c.chosen))}</b> {verdict} the random baseline at its SRM token ratio: "
+        f"{c.chosen_entry().accuracy:.3f} against {c.random_accuracy_at_ratio:.3f} "
+        f"(margin {c.margin_vs_random:+.3f}).</p>",
         _calibration_table(c),
         _figure("Accuracy against SRM token ratio", png),
     ]
@@ -102,53 +107,49 @@ def _style(policy: str) -> tuple[str, str]:
     return _POLICY_STYLE.get(policy, ("#adb5bd", "o"))
 
 
-def _slug(params: dict[str, Any]) -> str:
+def _slug(params: Mapping[str, ParamValue]) -> str:
     return " ".join(f"{k}={v}" for k, v in params.items())
 
 
-def _chosen(c: dict[str, Any]) -> dict[str, Any]:
-    return next(g for g in c["grid"] if g["params"] == c["chosen"])
-
-
-def _table(summary: dict[str, Any]) -> str:
+def _table(summary: Summary) -> str:
     cols = ["policy", "accuracy", "± s.e.", "vs LRM", "SRM token ratio", "SRM steps share", "LRM calls/run",
             "wasted SRM tokens", "wall s/run", "backend s/run", "edge latency s", "latency vs LRM",
             "API cost USD", "cost vs LRM", "triggers"]  # fmt: skip
 
-    def f(x: Any, fmt: str = "{:.3f}") -> str:
+    def f(x: float | None, fmt: str = "{:.3f}") -> str:
         return "-" if x is None else fmt.format(x)
 
     out = ["<table><tr>" + "".join(f"<th>{c}</th>" for c in cols) + "</tr>"]
-    for name, p in summary["policies"].items():
-        ec = p["edge_cloud"]
+    for name, p in summary.policies.items():
+        ec = p.edge_cloud
         cells = [
-            html.escape(name), f(p["accuracy"]), f(p["accuracy_stderr"]), f(p["accuracy_vs_lrm"], "{:.2f}x"),
-            f(p["srm_token_ratio"], "{:.2f}"), f(p["srm_steps_offloaded_ratio"], "{:.2f}"),
-            f(p["lrm_calls"], "{:.1f}"), str(p["srm_wasted_tokens"]), f(p["wall_s"], "{:.1f}"),
-            f(p["backend_s"], "{:.1f}"), f(ec["latency_s"], "{:.1f}"), f(ec["latency_vs_lrm"], "{:.2f}x"),
-            f(ec["api_cost_usd"], "{:.5f}"), f(ec["api_cost_vs_lrm"], "{:.2f}x"),
-            html.escape(", ".join(f"{k} {v}" for k, v in p["triggers"].items()) or "-"),
+            html.escape(name), f(p.accuracy), f(p.accuracy_stderr), f(p.accuracy_vs_lrm, "{:.2f}x"),
+            f(p.srm_token_ratio, "{:.2f}"), f(p.srm_steps_offloaded_ratio, "{:.2f}"),
+            f(p.lrm_calls, "{:.1f}"), str(p.srm_wasted_tokens), f(p.wall_s, "{:.1f}"),
+            f(p.backend_s, "{:.1f}"), f(ec.latency_s, "{:.1f}"), f(ec.latency_vs_lrm, "{:.2f}x"),
+            f(ec.api_cost_usd, "{:.5f}"), f(ec.api_cost_vs_lrm, "{:.2f}x"),
+            html.escape(", ".join(f"{k} {v}" for k, v in p.triggers.items()) or "-"),
         ]  # fmt: skip
         out.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return "".join(out) + "</table>"
 
 
-def _matched(m: dict[str, Any] | None) -> str:
+def _matched(m: MatchedComparison | None) -> str:
     if m is None:
         return ""
-    low, high = m["accuracy_difference_ci95"]
+    low, high = m.accuracy_difference_ci95
     rows = [
-        ("pairs (problem, sample) both ran", str(m["pairs"])),
-        ("accuracy: TrigReason / random", f"{m['trigreason_accuracy']:.3f} / {m['random_accuracy']:.3f}"),
+        ("pairs (problem, sample) both ran", str(m.pairs)),
+        ("accuracy: TrigReason / random", f"{m.trigreason_accuracy:.3f} / {m.random_accuracy:.3f}"),
         ("SRM steps replaced: TrigReason / random",
-         f"{m['trigreason_replaced_share']:.3f} / {m['random_replaced_share']:.3f}"),
-        ("TrigReason right, random wrong", str(m["trigreason_right_random_wrong"])),
-        ("random right, TrigReason wrong", str(m["random_right_trigreason_wrong"])),
-        ("accuracy difference (95% interval)", f"{m['accuracy_difference']:+.3f} [{low:+.3f}, {high:+.3f}]"),
-        ("exact McNemar p", f"{m['mcnemar_p']:.3g}"),
-        ("verdict", html.escape(m["verdict"])),
+         f"{m.trigreason_replaced_share:.3f} / {m.random_replaced_share:.3f}"),
+        ("TrigReason right, random wrong", str(m.trigreason_right_random_wrong)),
+        ("random right, TrigReason wrong", str(m.random_right_trigreason_wrong)),
+        ("accuracy difference (95% interval)", f"{m.accuracy_difference:+.3f} [{low:+.3f}, {high:+.3f}]"),
+        ("exact McNemar p", f"{m.mcnemar_p:.3g}"),
+        ("verdict", html.escape(m.verdict)),
     ]  # fmt: skip
-    p = m.get("random_offload_p")
+    p = m.random_offload_p
     return (
         "<h2>TrigReason against random at the same replaced share</h2>"
         "<p>The random baseline ran the same problems and seeds, replacing each SRM step with an LRM step "
@@ -159,44 +160,33 @@ def _matched(m: dict[str, Any] | None) -> str:
     )
 
 
-def _calibration_table(c: dict[str, Any]) -> str:
+def _calibration_table(c: Calibration) -> str:
     cols = ["kind", "point", "accuracy", "SRM token ratio", "random at ratio", "margin", "on front", "chosen"]
     out = ["<table><tr>" + "".join(f"<th>{h}</th>" for h in cols) + "</tr>"]
 
     def row(cells: list[str]) -> None:
         out.append("<tr>" + "".join(f"<td>{html.escape(x)}</td>" for x in cells) + "</tr>")
 
-    for g in c["grid"]:
-        row(["trigreason", _slug(g["params"]), f"{g['accuracy']:.3f}", f"{g['srm_token_ratio']:.3f}",
-             f"{g['random_accuracy_at_ratio']:.3f}", f"{g['margin_vs_random']:+.3f}",
-             "yes" if g["on_front"] else "", "yes" if g["params"] == c["chosen"] else ""])  # fmt: skip
-    for r in c["random"]:
-        row(
-            [
-                "random",
-                _slug(r["params"]),
-                f"{r['accuracy']:.3f}",
-                f"{r['srm_token_ratio']:.3f}",
-                "",
-                "",
-                "",
-                "",
-            ]
-        )
-    for name, e in c["end_points"].items():
-        row([name, "end point", f"{e['accuracy']:.3f}", f"{e['srm_token_ratio']:.3f}", "", "", "", ""])
+    for g in c.grid:
+        row(["trigreason", _slug(g.params), f"{g.accuracy:.3f}", f"{g.srm_token_ratio:.3f}",
+             f"{g.random_accuracy_at_ratio:.3f}", f"{g.margin_vs_random:+.3f}",
+             "yes" if g.on_front else "", "yes" if g.params == c.chosen else ""])  # fmt: skip
+    for r in c.random:
+        row(["random", _slug(r.params), f"{r.accuracy:.3f}", f"{r.srm_token_ratio:.3f}", "", "", "", ""])
+    for name, e in c.end_points.items():
+        row([name, "end point", f"{e.accuracy:.3f}", f"{e.srm_token_ratio:.3f}", "", "", "", ""])
     return "".join(out) + "</table>"
 
 
-def _model_note(summary: dict[str, Any]) -> str:
-    m = summary.get("edge_cloud_model", {})
+def _model_note(summary: Summary) -> str:
+    m = summary.edge_cloud_model
     return (
         "<p><b>Edge-cloud model.</b> The SRM runs locally and the LRM behind a remote API. Latency combines "
         "the <i>measured</i> backend times of both models with a <i>modelled</i> network round trip of "
-        f"{m.get('round_trip_s', '?')} s per LRM call. API cost prices LRM input tokens at "
-        f"{m.get('lrm_input_usd_per_m', '?')} USD/M ({m.get('lrm_cached_input_usd_per_m', '?')} for the "
-        f"cached prefix), LRM output at {m.get('lrm_output_usd_per_m', '?')} USD/M and SRM tokens at "
-        f"{m.get('srm_usd_per_m', '?')} USD/M. Figures are means per run.</p>"
+        f"{m.round_trip_s} s per LRM call. API cost prices LRM input tokens at "
+        f"{m.lrm_input_usd_per_m} USD/M ({m.lrm_cached_input_usd_per_m} for the "
+        f"cached prefix), LRM output at {m.lrm_output_usd_per_m} USD/M and SRM tokens at "
+        f"{m.srm_usd_per_m} USD/M. Figures are means per run.</p>"
     )
 
 
@@ -209,18 +199,19 @@ def _png(fig: Any) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def _accuracy_vs_ratio(summary: dict[str, Any]) -> str:
+def _accuracy_vs_ratio(summary: Summary) -> str:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for name, p in summary["policies"].items():
+    versus = summary.trigreason_vs_random
+    matched_p = None if versus is None else versus.random_offload_p
+    for name, p in summary.policies.items():
         colour, marker = _style(name)
         label = name
-        matched_p = summary.get("trigreason_vs_random", {}).get("random_offload_p")
         if name == "random" and matched_p is not None:
             label = f"random (offload_p {matched_p:.2f}, matched)"
         ax.errorbar(
-            p["srm_token_ratio"], p["accuracy"], yerr=p["accuracy_stderr"], fmt=marker, color=colour,
+            p.srm_token_ratio, p.accuracy, yerr=p.accuracy_stderr, fmt=marker, color=colour,
             markersize=8, capsize=4, label=label,
         )  # fmt: skip
     _axes(ax)
@@ -236,61 +227,57 @@ def _axes(ax: Any) -> None:
     ax.grid(alpha=0.3)
 
 
-def _pareto(c: dict[str, Any]) -> str:
+def _pareto(c: Calibration) -> str:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     colour, marker = _style("trigreason")
     ax.scatter(
-        [g["srm_token_ratio"] for g in c["grid"]], [g["accuracy"] for g in c["grid"]], color=colour,
+        [g.srm_token_ratio for g in c.grid], [g.accuracy for g in c.grid], color=colour,
         marker=marker, alpha=0.35, label="TrigReason grid points",
     )  # fmt: skip
-    front = c["front"]
+    front = c.front
     ax.step(
-        [f["srm_token_ratio"] for f in front], [f["accuracy"] for f in front], where="pre", color=colour,
+        [f.srm_token_ratio for f in front], [f.accuracy for f in front], where="pre", color=colour,
         marker=marker, label="TrigReason Pareto front",
     )  # fmt: skip
-    ends = c["end_points"]
-    line = sorted([ends["lrm-only"], *c["random"], ends["srm-only"]], key=lambda e: e["srm_token_ratio"])
+    ends = c.end_points
+    line = sorted([ends["lrm-only"], *c.random, ends["srm-only"]], key=lambda e: e.srm_token_ratio)
     colour, marker = _style("random")
     ax.plot(
-        [e["srm_token_ratio"] for e in line], [e["accuracy"] for e in line], color=colour, linestyle="--",
+        [e.srm_token_ratio for e in line], [e.accuracy for e in line], color=colour, linestyle="--",
         label="random baseline (interpolated)",
     )  # fmt: skip
     ax.scatter(
-        [r["srm_token_ratio"] for r in c["random"]], [r["accuracy"] for r in c["random"]], color=colour,
+        [r.srm_token_ratio for r in c.random], [r.accuracy for r in c.random], color=colour,
         marker=marker, s=60, zorder=3, label="random, measured",
     )  # fmt: skip
-    for r in c["random"]:
+    for r in c.random:
         ax.annotate(
-            f"p={r['params']['offload_p']}", (r["srm_token_ratio"], r["accuracy"]), fontsize=7,
+            f"p={r.params.get('offload_p')}", (r.srm_token_ratio, r.accuracy), fontsize=7,
             textcoords="offset points", xytext=(4, -10),
         )  # fmt: skip
     for name, e in ends.items():
         colour, marker = _style(name)
-        ax.scatter(
-            e["srm_token_ratio"], e["accuracy"], color=colour, marker=marker, s=80, zorder=3, label=name
-        )
-    chosen = _chosen(c)
+        ax.scatter(e.srm_token_ratio, e.accuracy, color=colour, marker=marker, s=80, zorder=3, label=name)
+    chosen = c.chosen_entry()
     ax.scatter(
-        chosen["srm_token_ratio"], chosen["accuracy"], s=260, facecolors="none", edgecolors="black",
-        linewidths=2, zorder=4, label=f"chosen: {_slug(chosen['params'])}",
+        chosen.srm_token_ratio, chosen.accuracy, s=260, facecolors="none", edgecolors="black",
+        linewidths=2, zorder=4, label=f"chosen: {_slug(chosen.params)}",
     )  # fmt: skip
     _axes(ax)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
     return _png(fig)
 
 
-def _latency_cost(summary: dict[str, Any]) -> str:
+def _latency_cost(summary: Summary) -> str:
     import matplotlib.pyplot as plt
 
-    names = list(summary["policies"])
+    names = list(summary.policies)
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
-    left.bar(names, [summary["policies"][n]["edge_cloud"]["latency_s"] for n in names], color="#457b9d")
+    left.bar(names, [summary.policies[n].edge_cloud.latency_s for n in names], color="#457b9d")
     left.set_ylabel("edge-cloud latency per run (s)")
-    right.bar(
-        names, [summary["policies"][n]["edge_cloud"]["api_cost_usd"] * 1000 for n in names], color="#e76f51"
-    )
+    right.bar(names, [summary.policies[n].edge_cloud.api_cost_usd * 1000 for n in names], color="#e76f51")
     right.set_ylabel("API cost per 1,000 runs (USD)")
     for ax in (left, right):
         ax.tick_params(axis="x", rotation=20)
@@ -298,18 +285,18 @@ def _latency_cost(summary: dict[str, Any]) -> str:
     return _png(fig)
 
 
-def _triggers(summary: dict[str, Any]) -> str | None:
+def _triggers(summary: Summary) -> str | None:
     import matplotlib.pyplot as plt
 
-    kinds = sorted({k for p in summary["policies"].values() for k in p["triggers"]})
+    kinds = sorted({k for p in summary.policies.values() for k in p.triggers})
     if not kinds:
         return None
-    names = list(summary["policies"])
+    names = list(summary.policies)
     fig, ax = plt.subplots(figsize=(7, 3.6))
     width = 0.8 / len(kinds)
     for i, kind in enumerate(kinds):
         xs = [j + i * width for j in range(len(names))]
-        ax.bar(xs, [summary["policies"][n]["triggers"].get(kind, 0) for n in names], width, label=kind)
+        ax.bar(xs, [summary.policies[n].triggers.get(kind, 0) for n in names], width, label=kind)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(names))], names)
     ax.set_ylabel("count")
     ax.legend()
@@ -317,30 +304,28 @@ def _triggers(summary: dict[str, Any]) -> str | None:
     return _png(fig)
 
 
-def _timelines(rows: list[dict[str, Any]]) -> str | None:
+def _timelines(rows: list[Row]) -> str | None:
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    mixed = [r for r in rows if r["policy"] in _MIXED and r["steps"]]
+    mixed = [r for r in rows if r.policy in _MIXED and r.steps]
     mixed = mixed[:_MAX_TIMELINES]
     if not mixed:
         return None
     fig, ax = plt.subplots(figsize=(10, 0.45 * len(mixed) + 1.2))
     for y, row in enumerate(mixed):
         x = 0
-        for step in row["steps"]:
-            width = max(1, step["tokens"])
+        for step in row.steps:
+            width = max(1, step.tokens)
             ax.barh(
-                y, width, left=x, color=_ROLE_COLOURS.get(step["role"], "grey"), edgecolor="white", height=0.7
+                y, width, left=x, color=_ROLE_COLOURS.get(step.role, "grey"), edgecolor="white", height=0.7
             )
-            mark = _TRIGGER_MARKS.get(step.get("trigger") or "")
+            mark = _TRIGGER_MARKS.get(step.trigger or "")
             if mark:
                 ax.text(x + 1, y, mark, va="center", fontsize=7, color="white")
             x += width
-        ax.text(
-            x + 5, y, "✓" if row["correct"] else "✗", va="center", color="green" if row["correct"] else "red"
-        )
-    ax.set_yticks(range(len(mixed)), [f"{r['problem_id']} {r['policy']}" for r in mixed], fontsize=7)
+        ax.text(x + 5, y, "✓" if row.correct else "✗", va="center", color="green" if row.correct else "red")
+    ax.set_yticks(range(len(mixed)), [f"{r.problem_id} {r.policy}" for r in mixed], fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("committed tokens (P priming, O offload, I intervention, R judge reject, X random)")
     ax.legend(

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import aiohttp
 import msgspec
@@ -25,30 +23,32 @@ from trigreason.services.worker.backends import Backend
 
 from ._data import Problem
 from ._grading import grade
+from ._rows import Row, StepRow, read_rows
 
 __all__ = [
     "Executor",
     "GatewayExecutor",
     "InProcessExecutor",
+    "OnProgress",
     "Outcome",
     "RunKey",
     "complete_rows",
-    "read_rows",
     "run_eval",
     "seed_for",
 ]
 
 RunKey = tuple[str, str, int]  # (problem id, policy, sample)
+# Called once with ``row=None`` before the first run, then after each finished run: (row, done, total).
+OnProgress = Callable[[Row | None, int, int], None]
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Outcome:
+class Outcome(msgspec.Struct, kw_only=True, frozen=True):
     session_id: str
     answer: str | None
     end_reason: str
     failed: bool
-    steps: list[dict[str, Any]]
-    stats: dict[str, Any]
+    steps: list[StepRow]
+    stats: SessionStats
     error: str | None = None
 
 
@@ -70,7 +70,7 @@ class InProcessExecutor:
             end_reason=res.end_reason,
             failed=res.failed,
             steps=[_step(s) for s in res.steps],
-            stats=msgspec.to_builtins(res.stats),
+            stats=res.stats,
             error=res.error,
         )
 
@@ -100,7 +100,7 @@ class GatewayExecutor:
             if resp.status != 202:
                 raise TrigReasonError(f"gateway: {resp.status} {await resp.text()}", code="gateway")
             sid: str = (await resp.json())["session_id"]
-        steps: dict[int, dict[str, Any]] = {}
+        steps: dict[int, StepRow] = {}
         last_id: str | None = None
         for attempt in range(self._reconnects + 1):
             if attempt:
@@ -118,12 +118,13 @@ class GatewayExecutor:
                         elif line.startswith("event: "):
                             kind = line.removeprefix("event: ")
                         elif line.startswith("data: "):
-                            data = json.loads(line.removeprefix("data: "))
+                            data = line.removeprefix("data: ")
                             if kind == "committed":
-                                step = _step(msgspec.convert(data, CommittedStep))
-                                steps.setdefault(step["index"], step)
+                                step = _step(msgspec.json.decode(data, type=CommittedStep))
+                                steps.setdefault(step.index, step)
                             elif kind in ("finished", "failed"):
-                                return _outcome(sid, kind, data, [steps[i] for i in sorted(steps)])
+                                ended = msgspec.json.decode(data, type=_Ended)
+                                return _outcome(sid, kind, ended, [steps[i] for i in sorted(steps)])
                         elif not line and event_id is not None:
                             last_id, event_id = event_id, None
             except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError):
@@ -135,43 +136,38 @@ class GatewayExecutor:
             await self._http.close()
 
 
-def _outcome(sid: str, kind: str, data: dict[str, Any], steps: list[dict[str, Any]]) -> Outcome:
+class _Ended(msgspec.Struct, kw_only=True, frozen=True):
+    """The data of a ``finished`` or ``failed`` event, as far as a run needs it."""
+
+    answer: str | None = None
+    reason: str = ""
+    code: str = ""
+    message: str = ""
+    stats: SessionStats = SessionStats()
+
+
+def _outcome(sid: str, kind: str, ended: _Ended, steps: list[StepRow]) -> Outcome:
     failed = kind == "failed"
     return Outcome(
         session_id=sid,
-        answer=None if failed else data.get("answer"),
-        end_reason="failed" if failed else data["reason"],
+        answer=None if failed else ended.answer,
+        end_reason="failed" if failed else ended.reason,
         failed=failed,
         steps=steps,
-        stats=msgspec.to_builtins(msgspec.convert(data.get("stats", {}), SessionStats)),
-        error=f"{data['code']}: {data['message']}" if failed else None,
+        stats=ended.stats,
+        error=f"{ended.code}: {ended.message}" if failed else None,
     )
 
 
-def _step(s: CommittedStep) -> dict[str, Any]:
-    return {"index": s.index, "role": s.role, "text": s.text, "tokens": s.tokens, "trigger": s.trigger}
+def _step(s: CommittedStep) -> StepRow:
+    return StepRow(index=s.index, role=s.role, text=s.text, tokens=s.tokens, trigger=s.trigger)
 
 
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    """The rows already written; a line cut off by a crash is dropped (and its run redone)."""
-    rows: list[dict[str, Any]] = []
-    if not path.exists():
-        return rows
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
-
-
-def complete_rows(
-    rows: list[dict[str, Any]], problems: list[Problem], policies: list[str], samples: int
-) -> list[dict[str, Any]]:
+def complete_rows(rows: list[Row], problems: list[Problem], policies: list[str], samples: int) -> list[Row]:
     """The rows of the problems that have every (policy, sample) run, in problem order: a fair comparison
     of policies while a long evaluation is still under way."""
-    have = {(r["problem_id"], r["policy"], r["sample"]): r for r in rows}
-    out: list[dict[str, Any]] = []
+    have = {(r.problem_id, r.policy, r.sample): r for r in rows}
+    out: list[Row] = []
     for p in problems:
         keys = [(p.id, pol, k) for k in range(samples) for pol in policies]
         if all(key in have for key in keys):
@@ -179,10 +175,10 @@ def complete_rows(
     return out
 
 
-def _prepare(out_dir: Path) -> tuple[Path, dict[RunKey, dict[str, Any]]]:
+def _prepare(out_dir: Path) -> tuple[Path, dict[RunKey, Row]]:
     out_dir.mkdir(parents=True, exist_ok=True)
     results = out_dir / "results.jsonl"
-    return results, {(r["problem_id"], r["policy"], r["sample"]): r for r in read_rows(results)}
+    return results, {(r.problem_id, r.policy, r.sample): r for r in read_rows(results)}
 
 
 def seed_for(problem_id: str, sample: int, base_seed: int) -> int:
@@ -200,8 +196,8 @@ async def run_eval(
     executor: Executor,
     out_dir: Path,
     concurrency: int = 1,
-    on_progress: Callable[[dict[str, Any] | None, int, int], None] = lambda _row, _done, _total: None,
-) -> list[dict[str, Any]]:
+    on_progress: OnProgress = lambda _row, _done, _total: None,
+) -> list[Row]:
     """Run what ``out_dir/results.jsonl`` does not hold yet; return every row for these runs.
 
     ``on_progress(row, done, total)`` is called once with ``row=None`` before the first run, then after
@@ -216,7 +212,7 @@ async def run_eval(
     on_progress(None, done, len(wanted))
     limit = asyncio.Semaphore(concurrency)
     lock = asyncio.Lock()
-    new_rows: dict[RunKey, dict[str, Any]] = {}
+    new_rows: dict[RunKey, Row] = {}
 
     async def one(problem: Problem, policy: str, sample: int) -> None:
         nonlocal done
@@ -230,29 +226,30 @@ async def run_eval(
             except (BackendError, TrigReasonError, aiohttp.ClientError) as exc:
                 outcome = Outcome(
                     session_id=sid, answer=None, end_reason="failed", failed=True, steps=[],
-                    stats=msgspec.to_builtins(SessionStats()), error=str(exc),
+                    stats=SessionStats(), error=str(exc),
                 )  # fmt: skip
-            row = {
-                "problem_id": problem.id,
-                "policy": policy,
-                "sample": sample,
-                "seed": seed,
-                "question": problem.question,
-                "gold": problem.gold,
-                "answer": outcome.answer,
-                "correct": grade(outcome.answer, problem.gold, kind=problem.grade),
-                "end_reason": outcome.end_reason,
-                "failed": outcome.failed,
-                "error": outcome.error,
-                "session_id": outcome.session_id,
-                "run_s": time.perf_counter() - started,
-                "params": msgspec.to_builtins(run_params),
-                "stats": outcome.stats,
-                "steps": outcome.steps,
-            }
+            row = Row(
+                problem_id=problem.id,
+                policy=policy,
+                sample=sample,
+                seed=seed,
+                question=problem.question,
+                gold=problem.gold,
+                answer=outcome.answer,
+                correct=grade(outcome.answer, problem.gold, kind=problem.grade),
+                end_reason=outcome.end_reason,
+                failed=outcome.failed,
+                error=outcome.error,
+                session_id=outcome.session_id,
+                run_s=time.perf_counter() - started,
+                params=run_params,
+                stats=outcome.stats,
+                steps=outcome.steps,
+            )
+            line = msgspec.json.encode(row) + b"\n"
             async with lock:
-                with results.open("a", encoding="utf-8") as f:
-                    f.write(json.dumps(row) + "\n")
+                with results.open("ab") as f:
+                    f.write(line)
                 new_rows[(problem.id, policy, sample)] = row
                 done += 1
                 on_progress(row, done, len(wanted))

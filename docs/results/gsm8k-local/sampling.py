@@ -7,11 +7,9 @@ each decoding, and TrigReason against its matched random baseline under each.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
-from trigreason.eval import matched_comparison, replaced_share
+from trigreason.eval import Row, matched_comparison, read_rows, replaced_share
 
 HERE = Path(__file__).resolve().parent
 _DECODINGS = {
@@ -20,38 +18,37 @@ _DECODINGS = {
 }
 
 
-def _rows(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
-    rows = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+def _rows(path: Path) -> dict[tuple[str, str], Row]:
     return {
-        (r["policy"], r["problem_id"]): r
-        for r in rows
-        if r["policy"] in ("trigreason", "random", "lrm-only", "srm-only")
+        (r.policy, r.problem_id): r
+        for r in read_rows(path)
+        if r.policy in ("trigreason", "random", "lrm-only", "srm-only")
     }
 
 
-def _behaviour(name: str, rows: list[dict[str, Any]]) -> str:
+def _behaviour(name: str, rows: list[Row]) -> str:
     n = len(rows)
-    stats = [r["stats"] for r in rows]
-    srm = sum(s["srm_tokens"] for s in stats)
-    lrm = sum(s["lrm_tokens"] for s in stats)
-    calls = sum(s["srm_calls"] for s in stats)
-    trig = {k: sum(s["triggers"].get(k, 0) for s in stats) for k in ("offload", "intervention")}
+    stats = [r.stats for r in rows]
+    srm = sum(s.srm_tokens for s in stats)
+    lrm = sum(s.lrm_tokens for s in stats)
+    calls = sum(s.srm_calls for s in stats)
+    trig = {k: sum(s.triggers.get(k, 0) for s in stats) for k in ("offload", "intervention")}
     return (
-        f"| {name} | {n} | {sum(bool(r['correct']) for r in rows) / n:.2f} | {srm / (srm + lrm):.3f} | "
+        f"| {name} | {n} | {sum(r.correct for r in rows) / n:.2f} | {srm / (srm + lrm):.3f} | "
         f"{calls / n:.1f} | {trig['offload']} ({trig['offload'] / calls:.0%} of SRM calls) | "
         f"{trig['intervention']} | {replaced_share(stats):.2f} |"
     )
 
 
-def _versus(name: str, rows: list[dict[str, Any]]) -> str:
+def _versus(name: str, rows: list[Row]) -> str:
     v = matched_comparison(rows)
     if v is None:
         return f"| {name} | no matched random runs yet | | | | | |"
-    low, high = v["accuracy_difference_ci95"]
+    low, high = v.accuracy_difference_ci95
     return (
-        f"| {name} | {v['pairs']} | {v['trigreason_accuracy']:.3f} | {v['random_accuracy']:.3f} | "
-        f"{v['trigreason_right_random_wrong']} / {v['random_right_trigreason_wrong']} | "
-        f"{v['accuracy_difference']:+.3f} [{low:+.3f}, {high:+.3f}] | {v['mcnemar_p']:.2g} |"
+        f"| {name} | {v.pairs} | {v.trigreason_accuracy:.3f} | {v.random_accuracy:.3f} | "
+        f"{v.trigreason_right_random_wrong} / {v.random_right_trigreason_wrong} | "
+        f"{v.accuracy_difference:+.3f} [{low:+.3f}, {high:+.3f}] | {v.mcnemar_p:.2g} |"
     )
 
 
@@ -65,13 +62,11 @@ def main() -> None:
     for name, rows in runs.items():
         print(_behaviour(name, [rows["trigreason", p] for p in common]))
     greedy, sampled = runs.values()
-    agree = sum(
-        bool(greedy["trigreason", p]["correct"]) == bool(sampled["trigreason", p]["correct"]) for p in common
-    )
+    agree = sum(greedy["trigreason", p].correct == sampled["trigreason", p].correct for p in common)
     print()
     for ref in ("lrm-only", "srm-only"):
         if all((ref, p) in greedy for p in common):
-            right = sum(bool(greedy[ref, p]["correct"]) for p in common)
+            right = sum(greedy[ref, p].correct for p in common)
             print(f"{ref}, greedy, on the same problems: {right / len(common):.2f}")
     print(f"\nSame TrigReason outcome (both right or both wrong) on {agree} of {len(common)} problems.\n")
     print("| decoding | pairs | TrigReason | random, matched | TR right & random wrong / opposite | "

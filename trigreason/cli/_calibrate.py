@@ -1,0 +1,188 @@
+"""``trigreason calibrate``: flags in, progress, the grid table and the profile out; the work is
+trigreason.eval's."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from trigreason.eval import (
+    Calibration,
+    CalibrationRuns,
+    ParamValue,
+    Profile,
+    calibration_profile,
+    load_problems,
+    plan_calibration,
+    point_slug,
+    run_calibration,
+    write_calibration_report,
+    write_json,
+)
+from trigreason.profiles import user_profile_path
+from trigreason.proto import ConfigError, SessionParams
+
+from ._app import app
+from ._eval import Model, Url, checked_via, executor, progress_bars, run_async, stdout_console
+from ._params import session_params
+
+__all__: list[str] = []
+
+_D = SessionParams()
+_TEST_SPLITS = ("gsm8k", "math500", "aime24", "aime25")
+
+
+def _floats(raw: str | None, name: str) -> list[float] | None:
+    if raw is None:
+        return None
+    try:
+        return [float(v) for v in raw.split(",") if v.strip()]
+    except ValueError as exc:
+        raise typer.BadParameter("comma-separated numbers", param_hint=name) from exc
+
+
+@app.command()
+def calibrate(
+    ctx: typer.Context,
+    dataset: Annotated[str, typer.Option(help="calibration split (never a test split)")] = "gsm8k-train",
+    limit: Annotated[int, typer.Option(min=1, help="problems")] = 20,
+    rho: Annotated[str, typer.Option(help="rho values to try, comma-separated")] = "0.8,0.9,0.95,0.99",
+    tau: Annotated[str | None, typer.Option(help="tau values to try")] = None,
+    k: Annotated[str | None, typer.Option(help="k values to try")] = None,
+    priming_steps: Annotated[
+        str | None,
+        typer.Option(help="n values to try [default: the base's]; the random baseline uses the first"),
+    ] = None,
+    m: Annotated[str | None, typer.Option(help="m values to try")] = None,
+    random_p: Annotated[
+        str,
+        typer.Option(
+            help="offload_p values of the random baseline, comma-separated (empty: end points only)"
+        ),
+    ] = "0.25,0.5,0.75",
+    min_accuracy: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="accuracy floor as a fraction of LRM-only")
+    ] = 0.9,
+    name: Annotated[str, typer.Option(help="the profile's name")] = "calibrated",
+    profile_out: Annotated[
+        Path | None, typer.Option(help="where to write the profile [default: user config dir]")
+    ] = None,
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="the runs of every grid point (resumable), calibration.json, pareto.png, report.html"
+        ),
+    ] = Path("runs/calibrate"),
+    profile: Annotated[str | None, typer.Option(help="base parameters from a profile")] = None,
+    max_tokens: int = _D.max_tokens,
+    step_max_tokens: int = _D.step_max_tokens,
+    temperature: float = _D.temperature,
+    top_p: Annotated[float, typer.Option(help="nucleus sampling (used when temperature > 0)")] = _D.top_p,
+    seed: int = _D.seed,
+    srm_model: Model = "srm",
+    lrm_model: Model = "lrm",
+    srm_url: Url = None,
+    lrm_url: Url = None,
+    via: Annotated[str, typer.Option(help="inproc, or a running gateway's URL")] = "inproc",
+    report_only: Annotated[
+        bool,
+        typer.Option(help="run nothing: the profile and report from the runs under --out (all must be done)"),
+    ] = False,
+) -> None:
+    """Grid-search the trigger thresholds: the most SRM tokens at accuracy >= a fraction of LRM-only;
+    the Pareto front against the random baseline and the LRM-only and SRM-only end points."""
+    if dataset in _TEST_SPLITS:
+        raise typer.BadParameter("calibrate on a calibration split (e.g. gsm8k-train), never a test split")
+    base = session_params(
+        ctx, profile,
+        {"max_tokens": max_tokens, "step_max_tokens": step_max_tokens, "temperature": temperature,
+         "top_p": top_p, "seed": seed},
+    )  # fmt: skip
+    # rho and priming_steps always (the run directories are named after them: rho0.9-priming_steps2).
+    axes: dict[str, list[ParamValue]] = {"rho": list(_floats(rho, "--rho") or [base.rho])}
+    for axis, raw, cast in (("tau", tau, float), ("k", k, int), ("priming_steps", priming_steps, int),
+                            ("m", m, int)):  # fmt: skip
+        values = _floats(raw, f"--{axis}")
+        if values:
+            axes[axis] = [cast(v) for v in values]
+        elif axis == "priming_steps":
+            axes[axis] = [base.priming_steps]
+    try:
+        plan = plan_calibration(base, axes, _floats(random_p, "--random-p") or [])
+    except ConfigError as exc:
+        raise typer.BadParameter(exc.message) from exc
+    via = checked_via(via)
+    console = Console(stderr=True)
+    problems = load_problems(dataset, limit=limit)
+
+    async def main() -> CalibrationRuns:
+        if report_only:
+            return await run_calibration(plan, problems, executor=None, out_dir=out)
+        async with executor(via, srm_model, lrm_model, srm_url, lrm_url, console) as ex:
+            return await run_calibration(
+                plan, problems, executor=ex, out_dir=out, progress=progress_bars(console)
+            )
+
+    started = time.time()
+    runs = run_async(main, console, out)
+    seconds = round(time.time() - started, 1)
+    if report_only:  # the time the runs took, not the time to read them back
+        seconds = _previous_seconds(out / "calibration.json", seconds)
+    doc, feasible = calibration_profile(
+        name, plan, runs, dataset=dataset, problems=len(problems), min_accuracy=min_accuracy,
+        srm_model=srm_url or srm_model, lrm_model=lrm_url or lrm_model, seconds=seconds,
+    )  # fmt: skip
+    c = doc.calibration
+    stdout_console().print(_calibration_table(c))
+    path = profile_out or user_profile_path(name)
+    write_json(path, doc)
+    write_json(out / "calibration.json", doc)
+    with console.status("writing the report..."):
+        write_calibration_report(out, c)
+    if not feasible:
+        console.print(
+            f"[yellow]no point reached {min_accuracy:.0%} of LRM-only accuracy; chose the most accurate[/]"
+        )
+    word = "beats" if c.beats_random else "[yellow]does not beat[/]"
+    console.print(
+        f"the chosen point {word} the random baseline at its SRM token ratio "
+        f"({c.chosen_entry().accuracy:.3f} against {c.random_accuracy_at_ratio:.3f})"
+    )
+    console.print(f"wrote {out / 'calibration.json'}, {out / 'pareto.png'}, {out / 'report.html'}")
+    console.print(f"wrote profile {name!r} to {path}; use it with --profile {path}")
+
+
+def _previous_seconds(path: Path, default: float) -> float:
+    try:
+        return msgspec.json.decode(path.read_bytes(), type=Profile).calibration.seconds
+    except (OSError, msgspec.DecodeError):
+        return default
+
+
+def _calibration_table(c: Calibration) -> Table:
+    lrm_acc = c.end_points["lrm-only"].accuracy
+    table = Table(title=f"{c.dataset}, {c.problems} problems; LRM-only accuracy {lrm_acc:.3f}")
+    for col in ("point", "accuracy", "SRM token ratio", "random at ratio", ""):
+        table.add_column(col, justify="left" if col in ("point", "") else "right")
+    for g in c.grid:
+        notes = ["front" if g.on_front else "", "chosen" if g.params == c.chosen else ""]
+        notes.append("beats random" if g.beats_random else "")
+        table.add_row(
+            point_slug(g.params), f"{g.accuracy:.3f}", f"{g.srm_token_ratio:.2f}",
+            f"{g.random_accuracy_at_ratio:.3f}", ", ".join(n for n in notes if n),
+        )  # fmt: skip
+    for r in c.random:
+        table.add_row(
+            f"random offload_p{r.params.get('offload_p')}", f"{r.accuracy:.3f}",
+            f"{r.srm_token_ratio:.2f}", "", "random baseline",
+        )  # fmt: skip
+
+    for end, e in c.end_points.items():
+        table.add_row(end, f"{e.accuracy:.3f}", f"{e.srm_token_ratio:.2f}", "", "end point")
+    return table
