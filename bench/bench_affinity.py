@@ -48,9 +48,9 @@ from nats.aio.msg import Msg
 from rich.table import Table
 
 from trigreason.eval import load_problems
+from trigreason.nats_server import LocalNatsServer
 from trigreason.proto import StepGenerated, TypedDecoder, event_filter
 from trigreason.services.runtime import BusSettings, ensure_topology
-from trigreason.stack import LocalNatsServer
 
 NAME = "affinity"
 TARGETS = {"cached_prompt_share": 0.8, "prefill_ratio": 0.5, "session_wall_ratio": 0.8}

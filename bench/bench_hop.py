@@ -36,6 +36,7 @@ from _harness import (
 from nats.aio.msg import Msg
 from rich.table import Table
 
+from trigreason.nats_server import LocalNatsServer
 from trigreason.proto import (
     GeneratedStep,
     StepGenerated,
@@ -45,7 +46,6 @@ from trigreason.proto import (
     subject_for,
 )
 from trigreason.services.runtime import BusSettings, ensure_topology
-from trigreason.stack import LocalNatsServer
 
 NAME = "hop"
 LOOPS = ("asyncio", "uvloop")

@@ -54,6 +54,7 @@ from _harness import (
 from nats.aio.msg import Msg
 from rich.table import Table
 
+from trigreason.nats_server import LocalNatsServer
 from trigreason.proto import (
     ALL_SUBJECTS,
     GenerateStep,
@@ -74,7 +75,6 @@ from trigreason.services.worker.backends import (
     JudgeResult,
     make_backend,
 )
-from trigreason.stack import LocalNatsServer
 
 NAME = "overhead"
 SERVICES = ("orchestrator", "trigger-evaluator", "srm-worker", "lrm-worker")

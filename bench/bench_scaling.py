@@ -46,9 +46,9 @@ from _harness import (
 from nats.aio.msg import Msg
 from rich.table import Table
 
+from trigreason.nats_server import LocalNatsServer
 from trigreason.proto import event_filter
 from trigreason.services.runtime import BusSettings, ensure_topology
-from trigreason.stack import LocalNatsServer
 
 NAME = "scaling"
 MAX_TOKENS = 65_536  # SessionParams' bound on max_tokens

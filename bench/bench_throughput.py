@@ -47,6 +47,7 @@ from _harness import (
 from nats.aio.msg import Msg
 from rich.table import Table
 
+from trigreason.nats_server import LocalNatsServer
 from trigreason.proto import (
     SessionFailed,
     SessionFinished,
@@ -55,7 +56,6 @@ from trigreason.proto import (
     event_filter,
 )
 from trigreason.services.runtime import BusSettings, ensure_topology
-from trigreason.stack import LocalNatsServer
 
 NAME = "throughput"
 TARGET_STEPS_S = 1000.0

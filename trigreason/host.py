@@ -13,10 +13,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from trigreason.profiles import load_profile
 from trigreason.proto import BUS_SERVICES, BusService, ConfigError, Role
 from trigreason.services import gateway, orchestrator, trigger_evaluator, worker
-from trigreason.services.runtime import BusSettings, HostSettings, stop_on_signals
+from trigreason.services.runtime import BusSettings, HostSettings
 from trigreason.services.worker.backends import Backend
 
-__all__ = ["SERVICES", "BackendFactory", "ServiceName", "ServiceSettings", "run_service", "stop_on_signals"]
+__all__ = ["SERVICES", "BackendFactory", "ServiceName", "ServiceSettings", "run_service"]
 
 # The services that talk to the bus (each its own NATS user): the vocabulary's names.
 ServiceName = BusService

@@ -24,13 +24,13 @@ from typing import Any
 import aiohttp
 from opentelemetry.sdk.trace import TracerProvider
 
-from trigreason._nats_server import LocalNatsServer, find_nats_server
 from trigreason.host import SERVICES, ServiceName, ServiceSettings, run_service
+from trigreason.nats_server import LocalNatsServer
 from trigreason.proto import Role, TrigReasonError
 from trigreason.services.runtime import die_with_parent, stop_processes
 from trigreason.services.worker.backends import Backend, BackendSettings, make_backend
 
-__all__ = ["LocalNatsServer", "StackSpec", "embedded_stack", "find_nats_server", "inference_servers"]
+__all__ = ["StackSpec", "embedded_stack", "inference_servers"]
 
 _DRAIN_S = 2.0  # unless TRIGREASON_DRAIN_S says otherwise: work in flight on our own NATS is lost anyway
 _CHILD_STOP_S = 2.0

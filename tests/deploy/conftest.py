@@ -15,8 +15,8 @@ import pytest
 
 from tests.deploy.nats_auth import ROOT
 from trigreason.host import SERVICES
+from trigreason.nats_server import find_nats_server
 from trigreason.proto import password_variable
-from trigreason.stack import find_nats_server
 
 NATS_CONF = ROOT / "infra" / "nats" / "nats.conf"
 

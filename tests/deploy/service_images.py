@@ -4,7 +4,7 @@ Each image (a Dockerfile target) is built from one workspace member's locked dep
 ``uv sync --frozen --no-dev --no-editable --package <member>``. The same command with
 ``UV_PROJECT_ENVIRONMENT=<empty folder>`` gives the package set an image would hold, so its entry point
 can be imported and its size measured on a machine without Docker (tests/deploy/test_service_packages.py,
-infra/package_sets.py).
+tests/deploy/package_sets.py, `make package-sets`).
 """
 
 from __future__ import annotations

@@ -19,10 +19,11 @@ from nats.aio.client import Client as NatsClient
 from opentelemetry.sdk.trace import TracerProvider
 
 from tests.deploy.conftest import AuthNats
+from tests.scripted import ScriptedBackend
 from tests.support import step
 from trigreason.host import SERVICES, ServiceSettings, run_service
 from trigreason.proto import Role, inbox_prefix
-from trigreason.services.worker.backends import Backend, ScriptedBackend
+from trigreason.services.worker.backends import Backend
 
 pytestmark = pytest.mark.timeout(90)
 

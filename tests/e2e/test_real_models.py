@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 
 from tests.services.cluster import Cluster, start_all
+from trigreason.nats_server import LocalNatsServer
 from trigreason.proto import decode_message
 from trigreason.services.gateway import GatewaySettings, make_app
 from trigreason.services.runtime import Bus, BusSettings
@@ -21,7 +22,6 @@ from trigreason.services.tgi_cpu import LlamaEngine, TgiCpuSettings, start_serve
 from trigreason.services.tgi_cpu import make_app as make_tgi_app
 from trigreason.services.tgi_cpu.models import resolve_model
 from trigreason.services.worker.backends import make_backend
-from trigreason.stack import LocalNatsServer
 
 # Generous limits: a loaded 2-core machine decodes a few tokens per second.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]

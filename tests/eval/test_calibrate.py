@@ -13,6 +13,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from tests.scripted import ScriptedBackend
 from tests.support import CONFIDENT, UNSURE, step
 from trigreason.cli import app, session_params
 from trigreason.eval import (
@@ -28,7 +29,6 @@ from trigreason.eval import (
 )
 from trigreason.profiles import load_profile
 from trigreason.proto import ConfigError, SessionParams
-from trigreason.services.worker.backends import ScriptedBackend
 
 
 def _p(rho: float, acc: float, ratio: float) -> GridPoint:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.scripted import ScriptedBackend
 from tests.support import CONFIDENT, step
 from trigreason.eval import (
     EdgeCloudModel,
@@ -21,7 +22,6 @@ from trigreason.eval import (
     summarize,
 )
 from trigreason.proto import SessionParams, SessionStats
-from trigreason.services.worker.backends import ScriptedBackend
 
 
 @pytest.mark.parametrize(

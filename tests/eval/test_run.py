@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tests.scripted import ScriptedBackend
 from tests.support import step
 from trigreason.eval import InProcessExecutor, Outcome, Problem, complete_rows, read_rows, run_eval
 from trigreason.proto import SessionParams
-from trigreason.services.worker.backends import ScriptedBackend
 
 PROBLEMS = [
     Problem(id="t/0", question="What is 3 + 4?", gold="7", grade="numeric"),

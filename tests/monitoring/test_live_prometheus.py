@@ -30,7 +30,7 @@ import yaml
 from tests.monitoring.support import RULES, alerts, binary, expand, panel_queries, recordings
 from trigreason.proto import command_subject
 from trigreason.services.backend_sim import SimSettings, StepLength, make_app, start_server
-from trigreason.stack import LocalNatsServer
+from trigreason.nats_server import LocalNatsServer
 
 pytestmark = pytest.mark.slow
 

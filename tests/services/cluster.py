@@ -10,13 +10,13 @@ import msgspec
 import nats
 from opentelemetry.trace import Tracer
 
+from trigreason.nats_server import LocalNatsServer
 from trigreason.proto import SessionFailed, SessionFinished, SessionParams, SessionRequested, decode_message
 from trigreason.services.orchestrator import Orchestrator
 from trigreason.services.runtime import Bus, BusSettings, consume
 from trigreason.services.trigger_evaluator import TriggerEvaluator
 from trigreason.services.worker import Worker
 from trigreason.services.worker.backends import Backend
-from trigreason.stack import LocalNatsServer
 
 
 class Cluster:

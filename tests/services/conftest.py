@@ -16,9 +16,10 @@ from tests.containers import (
     fixture_mode,
 )
 from tests.services.cluster import Cluster
+from trigreason.nats_server import LocalNatsServer
 from trigreason.services.backend_sim import SimSettings, make_app, start_server
 from trigreason.services.runtime import BusSettings
-from trigreason.stack import LocalNatsServer, StackSpec, embedded_stack
+from trigreason.stack import StackSpec, embedded_stack
 
 # The load simulator behind ``service_stack``, as TRIGREASON_SIM_* settings (the same in either mode):
 # quick steps, an answer after two.

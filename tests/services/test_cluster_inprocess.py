@@ -12,6 +12,7 @@ from typing import Any
 
 import nats
 
+from tests.scripted import ScriptedBackend
 from tests.services.cluster import Cluster, start_all, submit_and_wait
 from tests.support import CONFIDENT, step
 from trigreason.proto import (
@@ -24,7 +25,6 @@ from trigreason.runner import run_session
 from trigreason.services.orchestrator import Orchestrator
 from trigreason.services.trigger_evaluator import TriggerEvaluator
 from trigreason.services.worker import Worker
-from trigreason.services.worker.backends import ScriptedBackend
 
 SRM_SCRIPT = [
     step("We add.", [CONFIDENT] * 6),  # offloaded

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 import nats
 import pytest
 
+from trigreason.nats_server import LocalNatsServer
 from trigreason.proto import (
     SessionFinished,
     SessionParams,
@@ -25,7 +26,6 @@ from trigreason.proto import (
 )
 from trigreason.services.backend_sim import SimSettings, StepLength, make_app, start_server
 from trigreason.services.runtime import BusSettings, ensure_topology
-from trigreason.stack import LocalNatsServer
 
 pytestmark = pytest.mark.slow
 

@@ -14,13 +14,13 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
+from tests.scripted import ScriptedBackend
 from tests.services.cluster import Cluster, start_all
 from tests.support import step
 from trigreason.eval import GatewayExecutor
 from trigreason.proto import SessionParams
 from trigreason.services.gateway import GatewaySettings, make_app
 from trigreason.services.runtime import Bus
-from trigreason.services.worker.backends import ScriptedBackend
 
 FINAL = step("So \\boxed{7}.")
 

@@ -17,13 +17,14 @@ import nats
 import pytest
 from aiohttp import web
 
+from tests.scripted import ScriptedBackend
 from tests.services.cluster import Cluster, start_all
 from tests.support import step
+from trigreason.nats_server import LocalNatsServer
 from trigreason.proto import EVENT_STREAM, event_subject
 from trigreason.services.gateway import GatewaySettings, make_app
 from trigreason.services.runtime import Bus, BusSettings
-from trigreason.services.worker.backends import Generation, GenerationRequest, ScriptedBackend
-from trigreason.stack import LocalNatsServer
+from trigreason.services.worker.backends import Generation, GenerationRequest
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from tests.scripted import ScriptedBackend
 from tests.services.cluster import Cluster, start_all
 from tests.support import step
 from trigreason.services.gateway import GatewaySettings, make_app
 from trigreason.services.runtime import Bus
-from trigreason.services.worker.backends import ScriptedBackend
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -13,6 +13,7 @@ import msgspec
 import pytest
 from aiohttp import web
 
+from tests.scripted import ScriptedBackend
 from tests.services.cluster import Cluster, start_all
 from tests.support import step
 from trigreason.eval import GatewayExecutor
@@ -29,7 +30,7 @@ from trigreason.proto import (
 )
 from trigreason.services.gateway import OPEN_STREAMS, GatewaySettings, idempotent_session_id, make_app
 from trigreason.services.runtime import Bus
-from trigreason.services.worker.backends import Generation, GenerationRequest, ScriptedBackend
+from trigreason.services.worker.backends import Generation, GenerationRequest
 
 pytestmark = pytest.mark.timeout(60)
 

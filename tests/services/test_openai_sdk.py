@@ -12,12 +12,13 @@ import openai
 import pytest
 from aiohttp import web
 
+from tests.scripted import ScriptedBackend
 from tests.services.cluster import Cluster, start_all
 from tests.support import step
 from trigreason.proto import BackendTimings, SessionFailed, StepCommitted
 from trigreason.services.gateway import GatewaySettings, idempotent_session_id, make_app
 from trigreason.services.runtime import Bus
-from trigreason.services.worker.backends import Generation, GenerationRequest, ScriptedBackend
+from trigreason.services.worker.backends import Generation, GenerationRequest
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -13,8 +13,10 @@ import nats
 import pytest
 from nats.js.api import KeyValueConfig
 
+from tests.scripted import ScriptedBackend
 from tests.services.cluster import Cluster, start_all
 from tests.support import step
+from trigreason.nats_server import LocalNatsServer
 from trigreason.proto import (
     DEAD_LETTER_STREAM,
     EVENT_STREAM,
@@ -39,8 +41,7 @@ from trigreason.services.orchestrator import Orchestrator, event_key
 from trigreason.services.runtime import Bus, BusSettings, Delivery, ensure_topology
 from trigreason.services.trigger_evaluator import TriggerEvaluator
 from trigreason.services.worker import Worker
-from trigreason.services.worker.backends import ScriptedBackend, TgiBackend
-from trigreason.stack import LocalNatsServer
+from trigreason.services.worker.backends import TgiBackend
 
 
 async def _sim(**overrides: object) -> AsyncIterator[str]:

@@ -8,10 +8,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
+from tests.scripted import ScriptedBackend
 from tests.services.cluster import Cluster, start_all, submit_and_wait
 from tests.support import step
 from trigreason.proto import SessionFinished, SessionParams
-from trigreason.services.worker.backends import ScriptedBackend
 
 FINAL = step("So \\boxed{7}.")
 

@@ -8,9 +8,9 @@ import nats
 import pytest
 from nats.js.errors import KeyWrongLastSequenceError
 
+from trigreason.nats_server import LocalNatsServer
 from trigreason.proto import COMMAND_STREAM, CONSUMERS, EVENT_STREAM
 from trigreason.services.runtime import BusSettings, ensure_topology
-from trigreason.stack import LocalNatsServer
 
 
 async def test_topology_is_idempotent_and_deduplicates_commands(nats_server: LocalNatsServer) -> None:

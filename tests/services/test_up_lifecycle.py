@@ -24,8 +24,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from trigreason.nats_server import LocalNatsServer
 from trigreason.services.backend_sim import SimSettings, StepLength, make_app, start_server
-from trigreason.stack import LocalNatsServer
 
 pytestmark = pytest.mark.slow
 

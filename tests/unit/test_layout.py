@@ -1,4 +1,4 @@
-"""The layout the design card asks for, and the import graph running one way: the services and their
+"""The layout README.md ("Layout") describes, and the import graph running one way: the services and their
 runtime on top, the pure core logic below them, the wire contract (proto) at the bottom.
 
 Read from the source with ``ast`` (nothing is imported), so a violation names the file and the line."""
@@ -19,7 +19,7 @@ PURE = {
     "trigger_evaluator": ("_triggers", "_evaluator"),
     "worker": ("_results",),
 }
-USER_FACING = ("cli", "eval", "runner", "stack", "profiles", "_host", "_nats_server", "datasets", "wan")
+USER_FACING = ("cli", "eval", "runner", "stack", "profiles", "host", "nats_server", "datasets", "wan")
 
 
 def _package_dir(service: str) -> Path:
@@ -68,7 +68,7 @@ def _third_party_or_stdlib(name: str) -> bool:
     return not name.startswith("trigreason")
 
 
-def test_the_top_level_is_the_design_cards() -> None:
+def test_the_top_level_is_the_documented_one() -> None:
     for entry in ("proto", "services", "infra", "k8s", "tests", "pyproject.toml", "README.md"):
         assert (ROOT / entry).exists(), entry
     for service in SERVICES:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from tests.scripted import ScriptedBackend
 from tests.support import CONFIDENT, step
 from trigreason.proto import GenerateStep, SessionParams, StepCommitted, Verdict
 from trigreason.runner import run_session
-from trigreason.services.worker.backends import ScriptedBackend
 
 
 async def test_runner_routes_srm_steps_through_the_evaluator() -> None:

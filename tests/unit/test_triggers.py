@@ -1,4 +1,5 @@
-"""Trigger definitions, table-driven; every expected value is worked out by hand from DESIGN."""
+"""Trigger definitions, table-driven; every expected value is worked out by hand from the definitions in
+README.md ("The policies")."""
 
 from __future__ import annotations
 

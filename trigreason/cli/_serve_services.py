@@ -1,21 +1,20 @@
-"""``trigreason serve gateway|orchestrator|trigger-evaluator|srm-worker|lrm-worker``."""
+"""``trigreason serve gateway|orchestrator|trigger-evaluator|srm-worker|lrm-worker``: each runs the service's
+own entry point (``main``, what its image runs as ``python -m trigreason.services.<service>``), with the
+flags as overrides of the environment."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-from typing import Annotated
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any
 
 import typer
 
-from trigreason.host import ServiceName, ServiceSettings, run_service, stop_on_signals
-from trigreason.proto import Role, TrigReasonError
-from trigreason.services.runtime import configure_logging, configure_tracing, run_event_loop
-from trigreason.services.worker import backend_from_env
-from trigreason.services.worker.backends import Backend, BackendSettings
+from trigreason.profiles import load_profile
+from trigreason.proto import Role
+from trigreason.services import gateway, orchestrator, trigger_evaluator, worker
 
 from ._app import serve_app
-from ._shutdown import shutdown_tracing
 
 __all__: list[str] = []
 
@@ -24,52 +23,23 @@ _Concurrency = Annotated[
     int | None,
     typer.Option(min=1, help="Messages worked on at once per replica [env: TRIGREASON_CONCURRENCY]"),
 ]
+_LogLevel = Annotated[
+    str | None, typer.Option(help="DEBUG, INFO, WARNING or ERROR [env: TRIGREASON_LOG_LEVEL]")
+]
 
 
-def _run(name: ServiceName, *, nats_url: str | None, concurrency: int | None, backend_url: str | None = None,
-         host: str | None = None, port: int | None = None, log_level: str = "INFO",
-         profile: str | None = None) -> None:  # fmt: skip
+def _run(main: Callable[..., int], *, nats_url: str | None, log_level: str | None,
+         env_overrides: Mapping[str, str] | None = None, **host: Any) -> None:  # fmt: skip
+    """The environment with the flags on top, then the service's ``main``; its exit status is ours."""
     env = dict(os.environ)
-    if profile is not None:
-        env["TRIGREASON_PROFILE"] = profile
-    overrides: dict[str, object] = {}
-    if concurrency is not None:
-        overrides["concurrency"] = concurrency
-    if host is not None:
-        overrides["host"] = host
-    if port is not None:
-        overrides["port"] = port
     if nats_url is not None:
         env["TRIGREASON_NATS_URL"] = nats_url
-    try:
-        settings = ServiceSettings.from_env(env, **overrides)
-        BackendSettings.from_env(env)  # a bad TRIGREASON_BACKEND_* fails here, before anything starts
-    except TrigReasonError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(2) from exc
-    configure_logging(service=name, level=log_level)
-    provider = configure_tracing(service=name, env=env)
-
-    async def backend_factory(role: Role) -> Backend:
-        # --backend-url, else TRIGREASON_<ROLE>_URL; TRIGREASON_BACKEND_* (timeouts, retries) either way.
-        if backend_url:
-            env[f"TRIGREASON_{role.upper()}_URL"] = backend_url
-        return await backend_from_env(role, env)()
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        stop_on_signals(stop)
-        await run_service(
-            name, settings, stop=stop, tracer_provider=provider, backend_factory=backend_factory
-        )
-
-    try:
-        run_event_loop(main, env=env)
-    except TrigReasonError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(2) from exc
-    finally:
-        shutdown_tracing(provider)
+    if log_level is not None:
+        env["TRIGREASON_LOG_LEVEL"] = log_level
+    env.update(env_overrides or {})
+    code = main(env, **{k: v for k, v in host.items() if v is not None})
+    if code:
+        raise typer.Exit(code)
 
 
 @serve_app.command("gateway")
@@ -77,37 +47,47 @@ def serve_gateway(
     nats_url: _NatsUrl = None,
     host: Annotated[str | None, typer.Option(help="[env: TRIGREASON_HOST, default 127.0.0.1]")] = None,
     port: Annotated[int | None, typer.Option(help="[env: TRIGREASON_PORT, default 8080]")] = None,
-    log_level: str = "INFO",
+    log_level: _LogLevel = None,
     profile: Annotated[
         str | None, typer.Option(help="default session parameters from a profile [env: TRIGREASON_PROFILE]")
     ] = None,
 ) -> None:
     """The HTTP gateway: sessions, SSE events, OpenAI-compatible chat."""
-    _run("gateway", nats_url=nats_url, concurrency=None, host=host, port=port, log_level=log_level,
-         profile=profile)  # fmt: skip
+
+    def main(env: Mapping[str, str], **host: Any) -> int:
+        # Profiles by name (or file), as the CLI knows them; the image reads a file only.
+        return gateway.main(env, load_profile=lambda ref: load_profile(ref, env=env), **host)
+
+    profile_env = {"TRIGREASON_PROFILE": profile} if profile is not None else None
+    _run(main, nats_url=nats_url, log_level=log_level, env_overrides=profile_env, host=host, port=port)
 
 
 @serve_app.command("orchestrator")
 def serve_orchestrator(
-    nats_url: _NatsUrl = None, concurrency: _Concurrency = None, log_level: str = "INFO"
+    nats_url: _NatsUrl = None, concurrency: _Concurrency = None, log_level: _LogLevel = None
 ) -> None:
     """The session-orchestrator (stateless; run any number)."""
-    _run("orchestrator", nats_url=nats_url, concurrency=concurrency, log_level=log_level)
+    _run(orchestrator.main, nats_url=nats_url, log_level=log_level, concurrency=concurrency)
 
 
 @serve_app.command("trigger-evaluator")
 def serve_trigger_evaluator(
-    nats_url: _NatsUrl = None, concurrency: _Concurrency = None, log_level: str = "INFO"
+    nats_url: _NatsUrl = None, concurrency: _Concurrency = None, log_level: _LogLevel = None
 ) -> None:
     """The trigger-evaluator (stateless; run any number)."""
-    _run("trigger-evaluator", nats_url=nats_url, concurrency=concurrency, log_level=log_level)
+    _run(trigger_evaluator.main, nats_url=nats_url, log_level=log_level, concurrency=concurrency)
 
 
 def _worker(
-    role: Role, nats_url: str | None, backend_url: str | None, concurrency: int | None, log_level: str
+    role: Role, nats_url: str | None, backend_url: str | None, concurrency: int | None, log_level: str | None
 ) -> None:
-    url = backend_url or os.environ.get(f"TRIGREASON_{role.upper()}_URL")
-    _run(f"{role}-worker", nats_url=nats_url, concurrency=concurrency, backend_url=url, log_level=log_level)  # type: ignore[arg-type]
+    # --backend-url, else TRIGREASON_<ROLE>_URL; TRIGREASON_BACKEND_* (timeouts, retries) either way.
+    url_env = {f"TRIGREASON_{role.upper()}_URL": backend_url} if backend_url else None
+
+    def main(env: Mapping[str, str], **host: Any) -> int:
+        return worker.main(role, env, **host)
+
+    _run(main, nats_url=nats_url, log_level=log_level, env_overrides=url_env, concurrency=concurrency)
 
 
 @serve_app.command("srm-worker")
@@ -117,7 +97,7 @@ def serve_srm_worker(
     ] = None,
     nats_url: _NatsUrl = None,
     concurrency: _Concurrency = None,
-    log_level: str = "INFO",
+    log_level: _LogLevel = None,
 ) -> None:
     """An SRM worker (scale out: every replica shares one consumer)."""
     _worker("srm", nats_url, backend_url, concurrency, log_level)
@@ -130,7 +110,7 @@ def serve_lrm_worker(
     ] = None,
     nats_url: _NatsUrl = None,
     concurrency: _Concurrency = None,
-    log_level: str = "INFO",
+    log_level: _LogLevel = None,
 ) -> None:
     """An LRM worker (generation and SpecReason judging)."""
     _worker("lrm", nats_url, backend_url, concurrency, log_level)

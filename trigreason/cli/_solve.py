@@ -32,12 +32,17 @@ from trigreason.proto import (
     encode,
     event_subject,
 )
-from trigreason.services.runtime import configure_logging, configure_tracing, on_stop_signals, run_event_loop
+from trigreason.services.runtime import (
+    configure_logging,
+    configure_tracing,
+    on_stop_signals,
+    run_event_loop,
+    shutdown_tracing,
+)
 from trigreason.stack import StackSpec, embedded_stack
 
 from ._app import app
 from ._params import session_params
-from ._shutdown import shutdown_tracing
 
 __all__ = ["graded"]
 

@@ -10,10 +10,9 @@ from typing import Annotated
 import typer
 
 from trigreason.proto import TrigReasonError
-from trigreason.services.runtime import env_settings, run_event_loop, stop_on_signals
+from trigreason.services.runtime import cleanup_within, env_settings, run_event_loop, stop_on_signals
 
 from ._app import app
-from ._shutdown import cleanup_within
 
 __all__ = ["parse_route"]
 

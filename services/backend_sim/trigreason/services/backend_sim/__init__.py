@@ -2,6 +2,7 @@
 reasoning steps (lengths, log-probabilities, hesitations, final answers) but no meaning, so it never
 stands in for a model in correctness tests."""
 
+from ._main import main
 from ._model import SimGeneration, SimParams, SimToken, Simulator
 from ._server import make_app, start_server
 from ._settings import SimSettings, StepLength
@@ -13,6 +14,7 @@ __all__ = [
     "SimToken",
     "Simulator",
     "StepLength",
+    "main",
     "make_app",
     "start_server",
 ]

@@ -125,7 +125,3 @@ class SimSettings:
         return env_settings(
             cls, env, prefix=_PREFIX, parsers={"step_tokens": StepLength.parse}, overrides=overrides
         )
-
-
-def _words(raw: str) -> tuple[str, ...]:
-    return tuple(w.strip() for w in raw.split(",") if w.strip())

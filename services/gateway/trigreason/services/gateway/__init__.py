@@ -6,7 +6,7 @@ from ._browser import trace_id_of
 from ._chat import ChatBody, ChatRequest, chat_request
 from ._http import HttpError
 from ._projection import SessionProjection, session_view
-from ._serve import serve
+from ._serve import main, serve
 from ._settings import GatewaySettings, profile_file
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "SessionProjection",
     "chat_request",
     "idempotent_session_id",
+    "main",
     "make_app",
     "profile_file",
     "serve",

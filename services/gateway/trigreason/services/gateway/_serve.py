@@ -1,21 +1,23 @@
-"""Run the gateway as a service process (its image's entry point and ``trigreason serve gateway``)."""
+"""Run the gateway as a service process: ``main`` is its image's entry point (``python -m
+trigreason.services.gateway``) and what ``trigreason serve gateway`` calls."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import structlog
 from aiohttp import web
 from opentelemetry.sdk.trace import TracerProvider
 
 from trigreason.proto import ConfigError
-from trigreason.services.runtime import Bus, BusSettings, HostSettings, close_bus, run_bounded
+from trigreason.services.runtime import Bus, BusSettings, HostSettings, close_bus, run_bounded, service_main
 
 from ._app import make_app
 from ._settings import GatewaySettings
 
-__all__ = ["serve"]
+__all__ = ["main", "serve"]
 
 
 async def serve(
@@ -60,3 +62,25 @@ async def serve(
             await close_bus(connection, log)
 
     await run_bounded(run(), stop=stop, drain_s=host.drain_s, log=log, started=started)
+
+
+def main(
+    env: Mapping[str, str] | None = None,
+    *,
+    load_profile: Callable[[str], dict[str, Any]] | None = None,
+    **host: Any,
+) -> int:
+    """The gateway process, configured from ``env`` (default: the environment; ``TRIGREASON_*``,
+    docs/cluster.md). ``TRIGREASON_PROFILE`` is a profile file, or a name where ``load_profile`` (the CLI's
+    profile lookup) is given; ``host`` overrides ``HostSettings`` fields (flags). Returns the exit status."""
+    return service_main(
+        "gateway",
+        lambda env, stop, provider: serve(
+            GatewaySettings.from_env(env, load_profile=load_profile),
+            bus=BusSettings.from_env(env),
+            host=HostSettings.from_env(env, **host),
+            stop=stop,
+            tracer_provider=provider,
+        ),
+        env=env,
+    )

@@ -7,10 +7,10 @@ with its outbox, publish. ``python -m trigreason.services.orchestrator`` runs th
 """
 
 from ._accounting import session_stats
-from ._answers import extract_boxed, has_final_answer
+from ._answers import extract_boxed
 from ._handlers import command_id
 from ._prompts import STEP_DELIMITER, render_generation_prompt, render_judge_prompt
-from ._serve import serve
+from ._serve import main, serve
 from ._service import Orchestrator, event_key, output_msg_id
 from .transitions import (
     TRANSITIONS,
@@ -33,8 +33,8 @@ __all__ = [
     "decide",
     "event_key",
     "extract_boxed",
-    "has_final_answer",
     "initial_state",
+    "main",
     "output_msg_id",
     "render_diagram",
     "render_generation_prompt",

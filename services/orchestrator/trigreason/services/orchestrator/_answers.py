@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["extract_boxed", "has_final_answer"]
+__all__ = ["extract_boxed"]
 
 _MARKERS = ("\\boxed{", "\\fbox{")
 
@@ -23,10 +23,6 @@ def extract_boxed(text: str) -> str | None:
                 break
             start = text.rfind(marker, 0, start)
     return None if best is None else best[1]
-
-
-def has_final_answer(text: str) -> bool:
-    return extract_boxed(text) is not None
 
 
 def _balanced(text: str, pos: int) -> str | None:

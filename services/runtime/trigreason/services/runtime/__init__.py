@@ -16,9 +16,9 @@ from ._host import (
     service_main,
     stop_on_signals,
 )
-from ._http import start_server
+from ._http import cleanup_within, start_server
 from ._metrics import LrmPrices, ServiceMetrics, SiteRegistry, exposition, trace_exemplar
-from ._observability import configure_logging, configure_tracing
+from ._observability import configure_logging, configure_tracing, shutdown_tracing
 from ._process import STOP_SIGNALS, die_with_parent, on_stop_signals, stop_processes
 from ._settings import env_settings, env_variable
 from ._tgi import (
@@ -64,6 +64,7 @@ __all__ = [
     "TgiStreamResponse",
     "TgiToken",
     "check_tgi_request",
+    "cleanup_within",
     "close_bus",
     "configure_logging",
     "configure_tracing",
@@ -82,6 +83,7 @@ __all__ = [
     "run_event_loop",
     "serve_consumers",
     "service_main",
+    "shutdown_tracing",
     "start_server",
     "stop_on_signals",
     "stop_processes",

@@ -26,7 +26,7 @@ from trigreason.proto import CONSUMERS, ConfigError, ConsumerName, TrigReasonErr
 from ._bus import Ack, Bus, Defer, Delivery, consume
 from ._eventloop import run as run_event_loop
 from ._metrics import LrmPrices, ServiceMetrics, exposition
-from ._observability import configure_logging, configure_tracing
+from ._observability import configure_logging, configure_tracing, shutdown_tracing
 from ._process import on_stop_signals
 from ._settings import env_settings
 from ._topology import BusSettings
@@ -281,7 +281,7 @@ def service_main(
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
     finally:
-        provider.shutdown()
+        shutdown_tracing(provider)
     return 0
 
 

@@ -3,8 +3,10 @@ line; OpenTelemetry from the standard ``OTEL_*`` variables, or a console exporte
 
 from __future__ import annotations
 
+import atexit
 import logging
 import sys
+import threading
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
@@ -15,7 +17,7 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 from opentelemetry.trace import NoOpTracer, Tracer
 
-__all__ = ["configure_logging", "configure_tracing"]
+__all__ = ["configure_logging", "configure_tracing", "shutdown_tracing"]
 
 
 def _add_trace_ids(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -83,3 +85,18 @@ def configure_tracing(
     if extra_processor is not None:
         provider.add_span_processor(extra_processor)
     return provider
+
+
+# How long a process waits at exit for the spans still buffered: an OTLP exporter retries an unreachable
+# collector for about 10 s, longer than a stop may take.
+_TRACING_SHUTDOWN_S = 1.5
+
+
+def shutdown_tracing(provider: TracerProvider, timeout_s: float = _TRACING_SHUTDOWN_S) -> None:
+    """``provider.shutdown()`` (exports the spans still buffered), given at most ``timeout_s``: spans that
+    an unreachable collector would not take by then are dropped rather than hold up the exit."""
+    worker = threading.Thread(target=provider.shutdown, name="tracing-shutdown", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():  # not again at exit (the provider registers its shutdown with atexit)
+        atexit.unregister(provider.shutdown)

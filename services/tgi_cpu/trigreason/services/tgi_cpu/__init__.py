@@ -16,6 +16,7 @@ from ._engine import (
     available_cpus,
 )
 from ._errors import EngineError, GenerationCancelled, InputValidationError, Overloaded
+from ._main import main
 from ._model_ref import resolve_model_path
 from ._server import make_app, start_server
 from ._settings import TgiCpuSettings
@@ -34,6 +35,7 @@ __all__ = [
     "TgiCpuSettings",
     "TokenInfo",
     "available_cpus",
+    "main",
     "make_app",
     "resolve_model_path",
     "start_server",

@@ -7,7 +7,7 @@ and ``trigreason triggers replay`` use too. ``TriggerEvaluator`` is the thin bus
 """
 
 from ._evaluator import evaluate
-from ._serve import serve
+from ._serve import main, serve
 from ._service import TriggerEvaluator
 from ._triggers import (
     TriggerDecision,
@@ -26,6 +26,7 @@ __all__ = [
     "evaluate",
     "hesitates",
     "judge_score",
+    "main",
     "random_offload",
     "serve",
 ]

@@ -6,7 +6,7 @@ an adapter (``backends``: TGI and OpenAI-compatible servers) and publishes what 
 """
 
 from ._results import judge_scored, step_failed, step_generated
-from ._serve import backend_from_env, serve
+from ._serve import backend_from_env, main, serve
 from ._service import Worker
 
-__all__ = ["Worker", "backend_from_env", "judge_scored", "serve", "step_failed", "step_generated"]
+__all__ = ["Worker", "backend_from_env", "judge_scored", "main", "serve", "step_failed", "step_generated"]

@@ -1,19 +1,28 @@
-"""Run an SRM or LRM worker as a service process (its image's entry point and ``trigreason serve``)."""
+"""Run an SRM or LRM worker as a service process: ``main`` is its image's entry point (``python -m
+trigreason.services.worker srm|lrm``) and what ``trigreason serve srm-worker|lrm-worker`` calls."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from opentelemetry.sdk.trace import TracerProvider
 
 from trigreason.proto import ConfigError, Role
-from trigreason.services.runtime import Bus, BusSettings, HostSettings, ServiceMetrics, serve_consumers
+from trigreason.services.runtime import (
+    Bus,
+    BusSettings,
+    HostSettings,
+    ServiceMetrics,
+    serve_consumers,
+    service_main,
+)
 
 from ._service import Worker
 from .backends import Backend, BackendSettings, ReplicaPool, make_backend
 
-__all__ = ["backend_from_env", "serve"]
+__all__ = ["backend_from_env", "main", "serve"]
 
 
 def backend_from_env(role: Role, env: Mapping[str, str]) -> Callable[[], Awaitable[Backend]]:
@@ -53,3 +62,21 @@ async def serve(
         f"{role}-worker", make, bus_settings=bus, host=host, stop=stop, tracer_provider=tracer_provider,
         on_ready=on_ready,
     )  # fmt: skip
+
+
+def main(role: Role, env: Mapping[str, str] | None = None, **host: Any) -> int:
+    """A worker process of ``role``, configured from ``env`` (default: the environment; ``TRIGREASON_*``,
+    docs/cluster.md, docs/backends.md); ``host`` overrides ``HostSettings`` fields (flags). A bad
+    ``TRIGREASON_BACKEND_*`` setting fails before anything starts. Returns the exit status."""
+    return service_main(
+        f"{role}-worker",
+        lambda env, stop, provider: serve(
+            role,
+            backend_from_env(role, env),
+            bus=BusSettings.from_env(env),
+            host=HostSettings.from_env(env, **host),
+            stop=stop,
+            tracer_provider=provider,
+        ),
+        env=env,
+    )

@@ -6,7 +6,6 @@ from ._interface import Backend, Generation, GenerationRequest, JudgeResult
 from ._openai import OpenAIBackend
 from ._pool import PoolStats, ReplicaPool, ReplicaSource, ReplicaStats, parse_backend_url
 from ._routing import Router, RouterSettings, rendezvous_order
-from ._scripted import ScriptedBackend
 from ._tgi import TgiBackend
 
 __all__ = [
@@ -23,7 +22,6 @@ __all__ = [
     "ReplicaStats",
     "Router",
     "RouterSettings",
-    "ScriptedBackend",
     "TgiBackend",
     "detect_protocol",
     "make_backend",

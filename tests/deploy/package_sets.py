@@ -5,8 +5,8 @@ image's build stage (bytecode compiled, as the images do), into an empty venv; t
 the size of its site-packages. The base image (python:3.11-slim-bookworm, and libgomp1 for tgi-cpu) comes
 on top of that and is the same for every image.
 
-    uv run --frozen --no-sync python infra/package_sets.py              # a table and the package lists
-    uv run --frozen --no-sync python infra/package_sets.py --markdown   # the table for docs/deploy.md
+    make package-sets                                                          # a table and the package lists
+    uv run --frozen --no-sync python -m tests.deploy.package_sets --markdown   # the table for docs/deploy.md
 
 The tgi-cpu image's llama-cpp-python is built from source when uv's cache has no wheel for it (minutes).
 """
@@ -18,8 +18,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.deploy.service_images import IMAGES, Image, PackageSet, build_venv, measure
 

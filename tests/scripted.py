@@ -1,12 +1,12 @@
-"""A scripted backend: replays given steps in order. For tests of pure logic and examples only."""
+"""A scripted backend (a test double of ``trigreason.services.worker.backends.Backend``): replays given
+steps in order. For tests of pure logic and of the cluster without a model."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
 from trigreason.proto import BackendError, GeneratedStep, TokenLogprob
-
-from ._interface import Generation, GenerationRequest, JudgeResult
+from trigreason.services.worker.backends import Generation, GenerationRequest, JudgeResult
 
 __all__ = ["ScriptedBackend"]
 
