@@ -28,9 +28,9 @@ import pytest
 import yaml
 
 from tests.monitoring.support import RULES, alerts, binary, expand, panel_queries, recordings
+from trigreason.nats_server import LocalNatsServer
 from trigreason.proto import command_subject
 from trigreason.services.backend_sim import SimSettings, StepLength, make_app, start_server
-from trigreason.nats_server import LocalNatsServer
 
 pytestmark = pytest.mark.slow
 
