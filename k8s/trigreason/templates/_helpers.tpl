@@ -43,6 +43,53 @@ srmWorker: {name: srm-worker, target: worker, role: srm}
 lrmWorker: {name: lrm-worker, target: worker, role: lrm}
 {{- end }}
 
+{{/* The components this release runs, by site.placement: single all, edge all but the LRM workers (unless
+site.lrmAtEdge), cloud only the LRM workers. */}}
+{{- define "trigreason.placedComponents" -}}
+{{- $site := .Values.site }}
+{{- range $key, $c := include "trigreason.components" . | fromYaml }}
+{{- $lrm := eq $key "lrmWorker" }}
+{{- if or (eq $site.placement "single") (and (eq $site.placement "edge") (or (not $lrm) $site.lrmAtEdge)) (and (eq $site.placement "cloud") $lrm) }}
+{{ $key }}: {{ toJson $c }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Whether this release runs a component: (dict "root" $ "key" "gateway") */}}
+{{- define "trigreason.runs" -}}
+{{- if hasKey (include "trigreason.placedComponents" .root | fromYaml) .key }}true{{ end }}
+{{- end }}
+
+{{/* Environment of every service for its site and NATS TLS (the settings of BusSettings, docs/sites.md). */}}
+{{- define "trigreason.siteEnv" -}}
+{{- $site := .Values.site }}
+{{- if ne $site.placement "single" }}
+- name: TRIGREASON_PLACEMENT
+  value: {{ $site.placement | quote }}
+{{- end }}
+{{- if eq $site.placement "edge" }}
+- name: TRIGREASON_SITE
+  value: {{ required "site.name: an edge site needs its name (it is also its JetStream domain)" $site.name | quote }}
+- name: TRIGREASON_NATS_DOMAIN
+  value: {{ $site.name | quote }}
+{{- else if eq $site.placement "cloud" }}
+- name: TRIGREASON_NATS_DOMAIN
+  value: {{ $site.domain | quote }}
+- name: TRIGREASON_EDGE_SITES
+  value: {{ join "," $site.edgeSites | quote }}
+{{- end }}
+{{- if .Values.natsTls.enabled }}
+- name: TRIGREASON_NATS_TLS_CA
+  value: /etc/trigreason/nats-tls/ca.crt
+- name: TRIGREASON_NATS_TLS_CERT
+  value: /etc/trigreason/nats-tls/tls.crt
+- name: TRIGREASON_NATS_TLS_KEY
+  value: /etc/trigreason/nats-tls/tls.key
+- name: TRIGREASON_NATS_TLS_HANDSHAKE_FIRST
+  value: {{ .Values.natsTls.handshakeFirst | quote }}
+{{- end }}
+{{- end }}
+
 {{/* A service's image: (dict "root" $ "target" "gateway") -> <registry>/trigreason-gateway:<tag> */}}
 {{- define "trigreason.image" -}}
 {{- $image := .root.Values.image }}
@@ -73,7 +120,7 @@ lrmWorker: {name: lrm-worker, target: worker, role: lrm}
 {{- if .Values.natsUrl }}
 {{- .Values.natsUrl }}
 {{- else if .Values.nats.enabled }}
-{{- printf "nats://%s.%s.svc:4222" (include "trigreason.natsFullname" .) .Release.Namespace }}
+{{- printf "%s://%s.%s.svc:4222" (ternary "tls" "nats" .Values.natsTls.enabled) (include "trigreason.natsFullname" .) .Release.Namespace }}
 {{- else }}
 {{- fail "NATS: set natsUrl, or nats.enabled=true for the bundled NATS chart" }}
 {{- end }}

@@ -40,6 +40,9 @@ class BackendSettings:
     backoff_max_s: float = 10.0
     retry_after_max_s: float = 30.0  # a server's Retry-After is honoured up to this
     max_connections: int = 64  # pooled per adapter (one replica is one host)
+    # An idle pooled connection is kept this long: opening one to a server across a WAN costs a round trip
+    # for TCP and one more for TLS, so keep it well past the gaps between steps (aiohttp's default is 15 s).
+    keepalive_s: float = 60.0
     probe_timeout_s: float = 5.0  # protocol detection by make_backend(protocol="auto")
     api_key: str | None = field(default=None, repr=False)  # sent as a bearer token
     model: str | None = None  # OpenAI-compatible ``model``; None: the first of GET /v1/models
@@ -60,7 +63,7 @@ class BackendSettings:
     tls_key: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        for name in ("timeout_s", "connect_timeout_s", "probe_timeout_s"):
+        for name in ("timeout_s", "connect_timeout_s", "probe_timeout_s", "keepalive_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         for name in ("backoff_base_s", "backoff_max_s", "retry_after_max_s"):
@@ -173,7 +176,10 @@ class HttpClient:
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(
-                limit=self.settings.max_connections, ttl_dns_cache=300, ssl=self._ssl
+                limit=self.settings.max_connections,
+                ttl_dns_cache=300,
+                ssl=self._ssl,
+                keepalive_timeout=self.settings.keepalive_s,
             )
             self._session = aiohttp.ClientSession(
                 connector=connector, headers=self._headers, raise_for_status=False
