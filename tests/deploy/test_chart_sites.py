@@ -71,14 +71,14 @@ def test_an_edge_install_runs_the_edge_services_on_its_leaf_node() -> None:
     for d in deployments.values():
         env = _env(d)
         assert env["TRIGREASON_PLACEMENT"] == "edge"
-        assert env["TRIGREASON_SITE"] == env["TRIGREASON_NATS_DOMAIN"] == EDGE["site"]["name"] == "edge-a"
+        assert env["TRIGREASON_SITE"] == env["TRIGREASON_NATS_DOMAIN"] == EDGE["site"] == "edge-a"
         assert "TRIGREASON_EDGE_SITES" not in env
         _tls_env_and_mounts(d, handshake_first=True)
 
 
 def test_the_edges_nats_is_a_leaf_node_with_its_own_domain_over_mutual_tls() -> None:
     config = EDGE["nats"]["config"]
-    assert config["jetstream"]["merge"]["domain"] == EDGE["site"]["name"]
+    assert config["jetstream"]["merge"]["domain"] == EDGE["site"]
     assert config["nats"]["tls"]["merge"]["verify"] is True
     merged = config["merge"]
     assert merged["authorization"] is None  # accounts instead of the single-site users
@@ -99,7 +99,7 @@ def test_the_edges_nats_is_a_leaf_node_with_its_own_domain_over_mutual_tls() -> 
 
 def test_placement_2_runs_the_lrm_workers_at_the_edge_over_https() -> None:
     values = copy.deepcopy(EDGE)
-    values["site"]["lrmAtEdge"] = True
+    values["placement"]["lrmAtEdge"] = True
     values["tgi"] = {"lrm": {"enabled": False, "externalUrl": "https://lrm.cloud.example.com"}}
     values["backendTls"] = {"secretName": "trigreason-cloud-ca", "clientCertificate": True}
     docs = render(values)
@@ -134,21 +134,22 @@ def test_a_cloud_install_runs_the_lrm_pool_for_its_edge_sites() -> None:
     assert not by_kind(docs, "HorizontalPodAutoscaler")
     env = _env(deployments["lrm-worker"])
     assert env["TRIGREASON_PLACEMENT"] == "cloud"
-    assert env["TRIGREASON_NATS_DOMAIN"] == "cloud"
+    assert env["TRIGREASON_NATS_DOMAIN"] == CLOUD["placement"]["cloudDomain"] == "cloud"
     assert env["TRIGREASON_EDGE_SITES"] == "edge-a,edge-b"
+    assert env["TRIGREASON_SITE"] == "cloud"  # its metrics' site label
     _tls_env_and_mounts(deployments["lrm-worker"], handshake_first=True)
 
 
 def test_the_hub_takes_each_sites_leaf_into_that_sites_own_account() -> None:
     config = CLOUD["nats"]["config"]
-    assert config["jetstream"]["merge"]["domain"] == CLOUD["site"]["domain"]
+    assert config["jetstream"]["merge"]["domain"] == CLOUD["placement"]["cloudDomain"]
     leaf = config["leafnodes"]
     assert leaf["enabled"] is True
     assert leaf["tls"]["enabled"] is True
     assert leaf["tls"]["merge"]["verify"] is True  # mutual TLS on the leaf connections
     assert leaf["tls"]["merge"]["handshake_first"] is CLOUD["natsTls"]["handshakeFirst"]
     accounts = config["merge"]["accounts"]
-    sites = CLOUD["site"]["edgeSites"]
+    sites = CLOUD["placement"]["edgeSites"]
     assert set(accounts) == {"CLOUD", *(f"SITE_{s}" for s in sites)}
     assert [u["user"] for u in accounts["CLOUD"]["users"]] == ["lrm-worker"]
     imported = accounts["CLOUD"]["imports"]
@@ -169,22 +170,22 @@ def test_the_notes_say_where_the_release_runs() -> None:
     from tests.deploy.test_chart import notes
 
     edge = notes(EDGE)
-    assert "Site: edge edge-a" in edge
+    assert "Site edge-a: edge, a leaf node of the cloud hub with JetStream domain edge-a" in edge
     assert "port-forward" in edge
     cloud = notes(CLOUD)
-    assert "Site: cloud" in cloud
+    assert "Site cloud: cloud, the hub (JetStream domain cloud)" in cloud
     assert "edge-a, edge-b" in cloud
     assert "port-forward" not in cloud  # no gateway in the cloud
     assert "SRM workers" not in cloud
 
 
 BAD_SITES: list[tuple[dict[str, Any], str]] = [
-    ({"site": {"placement": "fog"}}, "placement"),
-    ({"site": {"placement": "edge"}}, "name"),  # an edge needs its name (its domain)
-    ({"site": {"placement": "edge", "name": "Edge A"}}, "name"),
-    ({"site": {"placement": "cloud"}}, "edgeSites"),
-    ({"site": {"placement": "cloud", "edgeSites": ["a", "a"]}}, "edgeSites"),
-    ({"site": {"region": "eu"}}, "region"),
+    ({"placement": {"mode": "fog"}}, "mode"),
+    ({"placement": {"mode": "edge"}}, "site"),  # an edge needs its own name (its domain), not "default"
+    ({"placement": {"mode": "edge"}, "site": "Edge_A"}, "site"),  # not a domain name
+    ({"placement": {"mode": "cloud"}}, "edgeSites"),
+    ({"placement": {"mode": "cloud", "edgeSites": ["a", "a"]}}, "edgeSites"),
+    ({"placement": {"region": "eu"}}, "region"),
     ({"natsTls": {"enabled": True}}, "secretName"),
     ({"backendTls": {"clientCertificate": True}}, "secretName"),
 ]

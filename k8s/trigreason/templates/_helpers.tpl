@@ -43,13 +43,13 @@ srmWorker: {name: srm-worker, target: worker, role: srm}
 lrmWorker: {name: lrm-worker, target: worker, role: lrm}
 {{- end }}
 
-{{/* The components this release runs, by site.placement: single all, edge all but the LRM workers (unless
-site.lrmAtEdge), cloud only the LRM workers. */}}
+{{/* The components this release runs, by placement.mode: single all, edge all but the LRM workers (unless
+placement.lrmAtEdge), cloud only the LRM workers. */}}
 {{- define "trigreason.placedComponents" -}}
-{{- $site := .Values.site }}
+{{- $p := .Values.placement }}
 {{- range $key, $c := include "trigreason.components" . | fromYaml }}
 {{- $lrm := eq $key "lrmWorker" }}
-{{- if or (eq $site.placement "single") (and (eq $site.placement "edge") (or (not $lrm) $site.lrmAtEdge)) (and (eq $site.placement "cloud") $lrm) }}
+{{- if or (eq $p.mode "single") (and (eq $p.mode "edge") (or (not $lrm) $p.lrmAtEdge)) (and (eq $p.mode "cloud") $lrm) }}
 {{ $key }}: {{ toJson $c }}
 {{- end }}
 {{- end }}
@@ -60,23 +60,25 @@ site.lrmAtEdge), cloud only the LRM workers. */}}
 {{- if hasKey (include "trigreason.placedComponents" .root | fromYaml) .key }}true{{ end }}
 {{- end }}
 
-{{/* Environment of every service for its site and NATS TLS (the settings of BusSettings, docs/sites.md). */}}
-{{- define "trigreason.siteEnv" -}}
-{{- $site := .Values.site }}
-{{- if ne $site.placement "single" }}
+{{/* Environment of every service for its placement and NATS TLS (BusSettings, docs/sites.md). An edge's
+JetStream domain is its name, the value `site` (TRIGREASON_SITE, set with the metrics' site label). */}}
+{{- define "trigreason.placementEnv" -}}
+{{- $p := .Values.placement }}
+{{- if ne $p.mode "single" }}
 - name: TRIGREASON_PLACEMENT
-  value: {{ $site.placement | quote }}
+  value: {{ $p.mode | quote }}
 {{- end }}
-{{- if eq $site.placement "edge" }}
-- name: TRIGREASON_SITE
-  value: {{ required "site.name: an edge site needs its name (it is also its JetStream domain)" $site.name | quote }}
+{{- if eq $p.mode "edge" }}
+{{- if or (eq .Values.site "default") (not (regexMatch "^[a-z0-9]([a-z0-9_-]{0,30}[a-z0-9])?$" .Values.site)) }}
+{{- fail (printf "site: an edge site needs its own name (lower-case letters, digits, '-' and '_'; it is its JetStream domain), not %q" .Values.site) }}
+{{- end }}
 - name: TRIGREASON_NATS_DOMAIN
-  value: {{ $site.name | quote }}
-{{- else if eq $site.placement "cloud" }}
+  value: {{ .Values.site | quote }}
+{{- else if eq $p.mode "cloud" }}
 - name: TRIGREASON_NATS_DOMAIN
-  value: {{ $site.domain | quote }}
+  value: {{ $p.cloudDomain | quote }}
 - name: TRIGREASON_EDGE_SITES
-  value: {{ join "," $site.edgeSites | quote }}
+  value: {{ join "," $p.edgeSites | quote }}
 {{- end }}
 {{- if .Values.natsTls.enabled }}
 - name: TRIGREASON_NATS_TLS_CA
