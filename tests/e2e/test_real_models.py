@@ -15,7 +15,7 @@ from aiohttp import web
 
 from tests.services.cluster import Cluster, start_all
 from trigreason.nats_server import LocalNatsServer
-from trigreason.proto import decode_message
+from trigreason.proto import decode_message, session_events
 from trigreason.services.gateway import GatewaySettings, make_app
 from trigreason.services.runtime import Bus, BusSettings
 from trigreason.services.tgi_cpu import LlamaEngine, TgiCpuSettings, start_server
@@ -112,7 +112,7 @@ async def test_session_through_the_gateway_on_a_real_model(tgi_url: str) -> None
         # The SSE replay equals the session's event history in JetStream, event for event.
         nc = await nats.connect(server.url)
         try:
-            sub = await nc.jetstream().subscribe(f"trig.evt.{sid}.>", ordered_consumer=True)
+            sub = await nc.jetstream().subscribe(session_events(sid), ordered_consumer=True)
             history = []
             async for msg in sub.messages:
                 history.append(

@@ -11,7 +11,15 @@ import nats
 from opentelemetry.trace import Tracer
 
 from trigreason.nats_server import LocalNatsServer
-from trigreason.proto import SessionFailed, SessionFinished, SessionParams, SessionRequested, decode_message
+from trigreason.proto import (
+    SessionFailed,
+    SessionFinished,
+    SessionParams,
+    SessionRequested,
+    decode_message,
+    event_subject,
+    session_events,
+)
 from trigreason.services.orchestrator import Orchestrator
 from trigreason.services.runtime import Bus, BusSettings, consume
 from trigreason.services.trigger_evaluator import TriggerEvaluator
@@ -87,11 +95,11 @@ async def submit_and_wait(
     try:
         js = nc.jetstream()
         await js.publish(
-            f"trig.evt.{session_id}.requested",
+            event_subject(session_id, "requested"),
             msgspec.json.encode(SessionRequested(session_id=session_id, question=question, params=params)),
             headers={"Nats-Msg-Id": f"{session_id}.requested"},
         )
-        sub = await js.subscribe(f"trig.evt.{session_id}.>", ordered_consumer=True)
+        sub = await js.subscribe(session_events(session_id), ordered_consumer=True)
         events: list[Any] = []
         async with asyncio.timeout(wait_s):
             async for msg in sub.messages:

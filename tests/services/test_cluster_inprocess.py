@@ -20,6 +20,9 @@ from trigreason.proto import (
     SessionFinished,
     SessionParams,
     StepCommitted,
+    command_subject,
+    dead_letter_subject,
+    event_subject,
 )
 from trigreason.runner import run_session
 from trigreason.services.orchestrator import Orchestrator
@@ -96,16 +99,16 @@ async def test_garbage_is_dead_lettered_and_the_services_keep_serving(cluster: C
     try:
         js = nc.jetstream()
         for subject in (
-            "trig.cmd.srm",
-            "trig.cmd.lrm",
-            "trig.evt.x.requested",
-            "trig.evt.x.srm_step",
-            "trig.evt.x.verdict",
+            command_subject("srm"),
+            command_subject("lrm"),
+            event_subject("x", "requested"),
+            event_subject("x", "srm_step"),
+            event_subject("x", "verdict"),
         ):
             await js.publish(subject, b"\xff\x00 not json")
         events = await submit_and_wait(cluster.server.url, "c3", "q", SessionParams(policy="srm-only"))
         assert isinstance(events[-1], SessionFinished)
-        dlq = await js.subscribe("trig.dlq.>", ordered_consumer=True)
+        dlq = await js.subscribe(dead_letter_subject(">"), ordered_consumer=True)
         seen: set[str] = set()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(5):

@@ -23,6 +23,8 @@ from trigreason.proto import (
     StepCommitted,
     decode_message,
     encode,
+    event_subject,
+    session_events,
 )
 from trigreason.services.backend_sim import SimSettings, StepLength, make_app, start_server
 from trigreason.services.runtime import BusSettings, ensure_topology
@@ -90,7 +92,7 @@ async def test_kill_9_of_a_worker_and_of_the_orchestrator(simulator: str) -> Non
             for i, sid in enumerate(sessions):
                 params = SessionParams(priming_steps=1, rho=0.9, seed=i, max_steps=40)
                 await js.publish(
-                    f"trig.evt.{sid}.requested",
+                    event_subject(sid, "requested"),
                     encode(SessionRequested(session_id=sid, question=f"Problem {i}", params=params)),
                     headers={"Nats-Msg-Id": f"{sid}.requested"},
                 )
@@ -104,7 +106,7 @@ async def test_kill_9_of_a_worker_and_of_the_orchestrator(simulator: str) -> Non
                     progress.clear()
                     await progress.wait()
 
-            sub = await js.subscribe("trig.evt.*.>", ordered_consumer=True)
+            sub = await js.subscribe(session_events(">"), ordered_consumer=True)
 
             async def watch() -> None:
                 async for msg in sub.messages:

@@ -26,6 +26,7 @@ from trigreason.proto import (
     SessionStats,
     StepCommitted,
     encode,
+    event_filter,
     event_subject,
 )
 from trigreason.services.gateway import OPEN_STREAMS, GatewaySettings, idempotent_session_id, make_app
@@ -278,7 +279,7 @@ async def test_the_session_view_is_a_projection_of_its_events(idle: Gateway) -> 
 
 
 async def test_eval_client_passes_each_step_index_once(idle: Gateway) -> None:
-    sub = await idle.bus.nc.subscribe("trig.evt.*.requested")  # learn the session the executor makes
+    sub = await idle.bus.nc.subscribe(event_filter("requested"))  # learn the session the executor makes
 
     async def feed() -> None:
         msg = await sub.next_msg(timeout=10)

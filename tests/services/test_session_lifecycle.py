@@ -33,8 +33,11 @@ from trigreason.proto import (
     StepFailed,
     StepGenerated,
     Verdict,
+    command_subject,
     decode_message,
     encode,
+    event_subject,
+    session_events,
 )
 from trigreason.services.backend_sim import SimSettings, StepLength, make_app, start_server
 from trigreason.services.orchestrator import Orchestrator, event_key
@@ -90,7 +93,7 @@ async def _events(url: str, session_id: str, *, wait_s: float = 20.0) -> list[Me
     """The session's stored events once it has a terminal one."""
     nc = await nats.connect(url)
     try:
-        sub = await nc.jetstream().subscribe(f"trig.evt.{session_id}.>", ordered_consumer=True)
+        sub = await nc.jetstream().subscribe(session_events(session_id), ordered_consumer=True)
         events: list[Message] = []
         async with asyncio.timeout(wait_s):
             async for msg in sub.messages:
@@ -110,7 +113,9 @@ async def _request(url: str, session_id: str, params: SessionParams) -> None:
     try:
         request = SessionRequested(session_id=session_id, question="What is 3 + 4?", params=params)
         await nc.jetstream().publish(
-            f"trig.evt.{session_id}.requested", encode(request), headers={"Nats-Msg-Id": f"{session_id}.req"}
+            event_subject(session_id, "requested"),
+            encode(request),
+            headers={"Nats-Msg-Id": f"{session_id}.req"},
         )
     finally:
         await nc.close()
@@ -150,10 +155,13 @@ async def test_a_session_past_its_deadline_fails(cluster: Cluster, slow_sim: str
     ("subject", "payload"),
     [
         # an event that names the session but decodes as nothing the orchestrator knows
-        ("trig.evt.x1.lrm_step", b'{"type": "StepGenerated.v1", "session_id": "x1", "step": 7}'),
+        (event_subject("x1", "lrm_step"), b'{"type": "StepGenerated.v1", "session_id": "x1", "step": 7}'),
         # a command whose only readable field is the session (regression: a command id of the wrong type
         # hid the session, and the session finished as if nothing had happened)
-        ("trig.cmd.srm", b'{"type": "GenerateStep.v1", "session_id": "x1", "command_id": 42, "role": 3}'),
+        (
+            command_subject("srm"),
+            b'{"type": "GenerateStep.v1", "session_id": "x1", "command_id": 42, "role": 3}',
+        ),
     ],
 )
 async def test_a_dead_lettered_message_ends_its_session(
@@ -168,7 +176,7 @@ async def test_a_dead_lettered_message_ends_its_session(
         js = nc.jetstream()
         await js.publish(subject, payload)
         # Garbage that names no session: dead-lettered, and nothing else happens.
-        await js.publish("trig.evt.zz.verdict", b"\xff\x00 not json")
+        await js.publish(event_subject("zz", "verdict"), b"\xff\x00 not json")
         end = _terminal(await _events(url, "x1", wait_s=10.0))
         assert isinstance(end, SessionFailed)
         assert end.code == "dead_lettered"
@@ -176,7 +184,7 @@ async def test_a_dead_lettered_message_ends_its_session(
         info = await js.stream_info(DEAD_LETTER_STREAM)
         assert info.state.messages == 2
         # It names no session that exists: nothing is started or failed.
-        assert not await _has_subject(js, "trig.evt.zz.failed")
+        assert not await _has_subject(js, event_subject("zz", "failed"))
     finally:
         await nc.close()
 
@@ -187,7 +195,7 @@ async def _has_subject(js: nats.js.JetStreamContext, subject: str) -> bool:
 
 
 async def _count(js: nats.js.JetStreamContext, session_id: str) -> int:
-    info = await js.stream_info(EVENT_STREAM, subjects_filter=f"trig.evt.{session_id}.>")
+    info = await js.stream_info(EVENT_STREAM, subjects_filter=session_events(session_id))
     return sum((info.state.subjects or {}).values())
 
 
@@ -234,7 +242,7 @@ async def test_a_crash_between_snapshot_and_publish_is_completed_once(
     bus = await Bus.connect(settings, name="crash")
     try:
         # The crash: the final decision's events never reached the stream (purge the terminal event).
-        await bus.js.purge_stream(EVENT_STREAM, subject="trig.evt.c1.finished")
+        await bus.js.purge_stream(EVENT_STREAM, subject=event_subject("c1", "finished"))
         before = await _count(bus.js, "c1")
         await asyncio.sleep(1.5)
         snapshot = await _snapshot(bus, "c1")
@@ -255,7 +263,7 @@ async def _snapshot(bus: Bus, session_id: str) -> SessionSnapshot:
 
 
 async def _stored_all(bus: Bus, session_id: str) -> list[Message]:
-    sub = await bus.js.subscribe(f"trig.evt.{session_id}.>", ordered_consumer=True)
+    sub = await bus.js.subscribe(session_events(session_id), ordered_consumer=True)
     out: list[Message] = []
     try:
         while True:

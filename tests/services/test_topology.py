@@ -9,7 +9,7 @@ import pytest
 from nats.js.errors import KeyWrongLastSequenceError
 
 from trigreason.nats_server import LocalNatsServer
-from trigreason.proto import COMMAND_STREAM, CONSUMERS, EVENT_STREAM
+from trigreason.proto import COMMAND_STREAM, CONSUMERS, EVENT_STREAM, command_subject, event_subject
 from trigreason.services.runtime import BusSettings, ensure_topology
 
 
@@ -28,7 +28,7 @@ async def test_topology_is_idempotent_and_deduplicates_commands(nats_server: Loc
 
         # The same command id published twice (a crash between publish and snapshot) is stored once.
         for _ in range(2):
-            ack = await js.publish("trig.cmd.srm", b"{}", headers={"Nats-Msg-Id": "s.0.0.srm"})
+            ack = await js.publish(command_subject("srm"), b"{}", headers={"Nats-Msg-Id": "s.0.0.srm"})
         assert ack.duplicate
         info = await js.stream_info(COMMAND_STREAM)
         assert info.state.messages == 1
@@ -48,7 +48,7 @@ async def test_work_queue_consumer_is_shared_by_replicas(nats_server: LocalNatsS
         js = nc.jetstream()
         await ensure_topology(js, BusSettings(nats_url=nats_server.url))
         for i in range(10):
-            await js.publish("trig.cmd.srm", str(i).encode(), headers={"Nats-Msg-Id": f"c{i}"})
+            await js.publish(command_subject("srm"), str(i).encode(), headers={"Nats-Msg-Id": f"c{i}"})
         spec = CONSUMERS["srm-worker"]
         a = await js.pull_subscribe(spec.subjects[0], durable=spec.durable, stream=spec.stream)
         b = await js.pull_subscribe(spec.subjects[0], durable=spec.durable, stream=spec.stream)
@@ -64,7 +64,7 @@ async def test_server_restart_keeps_streams(nats_server: LocalNatsServer) -> Non
     try:
         js = nc.jetstream()
         await ensure_topology(js, BusSettings(nats_url=nats_server.url))
-        await js.publish("trig.evt.s1.requested", b"x")
+        await js.publish(event_subject("s1", "requested"), b"x")
         await nats_server.restart()
         for _ in range(100):
             if nc.is_connected:

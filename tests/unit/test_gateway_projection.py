@@ -21,6 +21,7 @@ from trigreason.proto import (
     StepCommitted,
     StepGenerated,
     Verdict,
+    command_subject,
 )
 from trigreason.services.gateway import session_view
 
@@ -65,7 +66,7 @@ def _verdict(at: float) -> Verdict:
 
 FINISHED = SessionFinished(session_id=SID, answer="7", reason="final_answer", steps=2, stats=FINAL_STATS)
 FAILED = SessionFailed(session_id=SID, code="deadline", message="too slow", stats=FINAL_STATS)
-DEAD = MessageDeadLettered(session_id=SID, origin_subject="trig.cmd.srm", reason="poison", at=104.0)
+DEAD = MessageDeadLettered(session_id=SID, origin_subject=command_subject("srm"), reason="poison", at=104.0)
 
 
 def _step(index: int, role: str = "srm", tokens: int = 1, text: str | None = None) -> dict[str, Any]:

@@ -25,6 +25,8 @@ from trigreason.proto import (
     SessionSnapshot,
     StaleEvent,
     StepCommitted,
+    command_subject,
+    event_subject,
     judge_command_id,
 )
 from trigreason.runner import run_session
@@ -129,7 +131,7 @@ def test_dead_letters_end_the_session_unless_left_behind(command_id: str | None,
     state, cmd = _srm_command("srm-only")
     assert cmd.command_id == "s.0.0.srm"
     notice = MessageDeadLettered(
-        session_id="s", origin_subject="trig.cmd.srm", reason="delivery limit", command_id=command_id
+        session_id="s", origin_subject=command_subject("srm"), reason="delivery limit", command_id=command_id
     )
     if not fails:
         with pytest.raises(StaleEvent):
@@ -138,18 +140,20 @@ def test_dead_letters_end_the_session_unless_left_behind(command_id: str | None,
     _failed, (end,) = decide(state, notice)
     assert isinstance(end, SessionFailed)
     assert end.code == "dead_lettered"
-    assert "trig.cmd.srm" in end.message
+    assert command_subject("srm") in end.message
 
 
 def test_a_dead_lettered_request_fails_the_session_it_would_have_started() -> None:
-    notice = MessageDeadLettered(session_id="s", origin_subject="trig.evt.s.requested", reason="bad")
+    notice = MessageDeadLettered(session_id="s", origin_subject=event_subject("s", "requested"), reason="bad")
     failed, (end,) = decide(initial_state("s"), notice)
     assert failed.phase == "failed"
     assert isinstance(end, SessionFailed)
 
 
 def test_a_dead_letter_for_a_session_that_never_started_is_stale() -> None:
-    notice = MessageDeadLettered(session_id="s", origin_subject="trig.evt.s.verdict", reason="garbage")
+    notice = MessageDeadLettered(
+        session_id="s", origin_subject=event_subject("s", "verdict"), reason="garbage"
+    )
     with pytest.raises(StaleEvent):
         decide(initial_state("s"), notice)
 
