@@ -70,10 +70,17 @@ def test_the_paired_comparison() -> None:
     assert got.mcnemar_p == pytest.approx(mcnemar_exact_p(12, 2))
     assert got.verdict.startswith("trigreason beats random")
     assert got.random_offload_p == 0.25
-    assert matched_comparison(_rows(pairs)) == got  # the bootstrap is seeded: the same every time
+    assert matched_comparison(_rows(pairs)) == got  # no randomness: the same every time
     even = matched_comparison(_rows([(True, False), (False, True)] * 5))
     assert even is not None
-    assert even.verdict.startswith("no better than chance")
+    assert even.verdict.startswith("no difference shown")
+    assert (even.significant, even.discordant_pairs_needed) == (False, None)  # 5 vs 5: an even split
+    assert got.significant
+    assert (got.alpha, got.verdict_rule) == (
+        0.05,
+        "exact McNemar test on the discordant pairs, two-sided, alpha 0.05",
+    )
+    assert "Clopper-Pearson" in got.accuracy_difference_ci95_method
     assert matched_comparison([r for r in _rows(pairs) if r.policy == "trigreason"]) is None
 
 

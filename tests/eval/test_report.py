@@ -51,6 +51,7 @@ def test_the_report_shows_the_random_policy_and_the_matched_comparison(tmp_path:
     assert "<td>random</td>" in page  # a row of the policy table
     assert "TrigReason against random at the same replaced share" in page
     assert "exact McNemar p" in page
+    assert "no difference shown" in page  # 1 vs 0 discordant pairs
     assert "95% interval" in page
     assert "<td>TrigReason right, random wrong</td><td>1</td>" in page
     assert "0.33" in page  # the baseline's offload_p
@@ -85,7 +86,8 @@ def test_the_calibration_report(tmp_path: Path) -> None:
     write_calibration_report(tmp_path, calibration)
     assert (tmp_path / "pareto.png").read_bytes().startswith(b"\x89PNG")
     page = (tmp_path / "report.html").read_text()
-    assert "<b>rho=0.9 priming_steps=1</b> beats the random baseline" in page
+    assert "<b>rho=0.9 priming_steps=1</b> is above the random baseline" in page
+    assert "Descriptive, not a test" in page
     assert page.count("<td>random</td>") == 3
     assert "<td>lrm-only</td>" in page
     assert "<td>srm-only</td>" in page

@@ -149,10 +149,11 @@ def calibrate(
         console.print(
             f"[yellow]no point reached {min_accuracy:.0%} of LRM-only accuracy; chose the most accurate[/]"
         )
-    word = "beats" if c.beats_random else "[yellow]does not beat[/]"
+    word = "is above" if c.beats_random else "[yellow]is not above[/]"
     console.print(
         f"the chosen point {word} the random baseline at its SRM token ratio "
-        f"({c.chosen_entry().accuracy:.3f} against {c.random_accuracy_at_ratio:.3f})"
+        f"({c.chosen_entry().accuracy:.3f} against {c.random_accuracy_at_ratio:.3f}, margin "
+        f"{c.margin_vs_random:+.3f}); descriptive, not a test: eval --matched-random on a test split decides"
     )
     console.print(f"wrote {out / 'calibration.json'}, {out / 'pareto.png'}, {out / 'report.html'}")
     console.print(f"wrote profile {name!r} to {path}; use it with --profile {path}")
@@ -172,7 +173,7 @@ def _calibration_table(c: Calibration) -> Table:
         table.add_column(col, justify="left" if col in ("point", "") else "right")
     for g in c.grid:
         notes = ["front" if g.on_front else "", "chosen" if g.params == c.chosen else ""]
-        notes.append("beats random" if g.beats_random else "")
+        notes.append("above random" if g.beats_random else "")
         table.add_row(
             point_slug(g.params), f"{g.accuracy:.3f}", f"{g.srm_token_ratio:.2f}",
             f"{g.random_accuracy_at_ratio:.3f}", ", ".join(n for n in notes if n),

@@ -250,6 +250,6 @@ def eval_(
         console.print(
             f"trigreason vs random over {versus.pairs} pairs: {versus.trigreason_accuracy:.3f} against "
             f"{versus.random_accuracy:.3f}, difference {versus.accuracy_difference:+.3f} "
-            f"[{low:+.3f}, {high:+.3f}], McNemar p {versus.mcnemar_p:.3g}: {versus.verdict}"
+            f"[{low:+.3f}, {high:+.3f}] (exact 95%): {versus.verdict}"
         )
     console.print(f"wrote {out / 'results.jsonl'}, {out / 'summary.json'}, {out / 'report.html'}")

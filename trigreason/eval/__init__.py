@@ -5,6 +5,7 @@ Everything ``trigreason eval`` and ``trigreason calibrate`` do lives here, on ty
 
 from ._calibrate import GridPoint, ParamValue, Point, choose, grid, point_slug
 from ._calibration import (
+    BEATS_RANDOM_RULE,
     Calibration,
     CalibrationPlan,
     CalibrationRuns,
@@ -28,7 +29,14 @@ from ._evaluate import (
     stored_rows,
 )
 from ._grading import grade, numeric_value
-from ._matched import MatchedComparison, matched_comparison, mcnemar_exact_p, replaced_share
+from ._matched import MatchedComparison, matched_comparison, replaced_share
+from ._paired import (
+    PairedVerdict,
+    discordant_pairs_needed,
+    mcnemar_exact_p,
+    paired_difference_interval,
+    paired_verdict,
+)
 from ._pareto import (
     GridEntry,
     ParetoSummary,
@@ -53,6 +61,7 @@ from ._run import (
 from ._summary import EdgeCloudFigures, PolicySummary, Summary, summarize
 
 __all__ = [
+    "BEATS_RANDOM_RULE",
     "DATASETS",
     "DEFAULT_POLICIES",
     "EVAL_POLICIES",
@@ -69,6 +78,7 @@ __all__ = [
     "MatchedComparison",
     "OnProgress",
     "Outcome",
+    "PairedVerdict",
     "ParamValue",
     "ParetoSummary",
     "Point",
@@ -86,6 +96,7 @@ __all__ = [
     "check_via",
     "choose",
     "complete_rows",
+    "discordant_pairs_needed",
     "edge_cloud",
     "evaluate",
     "evaluated_policies",
@@ -97,6 +108,8 @@ __all__ = [
     "no_progress",
     "numeric_value",
     "open_executor",
+    "paired_difference_interval",
+    "paired_verdict",
     "pareto_front",
     "pareto_summary",
     "plan_calibration",

@@ -23,6 +23,7 @@ from ._run import Executor, OnProgress, complete_rows, run_eval
 from ._summary import summarize
 
 __all__ = [
+    "BEATS_RANDOM_RULE",
     "Calibration",
     "CalibrationPlan",
     "CalibrationRuns",
@@ -34,6 +35,11 @@ __all__ = [
     "run_calibration",
 ]
 
+BEATS_RANDOM_RULE = (
+    "Descriptive, not a test: beats_random means accuracy above the random baseline interpolated at the "
+    "same SRM token ratio from separate runs on these problems; eval --matched-random on a test split "
+    "decides with the exact McNemar test"
+)
 # Opens a progress display for one labelled batch of runs and hands back its callback.
 Progress = Callable[[str], AbstractContextManager[OnProgress]]
 
@@ -158,6 +164,8 @@ class Calibration(msgspec.Struct, kw_only=True, frozen=True):
     srm_model: str = ""
     lrm_model: str = ""
     seconds: float = 0.0
+    # beats_random and margin_vs_random (here and per grid point) describe; they do not test.
+    beats_random_rule: str = BEATS_RANDOM_RULE
 
     def chosen_entry(self) -> GridEntry:
         return next(g for g in self.grid if g.params == self.chosen)

@@ -3,19 +3,26 @@ of SRM steps, paired problem by problem (same problem, same sample, same seed).
 
 ``replaced_share`` is the share of SRM steps TrigReason replaced on a data set: the random baseline's
 ``offload_p``. ``matched_comparison`` reports accuracy of both, the paired difference (TrigReason right and
-random wrong, against the opposite), a 95 % interval for the difference of accuracies from a paired
-bootstrap with a fixed seed, and the exact McNemar test's two-sided p-value."""
+random wrong, against the opposite), the exact McNemar test's two-sided p-value and the verdict it allows
+at 0.05 (see ``_paired``), and an exact 95 % interval for the difference of accuracies that agrees with
+the test."""
 
 from __future__ import annotations
 
-import math
-import random
 from collections.abc import Iterable
 
 import msgspec
 
 from trigreason.proto import SessionStats
 
+from ._paired import (
+    ALPHA,
+    INTERVAL_METHOD,
+    VERDICT_RULE,
+    mcnemar_exact_p,
+    paired_difference_interval,
+    paired_verdict,
+)
 from ._rows import Row
 
 __all__ = [
@@ -28,7 +35,6 @@ __all__ = [
 
 # The triggers that discard an SRM step and hand it to the LRM (priming replaces nothing).
 REPLACING_TRIGGERS = ("offload", "intervention", "judge_reject", "random")
-_BOOTSTRAP_RESAMPLES = 4000
 
 
 class MatchedComparison(msgspec.Struct, kw_only=True, frozen=True):
@@ -46,6 +52,12 @@ class MatchedComparison(msgspec.Struct, kw_only=True, frozen=True):
     accuracy_difference_ci95: tuple[float, float]
     mcnemar_p: float
     verdict: str
+    # How the verdict and the interval were reached (added with the exact rule; defaults for old files).
+    significant: bool = False
+    alpha: float = ALPHA
+    discordant_pairs_needed: int | None = None
+    verdict_rule: str = VERDICT_RULE
+    accuracy_difference_ci95_method: str = INTERVAL_METHOD
 
 
 def replaced_share(stats: Iterable[SessionStats]) -> float:
@@ -57,16 +69,7 @@ def replaced_share(stats: Iterable[SessionStats]) -> float:
     return replaced / (replaced + committed) if replaced + committed else 0.0
 
 
-def mcnemar_exact_p(b: int, c: int) -> float:
-    """Two-sided exact McNemar p-value for ``b`` and ``c`` discordant pairs (a binomial test at 1/2)."""
-    n = b + c
-    if n == 0:
-        return 1.0
-    tail: float = sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2**n
-    return min(1.0, 2.0 * tail)
-
-
-def matched_comparison(rows: list[Row], *, seed: int = 0) -> MatchedComparison | None:
+def matched_comparison(rows: list[Row]) -> MatchedComparison | None:
     """TrigReason against random over the (problem, sample) pairs both ran; None when there are none."""
     by_key: dict[str, dict[tuple[str, int], bool]] = {"trigreason": {}, "random": {}}
     for row in rows:
@@ -79,11 +82,7 @@ def matched_comparison(rows: list[Row], *, seed: int = 0) -> MatchedComparison |
     n = len(outcomes)
     b = sum(1 for t, r in outcomes if t and not r)  # TrigReason right, random wrong
     c = sum(1 for t, r in outcomes if r and not t)  # the opposite
-    diffs = [int(t) - int(r) for t, r in outcomes]
-    rng = random.Random(seed)
-    boot = sorted(sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(_BOOTSTRAP_RESAMPLES))
-    low = boot[int(0.025 * _BOOTSTRAP_RESAMPLES)]
-    high = boot[int(0.975 * _BOOTSTRAP_RESAMPLES) - 1]
+    verdict = paired_verdict(b, c, first="trigreason", second="random", setting="at the same replaced share")
     tr_rows = [r for r in rows if r.policy == "trigreason"]
     rnd_rows = [r for r in rows if r.policy == "random"]
     return MatchedComparison(
@@ -95,16 +94,10 @@ def matched_comparison(rows: list[Row], *, seed: int = 0) -> MatchedComparison |
         random_offload_p=rnd_rows[0].params.offload_p if rnd_rows else None,
         trigreason_right_random_wrong=b,
         random_right_trigreason_wrong=c,
-        accuracy_difference=sum(diffs) / n,
-        accuracy_difference_ci95=(low, high),
+        accuracy_difference=(b - c) / n,
+        accuracy_difference_ci95=paired_difference_interval(b, c, n),
         mcnemar_p=mcnemar_exact_p(b, c),
-        verdict=_verdict(low, high),
+        verdict=verdict.text,
+        significant=verdict.significant,
+        discordant_pairs_needed=verdict.discordant_pairs_needed,
     )
-
-
-def _verdict(low: float, high: float) -> str:
-    if low > 0:
-        return "trigreason beats random at the same replaced share"
-    if high < 0:
-        return "random beats trigreason at the same replaced share"
-    return "no better than chance on this data (the interval holds 0)"

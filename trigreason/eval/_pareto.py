@@ -30,7 +30,9 @@ _EPS = 1e-12  # float noise: a margin below this is no margin
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RandomVerdict:
-    beats_random: bool  # accuracy strictly above the random baseline's at the same SRM token ratio
+    # Accuracy strictly above the random baseline's at the same SRM token ratio: a description of these
+    # problems, not a test (the baseline is interpolated between separate runs, so nothing is paired).
+    beats_random: bool
     random_accuracy_at_ratio: float
     margin: float  # accuracy minus random_accuracy_at_ratio
 

@@ -75,14 +75,14 @@ def write_calibration_report(out_dir: Path, calibration: Calibration) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "pareto.png").write_bytes(base64.b64decode(png))
     c = calibration
-    verdict = "beats" if c.beats_random else "does not beat"
+    verdict = "is above" if c.beats_random else "is not above"
     body = [
         "<h1>TrigReason calibration</h1>",
         f"<p>Dataset <b>{html.escape(c.dataset)}</b>, {c.problems} problems. LRM-only accuracy "
         f"{c.lrm_only_accuracy:.3f}, SRM-only {c.srm_only_accuracy:.3f}. The chosen point "
         f"<b>{html.escape(_slug(c.chosen))}</b> {verdict} the random baseline at its SRM token ratio: "
         f"{c.chosen_entry().accuracy:.3f} against {c.random_accuracy_at_ratio:.3f} "
-        f"(margin {c.margin_vs_random:+.3f}).</p>",
+        f"(margin {c.margin_vs_random:+.3f}). <i>{html.escape(c.beats_random_rule)}.</i></p>",
         _calibration_table(c),
         _figure("Accuracy against SRM token ratio", png),
     ]
@@ -145,23 +145,28 @@ def _matched(m: MatchedComparison | None) -> str:
          f"{m.trigreason_replaced_share:.3f} / {m.random_replaced_share:.3f}"),
         ("TrigReason right, random wrong", str(m.trigreason_right_random_wrong)),
         ("random right, TrigReason wrong", str(m.random_right_trigreason_wrong)),
-        ("accuracy difference (95% interval)", f"{m.accuracy_difference:+.3f} [{low:+.3f}, {high:+.3f}]"),
-        ("exact McNemar p", f"{m.mcnemar_p:.3g}"),
+        ("accuracy difference (exact 95% interval, a description)",
+         f"{m.accuracy_difference:+.3f} [{low:+.3f}, {high:+.3f}]"),
+        ("exact McNemar p (two-sided)", f"{m.mcnemar_p:.3g}"),
+        (f"discordant pairs at this split for p &lt; {m.alpha:g}",
+         "-" if m.discordant_pairs_needed is None else str(m.discordant_pairs_needed)),
         ("verdict", html.escape(m.verdict)),
     ]  # fmt: skip
     p = m.random_offload_p
-    return (
-        "<h2>TrigReason against random at the same replaced share</h2>"
+    intro = (
         "<p>The random baseline ran the same problems and seeds, replacing each SRM step with an LRM step "
         f"with probability {'?' if p is None else f'{p:.3f}'}: the share TrigReason replaced. Paired by "
-        "problem; the interval is a paired bootstrap.</p><table>"
-        + "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in rows)
-        + "</table>"
+        f"problem. The verdict follows the {html.escape(m.verdict_rule)}: a side wins only when p &lt; "
+        f"{m.alpha:g}. The interval describes the difference "
+        f"({html.escape(m.accuracy_difference_ci95_method)}).</p>"
     )
+    table = "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in rows)
+    return f"<h2>TrigReason against random at the same replaced share</h2>{intro}<table>{table}</table>"
 
 
 def _calibration_table(c: Calibration) -> str:
-    cols = ["kind", "point", "accuracy", "SRM token ratio", "random at ratio", "margin", "on front", "chosen"]
+    cols = ["kind", "point", "accuracy", "SRM token ratio", "random at ratio", "margin (descriptive)",
+            "on front", "chosen"]  # fmt: skip
     out = ["<table><tr>" + "".join(f"<th>{h}</th>" for h in cols) + "</tr>"]
 
     def row(cells: list[str]) -> None:
