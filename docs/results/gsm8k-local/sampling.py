@@ -43,12 +43,16 @@ def _behaviour(name: str, rows: list[Row]) -> str:
 def _versus(name: str, rows: list[Row]) -> str:
     v = matched_comparison(rows)
     if v is None:
-        return f"| {name} | no matched random runs yet | | | | | |"
+        return f"| {name} | no matched random runs yet | | | | | | |"
     low, high = v.accuracy_difference_ci95
+    need = v.discordant_pairs_needed
+    verdict = v.verdict.split(" (")[0]  # the sentence without its counts, which the other columns hold
+    if not v.significant and need is not None:
+        verdict += f"; {need:,} discordant pairs at this split would show one"
     return (
         f"| {name} | {v.pairs} | {v.trigreason_accuracy:.3f} | {v.random_accuracy:.3f} | "
         f"{v.trigreason_right_random_wrong} / {v.random_right_trigreason_wrong} | "
-        f"{v.accuracy_difference:+.3f} [{low:+.3f}, {high:+.3f}] | {v.mcnemar_p:.2g} |"
+        f"{v.accuracy_difference:+.3f} [{low:+.3f}, {high:+.3f}] | {v.mcnemar_p:.2g} | {verdict} |"
     )
 
 
@@ -70,8 +74,8 @@ def main() -> None:
             print(f"{ref}, greedy, on the same problems: {right / len(common):.2f}")
     print(f"\nSame TrigReason outcome (both right or both wrong) on {agree} of {len(common)} problems.\n")
     print("| decoding | pairs | TrigReason | random, matched | TR right & random wrong / opposite | "
-          "difference [95% paired bootstrap] | exact McNemar p |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|")
+          "difference [exact 95%] | exact McNemar p | verdict at 0.05 |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
     for name, rows in runs.items():
         print(_versus(name, [rows[key] for key in rows if key[1] in common]))
 
