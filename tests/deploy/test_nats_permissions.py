@@ -183,6 +183,18 @@ async def test_a_wrong_password_is_refused(auth_nats: AuthNats) -> None:
 FINAL = step("So \\boxed{7}.")
 
 
+class _WithInfo(ScriptedBackend):
+    """A scripted backend with TGI's ``/info`` limits, which its worker publishes on the bus."""
+
+    async def info(self) -> dict[str, Any]:
+        return {
+            "max_top_n_tokens": 20,
+            "max_input_tokens": 4095,
+            "max_total_tokens": 4096,
+            "max_stop_sequences": 4,
+        }
+
+
 @pytest.fixture
 async def stack(auth_nats: AuthNats) -> AsyncIterator[str]:
     """The five services through the real service host, each with its own NATS user and inbox prefix,
@@ -190,8 +202,8 @@ async def stack(auth_nats: AuthNats) -> AsyncIterator[str]:
     stop = asyncio.Event()
     gateway_url: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     backends: dict[Role, Backend] = {
-        "srm": ScriptedBackend("srm", [step("We add 3 and 4."), FINAL], default=FINAL),
-        "lrm": ScriptedBackend("lrm", [step("Prime.")], default=FINAL),
+        "srm": _WithInfo("srm", [step("We add 3 and 4."), FINAL], default=FINAL),
+        "lrm": _WithInfo("lrm", [step("Prime.")], default=FINAL),
     }
 
     async def backend_factory(role: Role) -> Backend:
@@ -266,6 +278,15 @@ async def test_the_services_run_a_session_end_to_end_under_their_own_users(
     assert view["answer"] == "7"
     steps = [(s["role"], s["trigger"]) for s in view["steps"]]
     assert steps == [("lrm", "priming"), ("srm", None), ("srm", None)]
+    # The workers published their servers' limits, and the gateway read them: beyond them is a 422.
+    beyond = {"question": "q?", "policy": "specreason", "params": {"judge_top_n": 40}}
+    async with aiohttp.ClientSession() as http:
+        for _ in range(60):
+            async with http.post(f"{stack}/v1/sessions", json=beyond) as resp:
+                if resp.status == 422:
+                    break
+            await asyncio.sleep(0.2)
+    assert resp.status == 422
     # Least privilege that still works: not one call of any service was refused.
     log = auth_nats.log_text()
     assert "Violation" not in log, log[-3000:]

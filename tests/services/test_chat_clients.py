@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -194,3 +195,24 @@ async def test_the_harness_agrees_with_trigreason_eval(raw_stack: tuple[str, Pat
             sum(grade(answers[q], r["gold"], kind="numeric") for q, r in ours.items()) / PROBLEMS
         )
         print(f"{policy}: harness exact_match {accuracy:.3f}, trigreason eval accuracy {eval_accuracy:.3f}")
+
+
+async def test_a_request_beyond_the_servers_limits_is_refused_up_front(service_stack: StackEndpoints) -> None:
+    """The workers publish their server's /info limits on the bus; the gateway refuses judge_top_n 40 (the
+    simulator, like TGI, takes at most 20 top tokens) with a 422 naming it and the limit, not a 502 later."""
+    body = {"question": "What is 3 + 4?", "policy": "specreason", "params": {"judge_top_n": 40}}
+    async with aiohttp.ClientSession() as http:
+        for _ in range(100):  # the workers publish in the background at start; the gateway reads every 5 s
+            async with http.post(f"{service_stack.gateway_url}/v1/sessions", json=body) as resp:
+                if resp.status == 422:
+                    error = (await resp.json())["error"]
+                    break
+            await asyncio.sleep(0.2)
+        else:
+            pytest.fail("the gateway never refused judge_top_n 40")
+        assert error["code"] == "beyond_backend_limit"
+        assert error["message"].startswith("params.judge_top_n: 40 is beyond what the LRM inference server")
+        assert "max_top_n_tokens 20" in error["message"]
+        body["params"] = {"judge_top_n": 20}
+        async with http.post(f"{service_stack.gateway_url}/v1/sessions", json=body) as resp:
+            assert resp.status == 202, await resp.text()

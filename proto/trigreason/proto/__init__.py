@@ -20,6 +20,8 @@ from ._permissions import (
 from ._schema import SCHEMA_DIR, render_schemas
 from ._subjects import (
     ALL_SUBJECTS,
+    BACKEND_BUCKET,
+    BACKEND_KV_STREAM,
     COMMAND_STREAM,
     CONSUMERS,
     DEAD_LETTER_STREAM,
@@ -91,6 +93,8 @@ from ._v1 import (
 
 __all__ = [
     "ALL_SUBJECTS",
+    "BACKEND_BUCKET",
+    "BACKEND_KV_STREAM",
     "BUS_SERVICES",
     "COMMAND_STREAM",
     "CONSUMERS",

@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final, Literal
 
 from ._subjects import (
+    BACKEND_BUCKET,
+    BACKEND_KV_STREAM,
     CONSUMERS,
     EVENT_STREAM,
     KV_STREAM,
@@ -148,6 +150,18 @@ def _extra(service: BusService, api: str) -> list[str]:
             # does the session exist, its stored request, its last event (GET /v1/sessions/{id} is a
             # projection of the events up to it; the gateway never reads the orchestrator's snapshots)
             f"{api}.STREAM.MSG.GET.{EVENT_STREAM}",
+            # the inference servers' limits the workers published (BackendLimits), read-only
+            f"{api}.STREAM.INFO.{BACKEND_KV_STREAM}",
+            f"{api}.DIRECT.GET.{BACKEND_KV_STREAM}.>",
+            f"{api}.STREAM.MSG.GET.{BACKEND_KV_STREAM}",
+        ]
+    if service in ("srm-worker", "lrm-worker"):
+        # its inference server's limits (BackendLimits under its role's key), in a bucket it may create
+        role = service.removesuffix("-worker")
+        return [
+            f"{api}.STREAM.INFO.{BACKEND_KV_STREAM}",
+            f"{api}.STREAM.CREATE.{BACKEND_KV_STREAM}",
+            f"$KV.{BACKEND_BUCKET}.{role}",
         ]
     if service == "orchestrator":
         # snapshots, compare-and-set; is an outbox's event on the stream already (after a crash)

@@ -29,6 +29,8 @@ from ._v1 import (
 
 __all__ = [
     "ALL_SUBJECTS",
+    "BACKEND_BUCKET",
+    "BACKEND_KV_STREAM",
     "COMMAND_STREAM",
     "CONSUMERS",
     "DEAD_LETTER_STREAM",
@@ -67,6 +69,10 @@ SESSION_BUCKET: Final = "trig_sessions"
 TIMER_STREAM: Final = "TRIG_TIMER"
 # The stream behind the KV bucket of session snapshots (JetStream names it so).
 KV_STREAM: Final = f"KV_{SESSION_BUCKET}"
+# What each role's inference server accepts (BackendLimits under the key <role>): its workers write it at
+# start, the gateway reads it to refuse up front what the server would refuse.
+BACKEND_BUCKET: Final = "trig_backends"
+BACKEND_KV_STREAM: Final = f"KV_{BACKEND_BUCKET}"
 
 _ROOT: Final = "trig"
 # Every subject of the project (an observer's subscription: the benchmarks, the chaos suite).

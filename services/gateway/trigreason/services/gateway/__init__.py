@@ -5,6 +5,7 @@ from ._app import OPEN_STREAMS, Gateway, idempotent_session_id, make_app
 from ._browser import trace_id_of
 from ._chat import ChatBody, ChatRequest, chat_request
 from ._http import HttpError
+from ._limits import check_limits
 from ._projection import SessionProjection, session_view
 from ._serve import main, serve
 from ._settings import GatewaySettings, profile_file
@@ -18,6 +19,7 @@ __all__ = [
     "HttpError",
     "SessionProjection",
     "chat_request",
+    "check_limits",
     "idempotent_session_id",
     "main",
     "make_app",

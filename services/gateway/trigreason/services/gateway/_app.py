@@ -30,13 +30,15 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from trigreason.proto import (
     EVENT_STREAM,
+    BackendLimits,
     PolicyName,
+    Role,
     SessionParams,
     SessionRequested,
     decode_message,
     event_subject,
 )
-from trigreason.services.runtime import Bus, SiteRegistry, exposition
+from trigreason.services.runtime import Bus, SiteRegistry, backend_limits, exposition
 
 from ._browser import install_browser
 from ._chat import (
@@ -62,6 +64,7 @@ from ._http import (
     path_session_id,
     read_json,
 )
+from ._limits import check_limits
 from ._openapi import MAX_QUESTION_CHARS, NOT_BLANK_PATTERN, openapi_document
 from ._projection import session_view
 from ._settings import GatewaySettings
@@ -70,6 +73,7 @@ from ._sse import stream_events
 __all__ = ["GATEWAY", "OPEN_STREAMS", "Gateway", "idempotent_session_id", "make_app"]
 
 _RETRY_AFTER_S = 5
+_LIMITS_MAX_AGE_S = 5.0  # how long the gateway trusts the inference servers' limits it read
 _NOT_BLANK = re.compile(NOT_BLANK_PATTERN)
 
 log = structlog.get_logger("trigreason.gateway")
@@ -170,6 +174,8 @@ class Gateway:
         self.streams = _Streams(settings.max_streams, self.metrics.open_streams)
         self.tokens = tuple(t.encode() for t in settings.api_tokens)
         self.document = openapi_document(auth=bool(self.tokens), models=model_ids(settings))
+        self._limits: dict[Role, BackendLimits] = {}
+        self._limits_at = -_LIMITS_MAX_AGE_S
         self._param_names = frozenset(f.encode_name for f in msgspec.structs.fields(SessionParams))
         schema = msgspec.json.schema(SessionParams)["$defs"]["SessionParams"]["properties"]
         self._int_params = frozenset(k for k, v in schema.items() if v.get("type") == "integer")
@@ -192,6 +198,7 @@ class Gateway:
         body: _SessionBody = await read_json(request, _SessionBody)
         conv = body.conversation()
         params = self._params(body.policy, body.params, "params")
+        await self._check_limits(params, "params")
         session_id, replayed = await self._submit(request, conv, params)
         resp = json_response({"session_id": session_id}, status=202)
         resp.headers["Location"] = f"/v1/sessions/{session_id}"
@@ -229,6 +236,7 @@ class Gateway:
         for name, param, value in chat.given:  # OpenAI's temperature, top_p, seed, max_tokens
             self._params(None, {param: value}, name)
         params = self._params(chat.policy, {**chat.params, **body.trigreason.params}, "trigreason.params")
+        await self._check_limits(params, "trigreason.params")
         idempotency_key(request)  # a bad key is a 400 before anything is published
         with self.streams.slot():
             session_id, _replayed = await self._submit(request, chat.conversation, params)
@@ -283,6 +291,18 @@ class Gateway:
             raise HttpError(422, "invalid_params", f"{where}: {exc}") from exc
         except (TypeError, ValueError) as exc:  # a check in the Struct itself
             raise HttpError(422, "invalid_params", f"{where}: {exc}") from exc
+
+    async def _check_limits(self, params: SessionParams, where: str) -> None:
+        """422 for a parameter beyond what an inference server of the session accepts (as its workers
+        published it; read at most every few seconds)."""
+        now = time.monotonic()
+        if now - self._limits_at > _LIMITS_MAX_AGE_S:
+            try:
+                self._limits = await backend_limits(self.bus.js, ("srm", "lrm"))
+                self._limits_at = now
+            except nats.errors.Error as exc:  # unknown limits refuse nothing: the servers still do
+                log.warning("backend_limits_unreadable", error=repr(exc))
+        check_limits(params, self._limits, where)
 
     async def _stored_request(self, session_id: str) -> SessionRequested | None:
         try:

@@ -37,7 +37,7 @@ from ._tgi import (
     encode_tgi,
     tgi_sse_event,
 )
-from ._topology import BusSettings, ensure_topology
+from ._topology import BusSettings, backend_limits, ensure_topology, publish_backend_limits
 
 __all__ = [
     "STOP_SIGNALS",
@@ -63,6 +63,7 @@ __all__ = [
     "TgiStreamDetails",
     "TgiStreamResponse",
     "TgiToken",
+    "backend_limits",
     "check_tgi_request",
     "cleanup_within",
     "close_bus",
@@ -79,6 +80,7 @@ __all__ = [
     "event_loop_kind",
     "exposition",
     "on_stop_signals",
+    "publish_backend_limits",
     "run_bounded",
     "run_event_loop",
     "serve_consumers",

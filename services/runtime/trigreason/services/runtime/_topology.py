@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import msgspec
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -19,10 +20,11 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError
+from nats.js.errors import BadRequestError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from trigreason.proto import (
+    BACKEND_BUCKET,
     COMMAND_STREAM,
     CONSUMERS,
     DEAD_LETTER_STREAM,
@@ -31,12 +33,14 @@ from trigreason.proto import (
     SESSION_BUCKET,
     STREAMS,
     TIMER_STREAM,
+    BackendLimits,
     ConfigError,
+    Role,
 )
 
 from ._settings import env_settings
 
-__all__ = ["BusSettings", "ensure_topology"]
+__all__ = ["BusSettings", "backend_limits", "ensure_topology", "publish_backend_limits"]
 
 
 _INBOX_PREFIX = re.compile(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*")
@@ -243,3 +247,41 @@ async def ensure_topology(js: JetStreamContext, settings: BusSettings) -> KeyVal
         stream.max_msg_size = bucket.max_value_size
         await js.update_stream(stream)
         return await js.key_value(SESSION_BUCKET)
+
+
+async def publish_backend_limits(js: JetStreamContext, settings: BusSettings, limits: BackendLimits) -> None:
+    """A worker's inference-server limits, under its role's key (the bucket created on first use)."""
+    bucket = KeyValueConfig(
+        bucket=BACKEND_BUCKET,
+        history=1,
+        storage=StorageType.FILE if settings.storage == "file" else StorageType.MEMORY,
+        replicas=settings.replicas,
+        max_bytes=1024 * 1024,
+        max_value_size=4096,
+    )
+    try:
+        kv = await js.create_key_value(bucket)
+    except BadRequestError:  # exists (with other limits): it is only ever written by key
+        kv = await js.key_value(BACKEND_BUCKET)
+    await kv.put(limits.role, msgspec.json.encode(limits))
+
+
+async def backend_limits(js: JetStreamContext, roles: tuple[Role, ...]) -> dict[Role, BackendLimits]:
+    """What the workers published of ``roles``' inference servers (a role whose workers published
+    nothing, or an unreadable value, is absent)."""
+    try:
+        kv = await js.key_value(BACKEND_BUCKET)
+    except NotFoundError:
+        return {}
+    out: dict[Role, BackendLimits] = {}
+    for role in roles:
+        try:
+            entry = await kv.get(role)
+        except KeyNotFoundError:
+            continue
+        if entry.value:
+            try:
+                out[role] = msgspec.json.decode(entry.value, type=BackendLimits)
+            except msgspec.DecodeError:
+                continue
+    return out

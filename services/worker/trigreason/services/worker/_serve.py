@@ -56,7 +56,9 @@ async def serve(
         made = await backend()
         if isinstance(made, ReplicaPool):  # its per-replica counts join the service's /metrics
             metrics.registry.register(made.collector())
-        return Worker(connection, role, made, metrics=metrics)
+        worker = Worker(connection, role, made, metrics=metrics)
+        worker.start_publishing_limits()
+        return worker
 
     await serve_consumers(
         f"{role}-worker", make, bus_settings=bus, host=host, stop=stop, tracer_provider=tracer_provider,

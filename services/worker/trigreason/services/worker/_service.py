@@ -8,12 +8,16 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable
 
+import msgspec
+import nats.errors
+import structlog
 from nats.errors import MaxPayloadError
 from opentelemetry import propagate
 from opentelemetry.trace import SpanKind
 
 from trigreason.proto import (
     BackendError,
+    BackendLimits,
     ConsumerName,
     GenerateStep,
     JudgeScored,
@@ -23,12 +27,22 @@ from trigreason.proto import (
     StepGenerated,
     TypedDecoder,
 )
-from trigreason.services.runtime import Ack, Bus, ConsumerBinding, Delivery, ServiceMetrics, trace_exemplar
+from trigreason.services.runtime import (
+    Ack,
+    Bus,
+    ConsumerBinding,
+    Delivery,
+    ServiceMetrics,
+    publish_backend_limits,
+    trace_exemplar,
+)
 
 from ._results import judge_scored, step_failed, step_generated
 from .backends import Backend, GenerationRequest
 
 __all__ = ["Worker"]
+
+_log = structlog.get_logger("trigreason.worker")
 
 
 class Worker:
@@ -47,15 +61,58 @@ class Worker:
         self.consumer: ConsumerName = "srm-worker" if role == "srm" else "lrm-worker"
         self._backend = backend
         self._clock = clock
+        self._limits_task: asyncio.Task[BackendLimits | None] | None = None
         self.decoder: TypedDecoder[GenerateStep | JudgeStep] = (
             TypedDecoder(GenerateStep | JudgeStep) if role == "lrm" else TypedDecoder(GenerateStep)
         )
+
+    def start_publishing_limits(self) -> None:
+        """``publish_limits`` in the background: a slow or absent ``/info`` must not hold up the start."""
+        self._limits_task = asyncio.create_task(self.publish_limits())
+
+    async def publish_limits(self) -> BackendLimits | None:
+        """Tell the bus what this worker's inference server accepts (TGI's ``GET /info``), so the gateway
+        refuses a request beyond it up front; a server without ``/info`` (OpenAI-compatible, a pool of
+        replicas) publishes nothing, and its own 4xx still fails the session with ``request_refused``."""
+        info = getattr(self._backend, "info", None)
+        if info is None:
+            return None
+        try:
+            got: dict[str, object] = await info()
+        except BackendError as exc:
+            _log.warning("backend_limits_unknown", role=self.role, error=exc.message)
+            return None
+
+        def limit(name: str) -> int | None:
+            value = got.get(name)
+            return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+        limits = BackendLimits(
+            role=self.role,
+            max_top_n_tokens=limit("max_top_n_tokens"),
+            max_input_tokens=limit("max_input_tokens"),
+            max_total_tokens=limit("max_total_tokens"),
+            max_stop_sequences=limit("max_stop_sequences"),
+            backend=self._backend.name,
+            at=self._clock(),
+        )
+        try:
+            await publish_backend_limits(self._bus.js, self._bus.settings, limits)
+        except (nats.errors.Error, TimeoutError) as exc:  # the servers still refuse what they refuse
+            _log.warning("backend_limits_not_published", role=self.role, error=repr(exc))
+            return None
+        _log.info("backend_limits_published", **msgspec.structs.asdict(limits))
+        return limits
 
     def bindings(self) -> tuple[ConsumerBinding, ...]:
         return (ConsumerBinding(self.consumer, self.decoder, self.handle),)
 
     async def aclose(self) -> None:
         """Close the backend's HTTP client (the worker owns its backend)."""
+        if self._limits_task is not None:
+            self._limits_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._limits_task
         await self._backend.aclose()
 
     async def handle(self, delivery: Delivery[GenerateStep | JudgeStep]) -> Ack:
