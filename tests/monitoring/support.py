@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -86,3 +87,10 @@ def expand(expr: str) -> str:
     for macro, value in _MACROS.items():
         expr = expr.replace(macro, value)
     return expr
+
+
+def documented_metrics() -> set[str]:
+    """The metric names docs/operations.md's "Metrics" section lists (the CPU server's own excepted)."""
+    section = OPERATIONS.read_text().split("\n## Metrics\n", 1)[1].split("\n## ", 1)[0]
+    names = set(re.findall(r"`(trigreason_[a-z_]+)`", section))
+    return {n for n in names if not n.startswith("trigreason_tgi_cpu_")}

@@ -27,7 +27,15 @@ import nats
 import pytest
 import yaml
 
-from tests.monitoring.support import RULES, alerts, binary, expand, panel_queries, recordings
+from tests.monitoring.support import (
+    RULES,
+    alerts,
+    binary,
+    documented_metrics,
+    expand,
+    panel_queries,
+    recordings,
+)
 from trigreason.nats_server import LocalNatsServer
 from trigreason.proto import command_subject
 from trigreason.services.backend_sim import SimSettings, StepLength, make_app, start_server
@@ -40,6 +48,7 @@ POLICIES = ("trigreason", "trigreason", "trigreason", "specreason", "lrm-only", 
 SESSIONS = 12
 # A comparison filters series; with ``bool`` it keeps every series (0 or 1), so an alert's expression
 # returns data whenever the series it reads exist, firing or not.
+_SUFFIX = re.compile(r"_(bucket|count|sum)$")
 _COMPARISON = re.compile(r"(\s)(>=|<=|==|!=|>|<)(\s)(?!bool\b)")
 
 
@@ -249,6 +258,17 @@ async def test_every_panel_and_rule_returns_data_from_the_running_cluster(tmp_pa
             evaluated = [r for g in groups for r in g["rules"]]
             assert len(evaluated) == len(recordings()) + len(alerts())
             assert [r["name"] for r in evaluated if r["health"] != "ok"] == []
+
+            # Every metric scraped is documented in docs/operations.md, and every one documented was scraped.
+            async with http.get(f"{prom}/api/v1/label/__name__/values") as resp:
+                names = (await resp.json())["data"]
+            # (``_created`` series are the counters' and histograms' start times, not metrics of their own)
+            scraped = {
+                _SUFFIX.sub("", n)
+                for n in names
+                if n.startswith("trigreason_") and not n.endswith("_created")
+            }
+            assert scraped == documented_metrics(), "scraped (+) against documented (-)"
 
             # The first-step histogram's exemplars are trace ids (OpenMetrics scrape).
             now = time.time()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -42,6 +43,8 @@ class GatewaySettings(msgspec.Struct, kw_only=True, frozen=True):
             raise ValueError("browser_sessions must be >= 1")
         if not self.session_timeout_s > 0:
             raise ValueError("session_timeout_s must be > 0")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}", self.site):
+            raise ValueError(f"site {self.site!r}: letters, digits, '-' and '_' (1-63)")
 
     @classmethod
     def from_env(
