@@ -61,8 +61,10 @@ __all__ = ["Orchestrator", "event_key", "output_msg_id"]
 _CAS_ATTEMPTS = 32
 _TERMINAL = frozenset({"finished", "failed"})
 # A timer that is not due yet is looked at again after at most this long: a session that ended meanwhile
-# has its timer dropped then, so the timer queue holds about one timer per running session.
-_TIMER_RECHECK_S = 300.0
+# has its timer dropped then, so the timer queue holds about one timer per running session, and
+# trigreason_sessions_in_flight (read from it) counts at most this long of ended sessions too. One snapshot
+# read per running session per period.
+_TIMER_RECHECK_S = 30.0
 
 
 def output_msg_id(output: Output) -> str:

@@ -253,7 +253,8 @@ async def consume(
         exemplar: dict[str, str] | None = None
         try:
             delivered = raw.metadata.num_delivered or 1
-            if delivered > 1 and metrics is not None:
+            # (the orchestrator's timers come back by design, deferred until due: not redeliveries)
+            if delivered > 1 and metrics is not None and consumer != "orchestrator-timer":
                 metrics.redeliveries.labels(consumer).inc()
             try:
                 message = decoder.decode(raw.data)
