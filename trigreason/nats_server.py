@@ -37,8 +37,19 @@ class LocalNatsServer:
     reconnect tests; a restart keeps the port and the JetStream store, as a real restart would."""
 
     def __init__(
-        self, *, store_dir: Path | None = None, port: int = -1, startup_timeout_s: float = 10.0
+        self,
+        *,
+        store_dir: Path | None = None,
+        port: int = -1,
+        startup_timeout_s: float = 10.0,
+        config: str | None = None,
+        scheme: str = "nats",
     ) -> None:
+        """``config``: a nats-server configuration (the edge-cloud topology's hub or edge, with TLS,
+        accounts, leaf nodes); the address, port and store given here still apply. ``scheme``: ``tls`` for
+        a server that requires TLS."""
+        self._config = config
+        self._scheme = scheme
         self._own_store = store_dir is None
         self._store = Path(tempfile.mkdtemp(prefix="trig-nats-")) if store_dir is None else store_dir
         self._port = port
@@ -48,7 +59,7 @@ class LocalNatsServer:
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self._port}"
+        return f"{self._scheme}://127.0.0.1:{self._port}"
 
     @property
     def port(self) -> int:
@@ -67,11 +78,15 @@ class LocalNatsServer:
             str(find_nats_server()),
             "--addr", "127.0.0.1",
             "--port", str(self._port),
-            "--jetstream",
-            "--store_dir", str(self._store / "js"),
             "--ports_file_dir", str(ports_dir),
             "--log", str(self._log),
         ]  # fmt: skip
+        if self._config is None:
+            cmd += ["--jetstream", "--store_dir", str(self._store / "js")]
+        else:  # its jetstream block names the store (nats-server refuses the flag beside it)
+            config_file = self._store / "nats-server.conf"
+            config_file.write_text(self._config)
+            cmd += ["--config", str(config_file)]
         # Its own process group: a Ctrl-C at the terminal reaches only our process, which stops the
         # services before the server (a server gone first leaves them reconnecting while they drain).
         self._proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once

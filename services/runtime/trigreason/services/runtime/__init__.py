@@ -21,6 +21,7 @@ from ._metrics import LrmPrices, ServiceMetrics, SiteRegistry, exposition, trace
 from ._observability import configure_logging, configure_tracing, shutdown_tracing
 from ._process import STOP_SIGNALS, die_with_parent, on_stop_signals, stop_processes
 from ._settings import env_settings, env_variable
+from ._sites import Placement
 from ._tgi import (
     TgiBadRequest,
     TgiChecked,
@@ -37,7 +38,7 @@ from ._tgi import (
     encode_tgi,
     tgi_sse_event,
 )
-from ._topology import BusSettings, backend_limits, ensure_topology, publish_backend_limits
+from ._topology import BusSettings, backend_limits, consumer_spec, ensure_topology, publish_backend_limits
 
 __all__ = [
     "STOP_SIGNALS",
@@ -51,6 +52,7 @@ __all__ = [
     "EventLoopKind",
     "HostSettings",
     "LrmPrices",
+    "Placement",
     "ServiceMetrics",
     "SiteRegistry",
     "TgiBadRequest",
@@ -71,6 +73,7 @@ __all__ = [
     "configure_tracing",
     "consume",
     "consumer_service",
+    "consumer_spec",
     "decode_tgi_request",
     "die_with_parent",
     "encode_tgi",

@@ -15,14 +15,16 @@ import nats
 import structlog
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
+from nats.js.errors import NoStreamResponseError
 from nats.js.kv import KeyValue
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Tracer
 
 from trigreason.proto import (
-    CONSUMERS,
+    ConfigError,
     ConsumerName,
     Message,
     MessageDeadLettered,
@@ -38,7 +40,8 @@ from trigreason.proto import (
 )
 
 from ._metrics import ServiceMetrics, trace_exemplar
-from ._topology import BusSettings, ensure_topology
+from ._sites import current_route, route_of
+from ._topology import BusSettings, consumer_spec, ensure_topology
 
 __all__ = ["Ack", "Bus", "Defer", "Delivery", "consume"]
 
@@ -116,8 +119,18 @@ class Bus:
             error_cb=on_error,
             **settings.connect_options(),  # credentials, inbox prefix
         )
-        js = nc.jetstream()
-        kv = await ensure_topology(js, settings)
+        # The domain named in every JetStream request: across a leaf node a bare $JS.API is not ours.
+        js = nc.jetstream(domain=settings.domain)
+        try:
+            kv = await ensure_topology(js, settings)
+        except (NoRespondersError, NatsTimeoutError, TimeoutError) as exc:
+            await nc.close()
+            where = (
+                f"TRIGREASON_NATS_DOMAIN={settings.domain!r}: no JetStream server answers in that domain"
+                if settings.domain is not None
+                else "no JetStream server answers"
+            )
+            raise ConfigError(f"{where} at {settings.nats_url} ({type(exc).__name__})") from exc
         return cls(nc, js, kv, settings, tracer or trace.get_tracer("trigreason"))
 
     async def close(self) -> None:
@@ -128,10 +141,13 @@ class Bus:
         self, message: Message, *, msg_id: str, attributes: Mapping[str, Any] | None = None
     ) -> None:
         """Publish to the message's subject; JetStream drops a second publish of the same ``msg_id``."""
-        subject = subject_for(message)
+        local_subject = subject_for(message)
+        # A cloud worker answers a message from an edge site on that site's subjects (docs/sites.md).
+        route = current_route()
+        subject = route.subject(local_subject) if route is not None else local_subject
         # OpenTelemetry's messaging conventions: "{operation} {destination}", the destination's template
         # in the name (one operation per subject kind, not per session), the concrete subject attributed.
-        template = subject_template(subject)
+        template = subject_template(local_subject)
         with self.tracer.start_as_current_span(
             f"publish {template}",
             kind=SpanKind.PRODUCER,
@@ -149,7 +165,27 @@ class Bus:
         ):
             headers: dict[str, str] = {"Nats-Msg-Id": msg_id}
             propagate.inject(headers)
-            await self.js.publish(subject, encode(message), headers=headers)
+            if route is None:
+                await self.js.publish(subject, encode(message), headers=headers)
+            else:
+                await self._publish_across(subject, encode(message), headers, route.raw)
+
+    async def _publish_across(self, subject: str, data: bytes, headers: dict[str, str], raw: Msg) -> None:
+        """Publish to another site: while the WAN is down, keep trying (the message id makes a retry that
+        did arrive a duplicate JetStream drops) and keep the command being answered alive, so it is not
+        redelivered and generated again; give up after ``site_publish_timeout_s``."""
+        deadline = time.monotonic() + self.settings.site_publish_timeout_s
+        while True:
+            try:
+                await self.js.publish(subject, data, headers=headers, timeout=5.0)
+                return
+            except (NoRespondersError, NoStreamResponseError, NatsTimeoutError, TimeoutError) as exc:
+                if time.monotonic() >= deadline:
+                    raise
+                self.log.warning("site_unreachable", subject=subject, error=type(exc).__name__)
+                with contextlib.suppress(Exception):
+                    await raw.in_progress()
+                await asyncio.sleep(1.0)
 
     async def dead_letter(self, raw: Msg, reason: str, *, clock: Callable[[], float] = time.time) -> None:
         """Move ``raw`` to the dead-letter stream; if it belongs to a session, tell that session's
@@ -237,7 +273,7 @@ async def consume(
     raises a non-retryable error goes to the dead-letter stream with the reason and is terminated. A
     ``StaleEvent`` (duplicate) is acked: everything it could cause has happened already.
     """
-    spec = CONSUMERS[consumer]
+    spec = consumer_spec(bus.settings, consumer)
     sub = await bus.js.pull_subscribe_bind(durable=spec.durable, stream=spec.stream)
     limit = asyncio.Semaphore(concurrency)
     in_flight: set[asyncio.Task[None]] = set()
@@ -248,6 +284,7 @@ async def consume(
     metrics = bus.metrics
 
     async def process(raw: Msg) -> None:
+        route_of(raw)  # a message from an edge site: answers go back there (this task's context only)
         started = time.perf_counter()
         outcome: _Outcome | None = None
         exemplar: dict[str, str] | None = None

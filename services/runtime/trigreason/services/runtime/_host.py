@@ -21,7 +21,7 @@ import structlog
 from aiohttp import web
 from opentelemetry.sdk.trace import TracerProvider
 
-from trigreason.proto import CONSUMERS, ConfigError, ConsumerName, TrigReasonError, TypedDecoder
+from trigreason.proto import ConfigError, ConsumerName, TrigReasonError, TypedDecoder
 
 from ._bus import Ack, Bus, Defer, Delivery, consume
 from ._eventloop import run as run_event_loop
@@ -29,7 +29,7 @@ from ._metrics import LrmPrices, ServiceMetrics, exposition
 from ._observability import configure_logging, configure_tracing, shutdown_tracing
 from ._process import on_stop_signals
 from ._settings import env_settings
-from ._topology import BusSettings
+from ._topology import BusSettings, consumer_spec
 
 __all__ = [
     "ConsumerBinding",
@@ -291,7 +291,7 @@ async def _watch_lag(
     """Pending messages of this service's consumers: the queue lag (what KEDA scales SRM workers on)."""
     while not stop.is_set():
         for consumer in consumers:
-            spec = CONSUMERS[consumer]
+            spec = consumer_spec(bus.settings, consumer)
             with contextlib.suppress(Exception):
                 info = await bus.js.consumer_info(spec.stream, spec.durable)
                 pending = info.num_pending + (info.num_ack_pending or 0)

@@ -30,17 +30,33 @@ from trigreason.proto import (
     DEAD_LETTER_STREAM,
     EVENT_STREAM,
     KV_STREAM,
+    LRM_COMMAND_STREAM,
+    LRM_OUTBOX_STREAM,
     SESSION_BUCKET,
     STREAMS,
     TIMER_STREAM,
     BackendLimits,
     ConfigError,
+    ConsumerName,
+    ConsumerSpec,
     Role,
+    command_subject,
 )
 
 from ._settings import env_settings
+from ._sites import (
+    PLACED,
+    Placement,
+    check_site_name,
+    command_subjects,
+    consumer_filter,
+    consumer_stream,
+    lrm_command_sources,
+    site_event_transform,
+)
+from ._tls import check_tls_files, tls_context
 
-__all__ = ["BusSettings", "backend_limits", "ensure_topology", "publish_backend_limits"]
+__all__ = ["BusSettings", "backend_limits", "consumer_spec", "ensure_topology", "publish_backend_limits"]
 
 
 _INBOX_PREFIX = re.compile(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*")
@@ -67,7 +83,13 @@ _ENV_NAMES = {
     "storage": "TRIGREASON_NATS_STORAGE",
     "inbox_prefix": "TRIGREASON_NATS_INBOX_PREFIX",
     "backoff_s": "TRIGREASON_RETRY_BACKOFF_S",
+    "nats_domain": "TRIGREASON_NATS_DOMAIN",
+    "nats_tls_ca": "TRIGREASON_NATS_TLS_CA",
+    "nats_tls_cert": "TRIGREASON_NATS_TLS_CERT",
+    "nats_tls_key": "TRIGREASON_NATS_TLS_KEY",
+    "nats_tls_handshake_first": "TRIGREASON_NATS_TLS_HANDSHAKE_FIRST",
 }
+_TLS_PREFIX = "TRIGREASON_NATS_TLS_"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -101,6 +123,40 @@ class BusSettings:
     # Replies (JetStream API answers, pulled messages) arrive under this prefix; a per-service prefix lets
     # the server's permissions keep one service from reading another's replies.
     inbox_prefix: str = "_INBOX"
+    # TLS (docs/sites.md): the CA that signed the server's certificate, this client's certificate and key
+    # (servers that verify clients ask for them), and whether TLS starts before NATS' INFO (the server's
+    # `handshake_first` must match). Any of them, or a tls:// URL, turns TLS on.
+    nats_tls_ca: str | None = None
+    nats_tls_cert: str | None = None
+    nats_tls_key: str | None = field(default=None, repr=False)
+    nats_tls_handshake_first: bool = False
+    # The JetStream domain named in every JetStream request ($JS.<domain>.API): required across leaf
+    # nodes, where a bare $JS.API is another site's or no one's. An edge's domain is its site name.
+    nats_domain: str | None = None
+    # Where this service runs (docs/sites.md): `single` (one site, everything here), `edge` (a leaf-node
+    # site: everything but the LRM workers) or `cloud` (the hub: the LRM workers of `edge_sites`).
+    placement: Placement = "single"
+    # An edge's name: its JetStream domain and its token in the cloud's subjects (TRIGREASON_SITE).
+    site: str | None = None
+    # The cloud: the edge sites whose LRM commands its workers take (TRIGREASON_EDGE_SITES=a,b).
+    edge_sites: tuple[str, ...] = ()
+    # The cloud: how long a worker keeps trying to hand a result to a site it cannot reach (a partition)
+    # before it lets JetStream redeliver the command.
+    site_publish_timeout_s: float = 600.0
+
+    @property
+    def tls(self) -> bool:
+        urls = [u.strip() for u in self.nats_url.split(",")]
+        return any(u.startswith("tls://") for u in urls) or any(
+            v is not None for v in (self.nats_tls_ca, self.nats_tls_cert, self.nats_tls_key)
+        )
+
+    @property
+    def domain(self) -> str | None:
+        """The JetStream domain named in requests (an edge's: its site name)."""
+        if self.nats_domain is None and self.placement == "edge":
+            return self.site
+        return self.nats_domain
 
     def max_bytes(self, kind: str) -> int:
         """The byte limit of the ``events``, ``sessions``, ``commands`` or ``dead_letters`` store."""
@@ -120,6 +176,11 @@ class BusSettings:
             options["token"] = self.nats_token
         if self.nats_creds is not None:
             options["user_credentials"] = self.nats_creds
+        if self.tls:
+            options["tls"] = tls_context(
+                ca=self.nats_tls_ca, cert=self.nats_tls_cert, key=self.nats_tls_key, prefix=_TLS_PREFIX
+            )
+            options["tls_handshake_first"] = self.nats_tls_handshake_first
         return options
 
     def __post_init__(self) -> None:
@@ -133,6 +194,26 @@ class BusSettings:
             )
         if self.replicas < 1 or self.max_deliver < 1 or not self.ack_wait_s > 0:
             raise ConfigError("replicas and max_deliver must be >= 1, ack_wait_s > 0")
+        tls_files = {"ca": self.nats_tls_ca, "cert": self.nats_tls_cert, "key": self.nats_tls_key}
+        check_tls_files(**tls_files, prefix=_TLS_PREFIX)
+        if self.nats_domain is not None:
+            check_site_name(self.nats_domain, "TRIGREASON_NATS_DOMAIN")
+        if self.placement == "edge":
+            if self.site is None:
+                raise ConfigError("TRIGREASON_PLACEMENT=edge needs TRIGREASON_SITE (the edge's name)")
+            check_site_name(self.site, "TRIGREASON_SITE")
+            if self.nats_domain is not None and self.nats_domain != self.site:
+                raise ConfigError(
+                    f"TRIGREASON_NATS_DOMAIN={self.nats_domain!r}: an edge's JetStream domain is its site "
+                    f"name ({self.site!r})"
+                )
+        if self.placement == "cloud":
+            if not self.edge_sites:
+                raise ConfigError("TRIGREASON_PLACEMENT=cloud needs TRIGREASON_EDGE_SITES (its edge sites)")
+            for site in self.edge_sites:
+                check_site_name(site, "TRIGREASON_EDGE_SITES")
+            if self.nats_domain is not None and self.nats_domain in self.edge_sites:
+                raise ConfigError(f"TRIGREASON_NATS_DOMAIN={self.nats_domain!r} is an edge site's domain")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> BusSettings:
@@ -143,6 +224,17 @@ class BusSettings:
 
 def _retention(stream: str) -> RetentionPolicy:
     return RetentionPolicy.WORK_QUEUE if STREAMS[stream].work_queue else RetentionPolicy.LIMITS
+
+
+def consumer_spec(settings: BusSettings, consumer: ConsumerName) -> ConsumerSpec:
+    """``CONSUMERS[consumer]`` as this placement has it (the cloud's LRM worker reads the sourced queue)."""
+    spec = CONSUMERS[consumer]
+    return ConsumerSpec(
+        stream=consumer_stream(settings.placement, consumer, spec.stream),
+        durable=spec.durable,
+        subjects=consumer_filter(settings.placement, consumer, spec.subjects),
+        max_deliver=spec.max_deliver,
+    )
 
 
 async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
@@ -156,47 +248,10 @@ async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
 async def ensure_topology(js: JetStreamContext, settings: BusSettings) -> KeyValue:
     """Create or update the streams, consumers and the session bucket; returns the bucket."""
     storage = StorageType.FILE if settings.storage == "file" else StorageType.MEMORY
-    await _ensure_stream(
-        js,
-        StreamConfig(
-            name=COMMAND_STREAM,
-            subjects=list(STREAMS[COMMAND_STREAM].subjects),
-            retention=_retention(COMMAND_STREAM),
-            storage=storage,
-            num_replicas=settings.replicas,
-            duplicate_window=settings.duplicate_window_s,
-            max_bytes=settings.max_bytes("commands"),
-            max_msg_size=settings.max_message_bytes,
-        ),
-    )
-    await _ensure_stream(
-        js,
-        StreamConfig(
-            name=TIMER_STREAM,
-            subjects=list(STREAMS[TIMER_STREAM].subjects),
-            retention=_retention(TIMER_STREAM),
-            storage=storage,
-            num_replicas=settings.replicas,
-            duplicate_window=settings.duplicate_window_s,
-            max_msgs_per_subject=1,  # one deadline per session
-            max_age=settings.event_max_age_s,
-        ),
-    )
-    await _ensure_stream(
-        js,
-        StreamConfig(
-            name=EVENT_STREAM,
-            subjects=list(STREAMS[EVENT_STREAM].subjects),
-            retention=_retention(EVENT_STREAM),
-            storage=storage,
-            num_replicas=settings.replicas,
-            max_age=settings.event_max_age_s,
-            duplicate_window=settings.duplicate_window_s,
-            max_bytes=settings.max_bytes("events"),
-            max_msg_size=settings.max_message_bytes,
-            discard=DiscardPolicy.OLD,
-        ),
-    )
+    if settings.placement == "cloud":
+        await _ensure_cloud_streams(js, settings, storage)
+    else:
+        await _ensure_site_streams(js, settings, storage)
     await _ensure_stream(
         js,
         StreamConfig(
@@ -210,7 +265,11 @@ async def ensure_topology(js: JetStreamContext, settings: BusSettings) -> KeyVal
             discard=DiscardPolicy.OLD,
         ),
     )
-    for spec in CONSUMERS.values():
+    placed = PLACED[settings.placement]
+    for name in CONSUMERS:
+        if placed is not None and name not in placed:
+            continue
+        spec = consumer_spec(settings, name)
         config = ConsumerConfig(
             durable_name=spec.durable,
             ack_policy=AckPolicy.EXPLICIT,
@@ -285,3 +344,85 @@ async def backend_limits(js: JetStreamContext, roles: tuple[Role, ...]) -> dict[
             except msgspec.DecodeError:
                 continue
     return out
+
+
+async def _ensure_cloud_streams(js: JetStreamContext, settings: BusSettings, storage: StorageType) -> None:
+    """The hub's LRM queue, sourced from each edge's outbox (docs/sites.md)."""
+    await _ensure_stream(
+        js,
+        StreamConfig(
+            name=LRM_COMMAND_STREAM,
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=storage,
+            num_replicas=settings.replicas,
+            duplicate_window=settings.duplicate_window_s,
+            max_bytes=settings.max_bytes("commands"),
+            max_msg_size=settings.max_message_bytes,
+            sources=lrm_command_sources(settings.edge_sites),
+        ),
+    )
+
+
+async def _ensure_site_streams(js: JetStreamContext, settings: BusSettings, storage: StorageType) -> None:
+    """One site's streams; an edge's keep LRM commands in the outbox and file the cloud's answers as
+    local events."""
+    edge = settings.placement == "edge"
+    if edge:
+        await _ensure_stream(
+            js,
+            StreamConfig(
+                name=LRM_OUTBOX_STREAM,
+                subjects=[command_subject("lrm")],
+                retention=RetentionPolicy.LIMITS,
+                storage=storage,
+                num_replicas=settings.replicas,
+                duplicate_window=settings.duplicate_window_s,
+                max_age=settings.event_max_age_s,
+                max_bytes=settings.max_bytes("commands"),
+                max_msg_size=settings.max_message_bytes,
+                discard=DiscardPolicy.OLD,
+            ),
+        )
+    await _ensure_stream(
+        js,
+        StreamConfig(
+            name=COMMAND_STREAM,
+            subjects=command_subjects(settings.placement, STREAMS[COMMAND_STREAM].subjects),
+            retention=_retention(COMMAND_STREAM),
+            storage=storage,
+            num_replicas=settings.replicas,
+            duplicate_window=settings.duplicate_window_s,
+            max_bytes=settings.max_bytes("commands"),
+            max_msg_size=settings.max_message_bytes,
+        ),
+    )
+    await _ensure_stream(
+        js,
+        StreamConfig(
+            name=TIMER_STREAM,
+            subjects=list(STREAMS[TIMER_STREAM].subjects),
+            retention=_retention(TIMER_STREAM),
+            storage=storage,
+            num_replicas=settings.replicas,
+            duplicate_window=settings.duplicate_window_s,
+            max_msgs_per_subject=1,  # one deadline per session
+            max_age=settings.event_max_age_s,
+        ),
+    )
+    extra, transform = site_event_transform(settings.site) if edge and settings.site else ([], None)
+    await _ensure_stream(
+        js,
+        StreamConfig(
+            name=EVENT_STREAM,
+            subjects=[*STREAMS[EVENT_STREAM].subjects, *extra],
+            subject_transform=transform,
+            retention=_retention(EVENT_STREAM),
+            storage=storage,
+            num_replicas=settings.replicas,
+            max_age=settings.event_max_age_s,
+            duplicate_window=settings.duplicate_window_s,
+            max_bytes=settings.max_bytes("events"),
+            max_msg_size=settings.max_message_bytes,
+            discard=DiscardPolicy.OLD,
+        ),
+    )
