@@ -8,7 +8,8 @@ import signal
 import sys
 import time
 import uuid
-from typing import Annotated, Any, get_args
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 import nats
@@ -16,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from trigreason.edge_cloud import EdgeCloudSpec, edge_cloud_stack
 from trigreason.eval import grade, numeric_value
 from trigreason.host import ServiceSettings
 from trigreason.profiles import load_profile
@@ -47,6 +49,7 @@ from ._params import session_params
 __all__ = ["graded"]
 
 _D = SessionParams()
+Topology = Literal["single", "edge-cloud"]
 
 
 async def _solve_on_bus(
@@ -283,11 +286,23 @@ def up(
     profile: Annotated[
         str | None, typer.Option(help="gateway defaults from a profile [env: TRIGREASON_PROFILE]")
     ] = None,
+    topology: Annotated[
+        Topology,
+        typer.Option(help="single: one site; edge-cloud: edge leaf node(s) and a cloud hub (docs/sites.md)"),
+    ] = "single",
+    sites: Annotated[
+        str, typer.Option(help="edge-cloud: the edge sites, comma-separated (each its own gateway)")
+    ] = "edge",
+    lrm_workers: Annotated[int, typer.Option(help="edge-cloud: LRM workers in the cloud", min=1)] = 1,
+    wan_rtt_ms: Annotated[float, typer.Option(help="edge-cloud: the WAN's round trip", min=0)] = 0.0,
+    wan_jitter_ms: Annotated[float, typer.Option(help="edge-cloud: the WAN's jitter", min=0)] = 0.0,
+    wan_mbit: Annotated[float, typer.Option(help="edge-cloud: the WAN's bandwidth (0: no cap)", min=0)] = 0.0,
 ) -> None:
     """The whole stack with the gateway, until Ctrl-C or SIGTERM.
 
     Every service reads the environment as `trigreason serve NAME` does (TRIGREASON_API_TOKENS,
-    TRIGREASON_PROFILE, the bus settings, ...); the flags override it."""
+    TRIGREASON_PROFILE, the bus settings, ...); the flags override it. `--topology edge-cloud` runs a cloud
+    hub and edge leaf nodes over mutual TLS through an emulated WAN (docs/sites.md)."""
     # The gateway's and the services' settings come from here, as `serve gateway` builds them.
     env = dict(os.environ)
     if profile is not None:
@@ -303,6 +318,25 @@ def up(
     except TrigReasonError as exc:
         err.print(f"[red]error:[/] {exc.message}")
         raise typer.Exit(2) from exc
+    if topology == "edge-cloud":
+        _up_edge_cloud(
+            env,
+            err,
+            EdgeCloudArgs(
+                sites=tuple(s.strip() for s in sites.split(",") if s.strip()),
+                lrm_workers=lrm_workers,
+                srm_url=srm_url or env.get("TRIGREASON_SRM_URL"),
+                lrm_url=lrm_url or env.get("TRIGREASON_LRM_URL"),
+                srm_model=srm_model,
+                lrm_model=lrm_model,
+                gateway_port=gateway_port,
+                wan_rtt_ms=wan_rtt_ms,
+                wan_jitter_ms=wan_jitter_ms,
+                wan_mbit=wan_mbit,
+                nats_url=nats_url,
+            ),
+        )
+        return
     configure_logging(service="up", level=env.get("TRIGREASON_LOG_LEVEL", "INFO"))
     provider = configure_tracing(service="up", env=env)
     spec = StackSpec(
@@ -323,6 +357,76 @@ def up(
             ) as stack:
                 err.print(
                     f"[bold green]ready[/]: gateway {stack.gateway_url}, NATS {stack.nats_url} (Ctrl-C stops)"
+                )
+                await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            if interrupt.signal is None:
+                raise
+
+    try:
+        run_event_loop(main, env=env)
+        err.print("stopped")
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        err.print("stopped")
+    except TrigReasonError as exc:
+        err.print(f"[red]error:[/] {exc.message}")
+        raise typer.Exit(2) from exc
+    finally:
+        shutdown_tracing(provider)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class EdgeCloudArgs:
+    sites: tuple[str, ...]
+    lrm_workers: int
+    srm_url: str | None
+    lrm_url: str | None
+    srm_model: str
+    lrm_model: str
+    gateway_port: int
+    wan_rtt_ms: float
+    wan_jitter_ms: float
+    wan_mbit: float
+    nats_url: str | None
+
+
+def _up_edge_cloud(env: dict[str, str], err: Console, args: EdgeCloudArgs) -> None:
+    """``up --topology edge-cloud``: trigreason.edge_cloud's stack until Ctrl-C or SIGTERM."""
+    if args.nats_url:
+        raise typer.BadParameter("edge-cloud starts its own hub and leaf nodes", param_hint="--nats-url")
+    try:
+        spec = EdgeCloudSpec(
+            sites=args.sites,
+            lrm_workers=args.lrm_workers,
+            srm_url=args.srm_url,
+            lrm_url=args.lrm_url,
+            srm_model=args.srm_model,
+            lrm_model=args.lrm_model,
+            gateway_port=args.gateway_port,
+            wan_rtt_ms=args.wan_rtt_ms,
+            wan_jitter_ms=args.wan_jitter_ms,
+            wan_mbit=args.wan_mbit,
+        )
+    except TrigReasonError as exc:
+        err.print(f"[red]error:[/] {exc.message}")
+        raise typer.Exit(2) from exc
+    configure_logging(service="up", level=env.get("TRIGREASON_LOG_LEVEL", "INFO"))
+    provider = configure_tracing(service="up", env=env)
+    interrupt = _Interrupt()
+
+    async def main() -> None:
+        interrupt.install()
+        try:
+            async with edge_cloud_stack(
+                spec, tracer_provider=provider, env=env, say=lambda m: err.print(f"[dim]{m}[/]")
+            ) as stack:
+                for site in stack.sites.values():
+                    err.print(
+                        f"[bold green]ready[/]: edge site {site.name}: gateway {site.gateway_url}, "
+                        f"NATS {site.nats_url} (leaf node, JetStream domain {site.name})"
+                    )
+                err.print(
+                    f"cloud hub: NATS {stack.hub.url}; TLS material in {stack.tls.directory} (Ctrl-C stops)"
                 )
                 await asyncio.Event().wait()
         except asyncio.CancelledError:
