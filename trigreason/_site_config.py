@@ -165,7 +165,7 @@ accounts {{
   SITE: {{ jetstream: enabled, users: [{_users(edge.users)}] }}
 }}
 leafnodes {{
-  reconnect: 1
+  reconnect: "1s"
   remotes: [{{
     urls: [{_q(url)}]
     account: SITE

@@ -57,6 +57,7 @@ __all__ = ["EdgeCloud", "EdgeCloudSpec", "RunningSite", "edge_cloud_stack"]
 
 _EDGE_SERVICES: tuple[ServiceName, ...] = ("gateway", "orchestrator", "trigger-evaluator", "srm-worker")
 _DRAIN_S = 2.0
+_SECOND_NS = 1_000_000_000
 _CHILD_STOP_S = 2.0
 
 
@@ -77,6 +78,9 @@ class EdgeCloudSpec:
     concurrency: int | None = None
     server_start_timeout_s: float = 600.0
     leaf_timeout_s: float = 20.0  # the edges' leaf connections must be up within this
+    # Where the edges' leaf connections dial instead of this stack's hub (through the WAN emulator when
+    # ``wan``): a hub elsewhere; None: the local hub.
+    hub_leaf_url: str | None = None
 
     def __post_init__(self) -> None:
         if not self.sites or len(set(self.sites)) != len(self.sites):
@@ -123,13 +127,11 @@ class EdgeCloud:
         await self.hub.restart()
 
     async def kill_site(self, site: str) -> None:
-        """The site dies at once: its services are cancelled (no drain) and its nats-server gets SIGKILL."""
+        """The site dies: its nats-server gets SIGKILL, then its services stop (their drain finds no
+        server; each stops within its bound)."""
         running = self.sites[site]
-        running.stop.set()
-        for task in running.tasks:
-            task.cancel()
-        await asyncio.gather(*running.tasks, return_exceptions=True)
         running.server.kill()
+        await _stop_tasks(running.stop, running.tasks, 0.5)
 
 
 def _client_bus(
@@ -180,23 +182,31 @@ async def _wait_for_site(hub_bus: BusSettings, site: str, timeout_s: float, leaf
 
 
 async def _wait_for_sources(bus: BusSettings, sites: tuple[str, ...], timeout_s: float) -> None:
-    """Until the cloud's LRM queue sources every site (the hub created its consumer at each edge)."""
+    """Until the cloud's LRM queue sources every site *and hears from each*: the source's consumer at the
+    edge sends a heartbeat every second, so a source heard from within the last second, twice, more than
+    a heartbeat apart, has its whole path working (the deliveries' interest has reached the edge; a
+    command stored before that would have gone nowhere until the source noticed the gap)."""
     nc = await nats.connect(bus.nats_url, name="edge-cloud-probe", **bus.connect_options())
     try:
         js = nc.jetstream(domain=bus.domain)
         deadline = time.monotonic() + timeout_s
+        heard = 0
         while time.monotonic() < deadline:
             with contextlib.suppress(Exception):
                 info = await js.stream_info(LRM_COMMAND_STREAM)
-                if len(info.sources or []) == len(sites) and all(
-                    s.active is not None and s.error is None for s in info.sources or []
-                ):
+                sources = info.sources or []
+                fresh = len(sources) == len(sites) and all(
+                    s.error is None and 0 <= (s.active if s.active is not None else -1) < _SECOND_NS
+                    for s in sources
+                )
+                heard = heard + 1 if fresh else 0
+                if heard >= 2:
                     return
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(1.2)
     finally:
         await nc.close()
     raise TrigReasonError(
-        f"the cloud's LRM queue does not source every edge site within {timeout_s:.0f}s",
+        f"the cloud's LRM queue does not hear from every edge site within {timeout_s:.0f}s",
         code="leaf_unavailable",
     )
 
@@ -304,13 +314,17 @@ async def edge_cloud_stack(
         servers.append(hub)
         await hub.start()
         say(f"started the cloud hub nats-server (JetStream domain {CLOUD_DOMAIN}) on {hub.url}")
-        leaf_targets = dict.fromkeys(spec.sites, ("127.0.0.1", leaf_port))
+        upstream = ("127.0.0.1", leaf_port)
+        if spec.hub_leaf_url is not None:
+            host, _, port_text = spec.hub_leaf_url.partition("://")[2].rpartition(":")
+            upstream = (host, int(port_text))
+        leaf_targets = dict.fromkeys(spec.sites, upstream)
         if spec.wan:
             from trigreason.wan import WanEmulator, WanRoute, WanSettings
 
             wan = WanEmulator(
                 [
-                    WanRoute(upstream_host="127.0.0.1", upstream_port=leaf_port, name=site)
+                    WanRoute(upstream_host=upstream[0], upstream_port=upstream[1], name=site)
                     for site in spec.sites
                 ],
                 WanSettings(rtt_ms=spec.wan_rtt_ms, jitter_ms=spec.wan_jitter_ms, mbit=spec.wan_mbit),
@@ -375,7 +389,8 @@ async def edge_cloud_stack(
             sites[site] = RunningSite(name=site, server=server, bus=bus)
             say(f"started edge site {site!r} (leaf node, JetStream domain {site}) on {server.url}")
         for site in spec.sites:
-            await _wait_for_site(cloud_bus, site, spec.leaf_timeout_s, leaf_targets_url(leaf_targets[site]))
+            target = f"hub_leaf_url={spec.hub_leaf_url}" if spec.hub_leaf_url else f"port {leaf_port}"
+            await _wait_for_site(cloud_bus, site, spec.leaf_timeout_s, target)
         say("leaf connections up (mutual TLS" + (", through the WAN emulator)" if wan is not None else ")"))
 
         urls = await _start_inference_servers(
@@ -451,7 +466,3 @@ async def edge_cloud_stack(
         if wan is not None:
             await wan.stop()
         shutil.rmtree(root, ignore_errors=True)
-
-
-def leaf_targets_url(target: tuple[str, int]) -> str:
-    return f"tls://{target[0]}:{target[1]}"

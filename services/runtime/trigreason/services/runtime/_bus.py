@@ -18,7 +18,7 @@ from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.errors import NoStreamResponseError
+from nats.js.errors import NoStreamResponseError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Tracer
@@ -123,7 +123,7 @@ class Bus:
         js = nc.jetstream(domain=settings.domain)
         try:
             kv = await ensure_topology(js, settings)
-        except (NoRespondersError, NatsTimeoutError, TimeoutError) as exc:
+        except (NoRespondersError, ServiceUnavailableError, NatsTimeoutError, TimeoutError) as exc:
             await nc.close()
             where = (
                 f"TRIGREASON_NATS_DOMAIN={settings.domain!r}: no JetStream server answers in that domain"
