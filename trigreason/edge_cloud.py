@@ -37,7 +37,6 @@ from typing import Any
 import nats
 from opentelemetry.sdk.trace import TracerProvider
 
-from trigreason._nats_server import LocalNatsServer
 from trigreason._site_config import (
     CLOUD_DOMAIN,
     EdgeServer,
@@ -48,6 +47,7 @@ from trigreason._site_config import (
     hub_config,
 )
 from trigreason.host import ServiceName, ServiceSettings, run_service
+from trigreason.nats_server import LocalNatsServer
 from trigreason.proto import LRM_COMMAND_STREAM, ConfigError, Role, TrigReasonError, site_js_api
 from trigreason.services.runtime import BusSettings, stop_processes
 from trigreason.services.worker.backends import Backend, BackendSettings, make_backend

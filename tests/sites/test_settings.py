@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from trigreason._nats_server import LocalNatsServer, find_nats_server
 from trigreason._site_config import EdgeServer, HubServer, TlsMaterial, edge_config, hub_config
 from trigreason.edge_cloud import EdgeCloudSpec, edge_cloud_stack
+from trigreason.nats_server import LocalNatsServer, find_nats_server
 from trigreason.proto import ConfigError, TrigReasonError
 from trigreason.services.runtime import Bus, BusSettings
 
