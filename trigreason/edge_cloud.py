@@ -316,8 +316,8 @@ async def edge_cloud_stack(
         say(f"started the cloud hub nats-server (JetStream domain {CLOUD_DOMAIN}) on {hub.url}")
         upstream = ("127.0.0.1", leaf_port)
         if spec.hub_leaf_url is not None:
-            host, _, port_text = spec.hub_leaf_url.partition("://")[2].rpartition(":")
-            upstream = (host, int(port_text))
+            hub_host, _, hub_port_text = spec.hub_leaf_url.partition("://")[2].rpartition(":")
+            upstream = (hub_host, int(hub_port_text))
         leaf_targets = dict.fromkeys(spec.sites, upstream)
         if spec.wan:
             from trigreason.wan import WanEmulator, WanRoute, WanSettings
