@@ -265,3 +265,17 @@ def test_calibrate_writes_the_front_the_random_baseline_and_the_verdict(
     assert "front" in result.stdout
     assert "random baseline" in result.stdout
     assert "chosen" in result.stdout
+
+    # --report-only rebuilds the same profile from the stored runs, without an executor.
+    def no_executor(*_args: Any) -> Any:
+        raise AssertionError("--report-only must run nothing")
+
+    monkeypatch.setattr("trigreason.cli._calibrate.executor", no_executor)
+    again = tmp_path / "again.json"
+    result = CliRunner().invoke(app, [*args[:-1], str(again), "--report-only"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(again.read_text()) == doc  # seconds too: the time the runs took, kept
+    (out / "srm-only" / "results.jsonl").unlink()
+    result = CliRunner().invoke(app, [*args[:-1], str(again), "--report-only"])
+    assert result.exit_code == 2
+    assert "srm-only" in result.output

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
+from typer.testing import CliRunner
 
 from tests.scripted import ScriptedBackend
 from tests.support import CONFIDENT, step
+from trigreason.cli import app
 from trigreason.eval import (
     EdgeCloudModel,
     InProcessExecutor,
@@ -116,3 +120,20 @@ async def test_a_matched_run_through_the_runner(tmp_path: Path) -> None:
     assert versus.pairs == 6
     assert versus.random_offload_p == pytest.approx(p)
     assert "random" in summary.policies
+
+    # The same comparison from the stored rows through the CLI: eval --report-only runs nothing.
+    data = tmp_path / "t.jsonl"  # ids t/0 .. t/5, as above
+    data.write_text(
+        "".join(json.dumps({"question": "What is 3 + 4?", "answer": "7"}) + "\n" for _ in range(6))
+    )
+    args = ["eval", "--dataset", str(data), "--policies", "trigreason", "--matched-random", "--report-only",
+            "--out", str(tmp_path), "--priming-steps", "1", "--rho", "0.5"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    doc = json.loads((tmp_path / "summary.json").read_text())
+    assert doc["trigreason_vs_random"] == json.loads(msgspec.json.encode(versus))
+    assert doc["trigreason_vs_random"]["verdict"] == versus.verdict
+    assert (tmp_path / "report.html").exists()
+    result = CliRunner().invoke(app, [*args[:-6], "--out", str(tmp_path / "empty")])
+    assert result.exit_code == 2
+    assert "has no problem with every run done" in result.output
