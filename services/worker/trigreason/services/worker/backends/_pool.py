@@ -15,7 +15,7 @@ import dataclasses
 import random
 import socket
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal, Protocol, TypeVar
@@ -52,6 +52,9 @@ class ReplicaStats:
     failures: int
     ejections: int
     up: bool  # in the set and not ejected
+    # Time inside the replica's calls and the tokens they generated (a judge call counts one).
+    backend_s: float = 0.0
+    output_tokens: int = 0
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -169,6 +172,8 @@ class ReplicaPool:
         self._ejections: Counter[str] = Counter()
         self._reroutes: Counter[str] = Counter()
         self._affinity: Counter[Literal["hit", "miss"]] = Counter()
+        self._backend_s: defaultdict[str, float] = defaultdict(float)
+        self._output_tokens: Counter[str] = Counter()
 
     # -- life --------------------------------------------------------------------------------------
 
@@ -275,7 +280,8 @@ class ReplicaPool:
                 self.router.finished(replica, self._clock())  # cancelled: says nothing of the replica
                 raise
             self.router.finished(replica, self._clock())
-            self._served(key, replica, result.timings)
+            step = getattr(result, "step", None)  # a Generation; a judge call scores one token
+            self._served(key, replica, result.timings, step.tokens if step is not None else 1)
             return result
         assert last is not None
         raise BackendError(
@@ -300,8 +306,10 @@ class ReplicaPool:
             if self.source.dns is not None and not self._tasks:
                 await self._refresh()
 
-    def _served(self, key: str | None, replica: str, timings: BackendTimings) -> None:
+    def _served(self, key: str | None, replica: str, timings: BackendTimings, output_tokens: int) -> None:
         self._steps[replica] += 1
+        self._backend_s[replica] += timings.backend_s
+        self._output_tokens[replica] += output_tokens
         self._prompt_tokens[replica] += timings.prompt_tokens
         self._cached_tokens[replica] += timings.cached_prompt_tokens
         if key is not None:
@@ -403,6 +411,8 @@ class ReplicaPool:
                     cached_prompt_tokens=self._cached_tokens[url],
                     failures=self._failures[url],
                     ejections=self._ejections[url],
+                    backend_s=self._backend_s[url],
+                    output_tokens=self._output_tokens[url],
                     up=url in self.router.replicas and not self.router.ejected(url, now),
                 )
                 for url in known
@@ -441,6 +451,8 @@ class _PoolCollector(Collector):
              "prompt tokens the replica had cached"),
             ("failures", "trigreason_backend_failures", "failed calls, per replica"),
             ("ejections", "trigreason_backend_ejections", "times a replica was ejected"),
+            ("backend_s", "trigreason_backend_seconds", "time inside calls, per replica"),
+            ("output_tokens", "trigreason_backend_output_tokens", "tokens generated, per replica"),
         )  # fmt: skip
         for field, metric, doc in per_replica:
             family = CounterMetricFamily(metric, doc, labels=["pool", "replica"])
