@@ -48,7 +48,7 @@ COPY services ./services
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable --package trigreason-gateway \
         --reinstall-package trigreason-gateway --reinstall-package trigreason-runtime \
-        --reinstall-package trigreason-proto
+        --reinstall-package trigreason-proto --reinstall-package trigreason-trigger-evaluator
 
 FROM workspace AS build-orchestrator
 RUN --mount=type=cache,target=/root/.cache/uv \
@@ -58,7 +58,7 @@ COPY services ./services
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable --package trigreason-orchestrator \
         --reinstall-package trigreason-orchestrator --reinstall-package trigreason-runtime \
-        --reinstall-package trigreason-proto
+        --reinstall-package trigreason-proto --reinstall-package trigreason-trigger-evaluator
 
 FROM workspace AS build-trigger-evaluator
 RUN --mount=type=cache,target=/root/.cache/uv \

@@ -38,6 +38,7 @@ from trigreason.proto import (
     encode,
     event_subject,
 )
+from trigreason.services.trigger_evaluator.policies import PolicyError, PolicyRegistry
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -213,10 +214,14 @@ async def simulator_calls(http: aiohttp.ClientSession, url: str) -> int:
 
 
 def session_params(**fields: Any) -> SessionParams:
-    """Request parameters through the gateway's own validation (``msgspec.convert`` of a request's
-    ``params`` object, every bound checked). A bare ``SessionParams(...)`` checks nothing: a value out of
-    bounds would only surface as a dead-lettered request and an empty measurement."""
-    return msgspec.convert(fields, SessionParams)
+    """Request parameters through the gateway's own validation (the policy registry's
+    ``session_params``: the policy known, every bound checked; ``msgspec.ValidationError`` otherwise). A
+    bare ``SessionParams(...)`` checks nothing: a value out of bounds would only surface as a
+    dead-lettered request and an empty measurement."""
+    try:
+        return PolicyRegistry.from_env().session_params(fields)
+    except PolicyError as exc:
+        raise msgspec.ValidationError(exc.message) from None
 
 
 _REQUEST_DECODER: TypedDecoder[SessionRequested] = TypedDecoder(SessionRequested)

@@ -21,7 +21,7 @@ from trigreason.proto import (
     Verdict,
 )
 from trigreason.services.orchestrator import OrchestratorEvent, Output, decide, initial_state
-from trigreason.services.trigger_evaluator import evaluate
+from trigreason.services.trigger_evaluator import PolicyRegistry, evaluate
 
 CONFIDENT = -0.001  # perplexity 1.001: below any tau > 1.001
 UNSURE = -1.0  # perplexity 2.72
@@ -58,6 +58,7 @@ def drive(
     max_events: int = 10_000,
     messages: tuple[ChatTurn, ...] = (),
     stop: tuple[str, ...] = (),
+    policies: PolicyRegistry | None = None,
 ) -> Trace:
     """Run a session through ``decide``/``evaluate`` exactly as the runner routes it, synchronously."""
     state = initial_state(session_id)
@@ -73,7 +74,7 @@ def drive(
     clock = 1.0
     for _ in range(max_events):
         trace.events.append(event)
-        state, outputs = decide(state, event)
+        state, outputs = decide(state, event, policies)
         trace.state = state
         trace.outputs.extend(outputs)
         commands = [o for o in outputs if isinstance(o, GenerateStep)]
@@ -97,7 +98,7 @@ def drive(
         if command.role == "lrm":
             event = generated
             continue
-        verdict = evaluate(generated)
+        verdict = evaluate(generated, policies)
         if not isinstance(verdict, Verdict):
             score = judge(verdict.prompt)
             verdict = evaluate(
@@ -109,7 +110,8 @@ def drive(
                     top_logprobs=(TokenLogprob(str(score), -0.05),),
                     candidate=generated,
                     at=clock,
-                )
+                ),
+                policies,
             )
             assert isinstance(verdict, Verdict)
         if verdict.decision == "replace":

@@ -29,7 +29,7 @@ from trigreason.proto import (
     Verdict,
 )
 from trigreason.services.orchestrator import OrchestratorEvent, decide, initial_state
-from trigreason.services.trigger_evaluator import evaluate
+from trigreason.services.trigger_evaluator import PolicyRegistry, evaluate
 from trigreason.services.worker import judge_scored, step_failed, step_generated
 from trigreason.services.worker.backends import Backend, GenerationRequest
 
@@ -61,9 +61,12 @@ async def run_session(
     clock: Callable[[], float] = time.time,
     messages: tuple[ChatTurn, ...] = (),
     stop: tuple[str, ...] = (),
+    policies: PolicyRegistry | None = None,
 ) -> SessionResult:
     """Solve one question (after the conversation ``messages``, if any); ``on_event`` sees each command,
-    verdict and committed step as it happens."""
+    verdict and committed step as it happens. ``policies``: the registry (default: the built-in policies
+    and those in TRIGREASON_POLICY_MODULES)."""
+    registry = policies or PolicyRegistry.from_env()
 
     async def notify(item: StepCommitted | Verdict | GenerateStep) -> None:
         if on_event is not None:
@@ -82,7 +85,7 @@ async def run_session(
     )
     deadline: DeadlineReached | None = None
     while True:
-        state, outputs = decide(state, event)
+        state, outputs = decide(state, event, registry)
         command: GenerateStep | None = None
         for out in outputs:
             if isinstance(out, SessionFinished | SessionFailed):
@@ -98,7 +101,7 @@ async def run_session(
         left = None if deadline is None else deadline.deadline_at - clock()
         try:
             async with asyncio.timeout(left):
-                event = await _execute(command, srm=srm, lrm=lrm, clock=clock)
+                event = await _execute(command, srm=srm, lrm=lrm, clock=clock, policies=registry)
         except TimeoutError:
             assert deadline is not None
             event = deadline
@@ -108,7 +111,7 @@ async def run_session(
 
 
 async def _execute(
-    command: GenerateStep, *, srm: Backend, lrm: Backend, clock: Callable[[], float]
+    command: GenerateStep, *, srm: Backend, lrm: Backend, clock: Callable[[], float], policies: PolicyRegistry
 ) -> OrchestratorEvent:
     """What a worker (and, for SRM steps, the trigger evaluator) would publish for ``command``."""
     backend = srm if command.role == "srm" else lrm
@@ -128,7 +131,7 @@ async def _execute(
     generated = step_generated(command, gen.step, gen.timings, at=clock())
     if command.role == "lrm":
         return generated
-    verdict_or_judge = evaluate(generated)
+    verdict_or_judge = evaluate(generated, policies)
     if isinstance(verdict_or_judge, Verdict):
         return verdict_or_judge
     judge: JudgeStep = verdict_or_judge
@@ -137,7 +140,7 @@ async def _execute(
     except BackendError as exc:
         # As in the cluster: the judge call's failure, which the orchestrator maps to the judged step.
         return step_failed(judge, code=exc.code, message=exc.message, at=clock())
-    verdict = evaluate(judge_scored(judge, scored.top_logprobs, scored.timings, at=clock()))
+    verdict = evaluate(judge_scored(judge, scored.top_logprobs, scored.timings, at=clock()), policies)
     assert isinstance(verdict, Verdict)
     return verdict
 

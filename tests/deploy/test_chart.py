@@ -23,7 +23,8 @@ import yaml
 from tests.deploy.nats_auth import ROOT
 from tests.deploy.service_images import IMAGES
 from trigreason.host import SERVICES
-from trigreason.proto import CONSUMERS, SessionParams, inbox_prefix
+from trigreason.proto import CONSUMERS, inbox_prefix
+from trigreason.services.trigger_evaluator.policies import SpecReasonParams
 
 CHART = ROOT / "k8s" / "trigreason"
 CI = CHART / "ci"
@@ -308,7 +309,7 @@ def test_tgi_on_gpus_or_external_urls(rendered: tuple[str, list[Manifest]]) -> N
         assert args["lrm"][1] == "Qwen/QwQ-32B"
         # The LRM judges SpecReason steps with the default top_n, which stock TGI refuses above 5.
         top_n = args["lrm"].index("--max-top-n-tokens") + 1
-        assert int(args["lrm"][top_n]) >= SessionParams().judge_top_n
+        assert int(args["lrm"][top_n]) >= SpecReasonParams().judge_top_n
 
 
 def test_both_workers_get_the_routing_settings(rendered: tuple[str, list[Manifest]]) -> None:

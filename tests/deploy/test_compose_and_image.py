@@ -20,7 +20,8 @@ import yaml
 from tests.deploy.nats_auth import ROOT
 from tests.deploy.service_images import IMAGES
 from trigreason.host import SERVICES
-from trigreason.proto import SessionParams, inbox_prefix, password_variable
+from trigreason.proto import inbox_prefix, password_variable
+from trigreason.services.trigger_evaluator.policies import SpecReasonParams
 
 COMPOSE = ROOT / "infra" / "compose.yaml"
 EXAMPLE_ENV = ROOT / "infra" / "example.env"
@@ -269,4 +270,4 @@ def test_the_lrm_server_allows_the_judges_top_n(compose: dict[str, Any]) -> None
     """Regression: stock TGI refuses top_n_tokens above 5, and SpecReason's judge asks for 20."""
     flags = [str(a) for a in compose["services"]["tgi-lrm"]["command"]]
     (flag,) = [f for f in flags if f.startswith("--max-top-n-tokens=")]
-    assert int(flag.split("=", 1)[1]) >= SessionParams().judge_top_n
+    assert int(flag.split("=", 1)[1]) >= SpecReasonParams().judge_top_n

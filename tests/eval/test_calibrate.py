@@ -91,7 +91,8 @@ def test_flags_typed_on_the_command_line_win_over_the_profile(tmp_path: Path) ->
     @app.command()
     def cmd(ctx: typer.Context, rho: float = 0.85, tau: float = 1.05, k: int = 2) -> None:
         p = session_params(ctx, str(profile), {"rho": rho, "tau": tau, "k": k})
-        seen.append((p.rho, p.tau, p.k))
+        own = p.policy_params  # TrigReason's own parameters (the default policy)
+        seen.append((own["rho"], own["tau"], own["k"]))
 
     assert CliRunner().invoke(app, ["--tau", "1.5", "--k", "3"]).exit_code == 0
     assert seen == [(0.7, 1.5, 3)]  # rho from the profile, tau and k from the command line

@@ -31,6 +31,7 @@ from trigreason.proto import (
 )
 from trigreason.services.gateway import OPEN_STREAMS, GatewaySettings, idempotent_session_id, make_app
 from trigreason.services.runtime import Bus
+from trigreason.services.trigger_evaluator.policies import PolicyRegistry
 from trigreason.services.worker.backends import Generation, GenerationRequest
 
 pytestmark = pytest.mark.timeout(60)
@@ -247,7 +248,9 @@ async def test_the_session_view_is_a_projection_of_its_events(idle: Gateway) -> 
 
     queued = await view()
     assert (queued["status"], queued["question"], queued["steps"]) == ("queued", "What is 3 + 4?", [])
-    assert msgspec.convert(queued["params"], SessionParams) == SessionParams()
+    # The view's params are flat (v1's shape) and go back in as a request's params unchanged.
+    policies = PolicyRegistry.builtin()
+    assert policies.session_params(queued["params"]) == policies.session_params({})
     await idle.bus.publish(committed(sid, 0, "first"), msg_id=f"{sid}.c0")
     await idle.bus.publish(committed(sid, 0, "first again"), msg_id=f"{sid}.c0-late")
     await idle.bus.publish(

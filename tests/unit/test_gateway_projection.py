@@ -22,11 +22,14 @@ from trigreason.proto import (
     StepGenerated,
     Verdict,
     command_subject,
+    flat_params,
 )
 from trigreason.services.gateway import session_view
+from trigreason.services.trigger_evaluator.policies import PolicyRegistry
 
 SID = "s1"
-PARAMS = SessionParams(policy="trigreason")
+# As the gateway submits them: the policy's own parameters complete in policy_params.
+PARAMS = PolicyRegistry.builtin().session_params({"policy": "trigreason"})
 REQUESTED = SessionRequested(session_id=SID, question="What is 3 + 4?", params=PARAMS, requested_at=100.0)
 FINAL_STATS = SessionStats(srm_tokens=5, lrm_tokens=7, srm_token_ratio=5 / 12, srm_calls=3, wall_s=9.5)
 
@@ -95,7 +98,7 @@ def _view(status: str, **fields: Any) -> dict[str, Any]:
         "end_reason": None,
         "steps": [],
         "stats": _stats(),
-        "params": msgspec.to_builtins(PARAMS),
+        "params": flat_params(PARAMS),
     }
     view.update(fields)
     return view
@@ -203,6 +206,9 @@ def test_the_view_is_what_the_stats_struct_says() -> None:
     assert view is not None
     assert set(view["stats"]) == {f.encode_name for f in msgspec.structs.fields(SessionStats)}
     msgspec.convert(view["stats"], SessionStats)
+    # Flat, as in v1: the policy's own parameters beside the common ones.
+    assert "policy_params" not in view["params"]
+    assert (view["params"]["tau"], view["params"]["max_tokens"]) == (1.05, 8192)
     msgspec.convert(view["params"], SessionParams)
 
 

@@ -16,9 +16,21 @@ SERVICES = ("runtime", "gateway", "orchestrator", "trigger_evaluator", "worker",
 # The pure core: decide/transitions, the trigger policies, what a worker reports. Stdlib, msgspec and proto.
 PURE = {
     "orchestrator": ("_handlers", "transitions", "_accounting", "_answers", "_prompts"),
-    "trigger_evaluator": ("_triggers", "_evaluator"),
+    "trigger_evaluator": (
+        "_evaluator",
+        "policies._registry",
+        "policies._signals",
+        "policies._builtin",
+        "policies._trigreason",
+        "policies._specreason",
+        "policies._random",
+        "policies._endpoints",
+        "policies",
+    ),
     "worker": ("_results",),
 }
+# The policy registry is pure and shared: the orchestrator and the gateway read it too.
+POLICIES = "trigreason.services.trigger_evaluator.policies"
 USER_FACING = ("cli", "eval", "runner", "stack", "profiles", "host", "nats_server", "datasets", "wan")
 
 
@@ -97,12 +109,12 @@ def test_proto_depends_on_msgspec_only() -> None:
 def test_the_pure_core_imports_only_proto(service: str) -> None:
     allowed = set(sys.stdlib_module_names) | {"msgspec"}
     for module in PURE[service]:
-        path = _package_dir(service) / f"{module}.py"
+        rel = module.replace(".", "/")
+        path = _package_dir(service) / (f"{rel}/__init__.py" if module == "policies" else f"{rel}.py")
         for line, name in _imports(path):
-            own = (
-                name.startswith(f"trigreason.services.{service}.") and name.rsplit(".", 1)[1] in PURE[service]
-            )
-            assert name.split(".")[0] in allowed or name.startswith("trigreason.proto") or own, (
+            own = name.removeprefix(f"trigreason.services.{service}.") in PURE[service]
+            shared = name == POLICIES or name.startswith(POLICIES + ".")
+            assert name.split(".")[0] in allowed or name.startswith("trigreason.proto") or own or shared, (
                 f"{path}:{line} imports {name}: the pure core is stdlib, msgspec and proto only"
             )
 
@@ -113,6 +125,7 @@ def test_a_service_imports_proto_the_runtime_and_itself_only(service: str) -> No
         "trigreason.proto",
         "trigreason.services.runtime",
         f"trigreason.services.{service}",
+        POLICIES,
     )
     for path in _files(_package_dir(service)):
         for line, name in _imports(path):

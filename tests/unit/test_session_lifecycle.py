@@ -60,7 +60,7 @@ def test_confident_share_agrees_with_the_perplexity_definition() -> None:
 
 def _srm_command(policy: str = "specreason") -> tuple[SessionSnapshot, GenerateStep]:
     """A started session and its first command (an SRM step, or an LRM one under lrm-only)."""
-    params = SessionParams(policy=policy, priming_steps=0)  # type: ignore[arg-type]
+    params = SessionParams(policy=policy, priming_steps=0)
     state, out = decide(
         initial_state("s"), SessionRequested(session_id="s", question=Q, params=params, requested_at=5.0)
     )

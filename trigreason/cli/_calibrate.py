@@ -31,6 +31,7 @@ from trigreason.proto import ConfigError, SessionParams
 from ._app import app
 from ._eval import Model, Url, checked_via, executor, progress_bars, run_async, stdout_console
 from ._params import session_params
+from ._policy_flags import cli_policies
 
 __all__: list[str] = []
 
@@ -104,15 +105,17 @@ def calibrate(
         {"max_tokens": max_tokens, "step_max_tokens": step_max_tokens, "temperature": temperature,
          "top_p": top_p, "seed": seed},
     )  # fmt: skip
+    # The grid is TrigReason's; its base values are the base parameters' (a profile's), else its defaults.
+    own = msgspec.to_builtins(cli_policies().resolve(msgspec.structs.replace(base, policy="trigreason"))[1])
     # rho and priming_steps always (the run directories are named after them: rho0.9-priming_steps2).
-    axes: dict[str, list[ParamValue]] = {"rho": list(_floats(rho, "--rho") or [base.rho])}
+    axes: dict[str, list[ParamValue]] = {"rho": list(_floats(rho, "--rho") or [own["rho"]])}
     for axis, raw, cast in (("tau", tau, float), ("k", k, int), ("priming_steps", priming_steps, int),
                             ("m", m, int)):  # fmt: skip
         values = _floats(raw, f"--{axis}")
         if values:
             axes[axis] = [cast(v) for v in values]
         elif axis == "priming_steps":
-            axes[axis] = [base.priming_steps]
+            axes[axis] = [own["priming_steps"]]
     try:
         plan = plan_calibration(base, axes, _floats(random_p, "--random-p") or [])
     except ConfigError as exc:

@@ -16,7 +16,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from trigreason.eval import (
-    DEFAULT_POLICIES,
     EdgeCloudModel,
     Executor,
     OnProgress,
@@ -24,6 +23,7 @@ from trigreason.eval import (
     Summary,
     check_policies,
     check_via,
+    default_policies,
     evaluate,
     evaluated_policies,
     load_problems,
@@ -37,6 +37,7 @@ from trigreason.proto import ConfigError, SessionParams, TrigReasonError
 
 from ._app import app
 from ._params import session_params
+from ._policy_flags import cli_policies, with_policy_flags
 
 __all__: list[str] = []
 
@@ -145,6 +146,7 @@ def _summary_table(summary: Summary) -> Table:
 
 
 @app.command(name="eval")
+@with_policy_flags
 def eval_(
     ctx: typer.Context,
     dataset: Annotated[
@@ -153,22 +155,15 @@ def eval_(
     limit: Annotated[int | None, typer.Option(min=1, help="the first N problems")] = None,
     offset: Annotated[int, typer.Option(min=0, help="skip the first N problems")] = 0,
     samples: Annotated[int, typer.Option(min=1, help="runs per problem and policy (seeds differ)")] = 1,
-    policies: Annotated[str, typer.Option(help="comma-separated")] = ",".join(DEFAULT_POLICIES),
+    policies: Annotated[
+        str, typer.Option(help="comma-separated (`trigreason policies` lists them)")
+    ] = ",".join(default_policies(cli_policies())),
     out: Annotated[Path, typer.Option(help="results.jsonl, summary.json and report.html go here")] = Path(
         "runs/eval"
     ),
     via: Annotated[str, typer.Option(help="inproc, or a running gateway's URL")] = "inproc",
     concurrency: Annotated[int, typer.Option(min=1, help="runs at once")] = 1,
     profile: Annotated[str | None, typer.Option(help="parameters from a profile (name or path)")] = None,
-    priming_steps: int = _D.priming_steps,
-    tau: float = _D.tau,
-    rho: float = _D.rho,
-    k: int = _D.k,
-    m: int = _D.m,
-    offload_p: Annotated[
-        float, typer.Option(help="the random policy's replacement probability (--policies ...,random)")
-    ] = _D.offload_p,
-    hesitation: Annotated[str | None, typer.Option(help="comma-separated words")] = None,
     max_tokens: int = _D.max_tokens,
     step_max_tokens: int = _D.step_max_tokens,
     temperature: float = _D.temperature,
@@ -198,18 +193,21 @@ def eval_(
         ),
     ] = False,
 ) -> None:
-    """Run problems under every policy with the same seeds; grade; write results, summary and report."""
+    """Run problems under every policy with the same seeds; grade; write results, summary and report.
+
+    Each policy parameter has its flag (see `trigreason policies`); each policy takes its own."""
     try:
         wanted = check_policies(
-            [p.strip() for p in policies.split(",") if p.strip()], matched_random=matched_random
+            [p.strip() for p in policies.split(",") if p.strip()],
+            matched_random=matched_random,
+            policies=cli_policies(),
         )
     except ConfigError as exc:
         raise typer.BadParameter(exc.message, param_hint="--policies") from exc
     params = session_params(
         ctx, profile,
-        {"priming_steps": priming_steps, "tau": tau, "rho": rho, "k": k, "m": m, "hesitation": hesitation,
-         "max_tokens": max_tokens, "step_max_tokens": step_max_tokens, "temperature": temperature,
-         "top_p": top_p, "seed": seed, "offload_p": offload_p},
+        {"max_tokens": max_tokens, "step_max_tokens": step_max_tokens, "temperature": temperature,
+         "top_p": top_p, "seed": seed},
     )  # fmt: skip
     model = _cost_model(price_in, price_cached, price_out, srm_price, rtt)
     via = checked_via(via)

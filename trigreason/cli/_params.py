@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import msgspec
 import typer
 
 from trigreason.profiles import load_profile
 from trigreason.proto import ConfigError, SessionParams
+from trigreason.services.trigger_evaluator.policies import PolicyError
+
+from ._policy_flags import cli_policies, policy_flag_values
 
 __all__ = ["session_params"]
 
@@ -17,7 +19,8 @@ _EXPLICIT = ("COMMANDLINE", "ENVIRONMENT")  # parameter sources that mean the us
 
 
 def session_params(ctx: typer.Context, profile: str | None, flags: dict[str, Any]) -> SessionParams:
-    """A profile's values win over flag defaults; flags typed on the command line win over the profile."""
+    """A profile's values win over flag defaults; flags typed on the command line win over the profile.
+    Checked by the policy registry (a usage error names the parameter)."""
     raw: dict[str, Any] = {}
     if profile:
         try:
@@ -28,10 +31,11 @@ def session_params(ctx: typer.Context, profile: str | None, flags: dict[str, Any
         source = ctx.get_parameter_source(name)
         if value is None or (name in raw and (source is None or source.name not in _EXPLICIT)):
             continue
-        if name == "hesitation" and isinstance(value, str):
-            value = [w.strip() for w in value.split(",") if w.strip()]
         raw[name] = value
+    # The policy parameters' flags (with_policy_flags) default to None: given means typed (or from env).
+    raw.update(policy_flag_values(ctx))
     try:
-        return msgspec.convert(raw, SessionParams)
-    except msgspec.ValidationError as exc:
-        raise typer.BadParameter(str(exc)) from exc
+        # Other policies' parameters are kept: eval runs one parameter set under several policies.
+        return cli_policies().session_params(raw, keep_others=True)
+    except PolicyError as exc:
+        raise typer.BadParameter(exc.message) from exc

@@ -1,18 +1,13 @@
-"""``trigreason triggers replay``: explain offline why TrigReason's triggers fire on recorded SRM steps."""
+"""``trigreason triggers replay``: explain offline why a policy's triggers fire on recorded SRM steps."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import IO, Annotated
+from typing import IO, Annotated, Any
 
 import msgspec
 
-from trigreason.services.trigger_evaluator import (
-    confident_share,
-    decide_trigreason,
-    hesitates,
-    random_offload,
-)
+from trigreason.services.trigger_evaluator.policies import Policy, SrmStep, StepVerdict
 
 __all__ = ["RecordedStep", "ReplayError", "ReplayRow", "read_steps", "replay"]
 
@@ -27,7 +22,8 @@ class ReplayRow(msgspec.Struct, frozen=True):
     r_s: float
     hesitation: bool
     hesitation_run: int  # consecutive hesitating steps including this one
-    verdict: str  # accept | offload | intervene (trigreason); accept | random (the random baseline)
+    # accept, or the policy's label for a replace: offload | intervene (trigreason), random (the baseline)
+    verdict: str
     tokens: int
 
 
@@ -49,56 +45,38 @@ def read_steps(lines: Iterable[str], *, source: str = "<input>") -> Iterator[Rec
 
 
 def replay(
-    steps: Iterable[RecordedStep],
-    *,
-    tau: float,
-    rho: float,
-    k: int,
-    m: int,
-    hesitation: tuple[str, ...],
-    policy: str = "trigreason",
-    offload_p: float = 0.0,
-    seed: int = 0,
+    steps: Iterable[RecordedStep], *, policy: Policy[Any], params: Any, seed: int = 0
 ) -> Iterator[ReplayRow]:
-    """Verdicts as the trigger-evaluator would give them, one SRM step after the other.
+    """Verdicts as the trigger-evaluator would give them under ``policy`` (a replayable one: it decides
+    from the SRM step alone) with its typed ``params``, one SRM step after the other.
 
-    After any replace verdict the LRM writes the step, so the next SRM step's hesitation run starts at 0.
-    Under ``random`` the verdict is the baseline's seeded draw (step ``index``, first attempt), with
-    ``r_s`` and hesitation shown for comparison.
+    Each step is the first attempt at its index; the hesitation run carries over as the policy's verdict
+    leaves it (0 after a replace: the LRM writes next). ``seed`` is the session's (the random baseline
+    draws from it).
     """
+    if not policy.replayable or policy.on_step is None:
+        raise ReplayError(f"policy {policy.name!r} cannot be replayed offline: it needs {policy.needs}")
     run = 0
     for index, step in enumerate(steps):
-        if policy == "random":
-            replaced = random_offload(seed=seed, step_index=index, attempt=0, offload_p=offload_p)
-            hes = hesitates(step.text, hesitation)
-            yield ReplayRow(
-                index=index,
-                r_s=confident_share(step.token_logprobs, tau),
-                hesitation=hes,
-                hesitation_run=0,
-                verdict="random" if replaced else "accept",
-                tokens=len(step.token_logprobs),
-            )
-            continue
-        d = decide_trigreason(
+        srm = SrmStep(
             text=step.text,
-            token_logprobs=step.token_logprobs,
+            token_logprobs=tuple(step.token_logprobs),
+            index=index,
             hesitation_run=run,
-            tau=tau,
-            rho=rho,
-            k=k,
-            m=m,
-            hesitation=hesitation,
+            seed=seed,
         )
-        run = d.next_run
+        verdict = policy.on_step(srm, params)
+        if not isinstance(verdict, StepVerdict):
+            raise ReplayError(f"policy {policy.name!r} asked for an LRM call: it cannot be replayed offline")
         yield ReplayRow(
             index=index,
-            r_s=d.r_s,
-            hesitation=d.hesitates,
-            hesitation_run=d.run,
-            verdict=d.verdict,
+            r_s=verdict.r_s,
+            hesitation=verdict.hesitates,
+            hesitation_run=run + 1 if verdict.hesitates else 0,
+            verdict=verdict.label or (verdict.reason if verdict.replace else None) or "accept",
             tokens=len(step.token_logprobs),
         )
+        run = verdict.hesitation_run
 
 
 def write_jsonl(rows: Iterable[ReplayRow], out: IO[str]) -> None:

@@ -9,7 +9,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
 import msgspec
 import nats
@@ -22,8 +22,6 @@ from trigreason.eval import grade, numeric_value
 from trigreason.host import ServiceSettings
 from trigreason.profiles import load_profile
 from trigreason.proto import (
-    DEFAULT_HESITATION,
-    PolicyName,
     SessionFailed,
     SessionFinished,
     SessionParams,
@@ -45,6 +43,7 @@ from trigreason.stack import StackSpec, embedded_stack
 
 from ._app import app
 from ._params import session_params
+from ._policy_flags import policy_option, with_policy_flags
 
 __all__ = ["graded"]
 
@@ -166,23 +165,11 @@ _Model = Annotated[str, typer.Option(help="srm, lrm, tiny, a GGUF path or hf://R
 
 
 @app.command()
+@with_policy_flags
 def solve(
     ctx: typer.Context,
     question: Annotated[str, typer.Argument(help="The question to solve.")],
-    policy: Annotated[
-        str, typer.Option(help="trigreason | specreason | lrm-only | srm-only | random")
-    ] = _D.policy,
-    priming_steps: Annotated[int, typer.Option(help="n: LRM steps at the start")] = _D.priming_steps,
-    tau: Annotated[float, typer.Option(help="token perplexity threshold")] = _D.tau,
-    rho: Annotated[float, typer.Option(help="offload when r_s > rho")] = _D.rho,
-    k: Annotated[int, typer.Option(help="hesitating steps in a row that trigger an intervention")] = _D.k,
-    m: Annotated[int, typer.Option(help="LRM steps per intervention")] = _D.m,
-    offload_p: Annotated[
-        float, typer.Option(help="random policy: the probability that an SRM step goes to the LRM")
-    ] = _D.offload_p,
-    hesitation: Annotated[
-        str | None, typer.Option(help=f"comma-separated words [default: {','.join(DEFAULT_HESITATION)}]")
-    ] = None,
+    policy: policy_option() = _D.policy,  # type: ignore[valid-type]
     max_tokens: Annotated[int, typer.Option(help="committed-token budget")] = _D.max_tokens,
     step_max_tokens: Annotated[int, typer.Option(help="per-step token cap")] = _D.step_max_tokens,
     temperature: float = _D.temperature,
@@ -204,16 +191,15 @@ def solve(
         typer.Option(help="the reference answer: graded as `trigreason eval` grades, shown right or wrong"),
     ] = None,
 ) -> None:
-    """Solve one question; with nothing configured, on the embedded stack (local NATS, CPU models)."""
-    if policy not in get_args(PolicyName):
-        raise typer.BadParameter(f"unknown policy {policy!r}", param_hint="--policy")
+    """Solve one question; with nothing configured, on the embedded stack (local NATS, CPU models).
+
+    Each policy parameter has its flag (see `trigreason policies`); one that is not the chosen policy's is
+    checked and ignored."""
     params = session_params(
         ctx,
         profile,
         {
-            "policy": policy, "priming_steps": priming_steps, "tau": tau, "rho": rho, "k": k, "m": m,
-            "offload_p": offload_p,
-            "hesitation": hesitation, "max_tokens": max_tokens, "step_max_tokens": step_max_tokens,
+            "policy": policy, "max_tokens": max_tokens, "step_max_tokens": step_max_tokens,
             "temperature": temperature, "top_p": top_p, "seed": seed,
         },
     )  # fmt: skip

@@ -19,10 +19,9 @@ from ._calibration import (
 from ._cost import EdgeCloudModel, edge_cloud
 from ._data import DATASETS, Problem, load_problems
 from ._evaluate import (
-    DEFAULT_POLICIES,
-    EVAL_POLICIES,
     check_policies,
     check_via,
+    default_policies,
     evaluate,
     evaluated_policies,
     open_executor,
@@ -63,8 +62,6 @@ from ._summary import EdgeCloudFigures, PolicySummary, Summary, summarize
 __all__ = [
     "BEATS_RANDOM_RULE",
     "DATASETS",
-    "DEFAULT_POLICIES",
-    "EVAL_POLICIES",
     "Calibration",
     "CalibrationPlan",
     "CalibrationRuns",
@@ -96,6 +93,7 @@ __all__ = [
     "check_via",
     "choose",
     "complete_rows",
+    "default_policies",
     "discordant_pairs_needed",
     "edge_cloud",
     "evaluate",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import msgspec
 
-from trigreason.proto import ConfigError, SessionParams
+from trigreason.proto import ConfigError, SessionParams, flat_params
 
 from ._calibrate import GridPoint, ParamValue, Point, choose, grid, point_slug
 from ._cost import EdgeCloudModel
@@ -64,7 +64,7 @@ def plan_calibration(
     """The grid of ``axes`` over ``base`` and the random baseline at each ``offload_p``, primed like the
     grid's first ``priming_steps``; every parameter set range-checked (ConfigError)."""
     points = grid(axes)
-    priming = axes.get("priming_steps", [base.priming_steps])[0]
+    priming = axes.get("priming_steps", [flat_params(base)["priming_steps"]])[0]
     try:
         random_base = msgspec.structs.replace(base, priming_steps=priming)
         grid_params = [_checked(msgspec.structs.replace(base, **pt)) for pt in points]
@@ -75,10 +75,7 @@ def plan_calibration(
         base=base,
         points=points,
         grid_params=grid_params,
-        random_points=[
-            {"offload_p": p, "priming_steps": rp.priming_steps}
-            for p, rp in zip(offload_ps, random_params, strict=True)
-        ],
+        random_points=[{"offload_p": p, "priming_steps": priming} for p in offload_ps],
         random_params=random_params,
     )
 

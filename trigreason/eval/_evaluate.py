@@ -11,6 +11,7 @@ from pathlib import Path
 import msgspec
 
 from trigreason.proto import ConfigError, SessionParams
+from trigreason.services.trigger_evaluator.policies import PolicyRegistry, did_you_mean
 from trigreason.services.worker.backends import make_backend
 from trigreason.stack import StackSpec, inference_servers
 
@@ -21,28 +22,31 @@ from ._rows import Row, read_rows
 from ._run import Executor, GatewayExecutor, InProcessExecutor, complete_rows, run_eval
 
 __all__ = [
-    "DEFAULT_POLICIES",
-    "EVAL_POLICIES",
     "check_policies",
     "check_via",
+    "default_policies",
     "evaluate",
     "evaluated_policies",
     "open_executor",
     "stored_rows",
 ]
 
-DEFAULT_POLICIES = ("trigreason", "specreason", "lrm-only", "srm-only")  # what eval runs by default
-# The random baseline runs on request (``--policies ...,random`` with its offload_p, or --matched-random).
-EVAL_POLICIES = (*DEFAULT_POLICIES, "random")
+
+def default_policies(policies: PolicyRegistry) -> tuple[str, ...]:
+    """What eval runs when no policy is named: the registered policies marked ``in_default_eval`` (the
+    random baseline is not: it runs on request, ``--policies ...,random`` or --matched-random)."""
+    return tuple(p.name for p in policies if p.in_default_eval)
 
 
 def check_policies(
-    wanted: Sequence[str], *, matched_random: bool, accepted: Sequence[str] = EVAL_POLICIES
+    wanted: Sequence[str], *, matched_random: bool, policies: PolicyRegistry | None = None
 ) -> list[str]:
-    """``wanted`` when every name is a policy eval runs (ConfigError otherwise)."""
-    unknown = [p for p in wanted if p not in accepted]
+    """``wanted`` when every name is a registered policy (ConfigError otherwise, with a suggestion)."""
+    registry = policies or PolicyRegistry.from_env()
+    unknown = [p for p in wanted if p not in registry]
     if unknown or not wanted:
-        raise ConfigError(f"unknown policy {unknown}; use {', '.join(accepted)}")
+        hint = did_you_mean(unknown[0], registry.names()) if unknown else ""
+        raise ConfigError(f"unknown policy {unknown}{hint}; use {', '.join(registry.names())}")
     if matched_random and "trigreason" not in wanted:
         raise ConfigError("--matched-random compares with trigreason: add it")
     return list(wanted)

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import msgspec
 
-from trigreason.proto import SessionStats
+from trigreason.proto import SessionStats, flat_params
 
 from ._paired import (
     ALPHA,
@@ -91,7 +91,7 @@ def matched_comparison(rows: list[Row]) -> MatchedComparison | None:
         random_accuracy=sum(r for _, r in outcomes) / n,
         trigreason_replaced_share=replaced_share(r.stats for r in tr_rows),
         random_replaced_share=replaced_share(r.stats for r in rnd_rows),
-        random_offload_p=rnd_rows[0].params.offload_p if rnd_rows else None,
+        random_offload_p=flat_params(rnd_rows[0].params).get("offload_p") if rnd_rows else None,
         trigreason_right_random_wrong=b,
         random_right_trigreason_wrong=c,
         accuracy_difference=(b - c) / n,

@@ -67,6 +67,7 @@ from ._v1 import (
     MAX_CONVERSATION_BYTES,
     MAX_QUESTION_CHARS,
     MAX_STOP_SEQUENCES,
+    V1_FLAT_PARAMS,
     BackendLimits,
     BackendTimings,
     ChatRole,
@@ -101,6 +102,7 @@ from ._v1 import (
     TriggerContext,
     TriggerKind,
     Verdict,
+    flat_params,
 )
 
 __all__ = [
@@ -131,6 +133,7 @@ __all__ = [
     "SESSION_BUCKET",
     "STREAMS",
     "TIMER_STREAM",
+    "V1_FLAT_PARAMS",
     "BackendError",
     "BackendLimits",
     "BackendTimings",
@@ -185,6 +188,7 @@ __all__ = [
     "event_filter",
     "event_kind",
     "event_subject",
+    "flat_params",
     "inbox_prefix",
     "js_api",
     "judge_command_id",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 import msgspec
@@ -24,13 +25,18 @@ class TypedDecoder(Generic[T]):
 
     Anything else (garbage bytes, a known message on the wrong subject, a field out of range) raises
     ``DecodeError`` with msgspec's precise reason, which the services put on the dead-letter stream.
+
+    ``check`` finishes what the types cannot say (a policy's own parameters, which the registry knows):
+    it returns the message, possibly normalised, or raises ``msgspec.ValidationError``.
     """
 
-    def __init__(self, kind: Any) -> None:
+    def __init__(self, kind: Any, *, check: Callable[[T], T] | None = None) -> None:
         self._decoder: msgspec.json.Decoder[T] = msgspec.json.Decoder(kind)
+        self._check = check
 
     def decode(self, data: bytes | str) -> T:
-        return self._decoder.decode(data)
+        message = self._decoder.decode(data)
+        return message if self._check is None else self._check(message)
 
 
 def decode_message(data: bytes | str) -> Message:

@@ -14,9 +14,10 @@ reads them from events, it never asks a clock.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from msgspec import Meta, Struct, field
+import msgspec
+from msgspec import UNSET, Meta, Struct, UnsetType, field
 
 __all__ = [
     "DEFAULT_HESITATION",
@@ -24,6 +25,7 @@ __all__ = [
     "MAX_CONVERSATION_BYTES",
     "MAX_QUESTION_CHARS",
     "MAX_STOP_SEQUENCES",
+    "V1_FLAT_PARAMS",
     "BackendLimits",
     "BackendTimings",
     "ChatRole",
@@ -61,9 +63,13 @@ __all__ = [
 ]
 
 Role = Literal["srm", "lrm"]
-PolicyName = Literal["trigreason", "specreason", "lrm-only", "srm-only", "random"]
-# Why the LRM wrote a step (or, for ``judge_reject``, why an SRM step was replaced under SpecReason).
-TriggerKind = Literal["priming", "offload", "intervention", "judge_reject", "random"]
+# A policy's name. Policies are plug-ins (the registry in trigreason.services.trigger_evaluator.policies),
+# so the contract fixes the spelling, not the set: the services check the name against their registry.
+PolicyName = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_-]{0,63}$")]
+# Why the LRM wrote a step (or, for ``judge_reject``, why an SRM step was replaced under SpecReason): the
+# built-in kinds are priming, offload, intervention, judge_reject and random; a plug-in policy may name
+# its own (v1 first had a Literal of the five: widening it decodes every older message).
+TriggerKind = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 FinishReason = Literal["length", "eos_token", "stop_sequence"]
 PromptFamily = Literal["chatml", "deepseek-r1", "raw"]
 JudgeMode = Literal["greedy", "expected"]
@@ -99,28 +105,27 @@ _NonNegInt = Annotated[int, Meta(ge=0)]
 _Seconds = Annotated[float, Meta(ge=0)]
 
 
+_Word = Annotated[str, Meta(min_length=1, max_length=64)]
+_Hesitation = Annotated[tuple[_Word, ...], Meta(max_length=64)]
+
+
 class SessionParams(Struct, kw_only=True, frozen=True, forbid_unknown_fields=False):
-    """Everything a request may tune. Defaults are DESIGN's; every one can be set per request."""
+    """Everything a request may tune: the common parameters, and the policy's own.
+
+    The policy's own parameters travel as a tagged union: ``policy`` is the tag, ``policy_params`` the
+    policy's parameter Struct as a JSON object. The set of policies is open (plug-ins), so proto keeps
+    the object and the policy registry validates and types it where a message enters the system (the
+    gateway, the orchestrator's consumer) and where it is used (the evaluator, the orchestrator's core).
+
+    v1 compatibility: v1 first carried every policy's knobs flat in this object (``tau``, ``rho``, ...).
+    Those names still decode into the ``UNSET``-defaulted fields below, with their v1 bounds, and the
+    registry reads them (over ``policy_params``) when it resolves the policy's parameters; new producers
+    never write them (an ``UNSET`` field is not encoded).
+    """
 
     policy: PolicyName = "trigreason"
-    # Strategic priming: steps 0..priming_steps-1 are written by the LRM (TrigReason only).
-    priming_steps: Annotated[int, Meta(ge=0, le=4096)] = 20
-    # Cognitive offload: token perplexity threshold and the share of confident tokens that fires.
-    tau: Annotated[float, Meta(gt=0, le=1e6)] = 1.05
-    rho: Annotated[float, Meta(ge=0, le=1)] = 0.85
-    # Intervention: k consecutive hesitating SRM steps hand the next m steps to the LRM.
-    k: Annotated[int, Meta(ge=1, le=1024)] = 2
-    m: Annotated[int, Meta(ge=1, le=1024)] = 1
-    # The matched random baseline (policy "random"): after the same priming, each SRM step is replaced
-    # by an LRM step with this probability, drawn from the seed (reproducible), with no other trigger.
-    offload_p: Annotated[float, Meta(ge=0, le=1)] = 0.0
-    hesitation: Annotated[
-        tuple[Annotated[str, Meta(min_length=1, max_length=64)], ...], Meta(max_length=64)
-    ] = DEFAULT_HESITATION
-    # SpecReason: accept an SRM step when the LRM's 0-9 score is at least this.
-    judge_threshold: Annotated[float, Meta(ge=0, le=9)] = 7.0
-    judge_mode: JudgeMode = "greedy"
-    judge_top_n: Annotated[int, Meta(ge=1, le=100)] = 20
+    # The policy's own parameters (its registered Struct, as an object); missing ones take its defaults.
+    policy_params: dict[str, Any] = {}
     # Termination: committed-token budget and step cap.
     max_tokens: Annotated[int, Meta(ge=1, le=_MAX_BUDGET_TOKENS)] = 8192
     max_steps: Annotated[int, Meta(ge=1, le=100_000)] = 512
@@ -134,6 +139,40 @@ class SessionParams(Struct, kw_only=True, frozen=True, forbid_unknown_fields=Fal
     lrm_prompt: PromptFamily = "chatml"
     # Wall-clock seconds from the request after which an unfinished session fails (`deadline_exceeded`).
     deadline_s: Annotated[float, Meta(ge=1, le=7 * 24 * 3600)] = 3600.0
+    # -- v1's flat policy knobs, decode-only (see above); the registry maps each to the policies that own it.
+    priming_steps: Annotated[int, Meta(ge=0, le=4096)] | UnsetType = UNSET
+    tau: Annotated[float, Meta(gt=0, le=1e6)] | UnsetType = UNSET
+    rho: Annotated[float, Meta(ge=0, le=1)] | UnsetType = UNSET
+    k: Annotated[int, Meta(ge=1, le=1024)] | UnsetType = UNSET
+    m: Annotated[int, Meta(ge=1, le=1024)] | UnsetType = UNSET
+    offload_p: Annotated[float, Meta(ge=0, le=1)] | UnsetType = UNSET
+    hesitation: _Hesitation | UnsetType = UNSET
+    judge_threshold: Annotated[float, Meta(ge=0, le=9)] | UnsetType = UNSET
+    judge_mode: JudgeMode | UnsetType = UNSET
+    judge_top_n: Annotated[int, Meta(ge=1, le=100)] | UnsetType = UNSET
+
+
+# The names of SessionParams' v1 flat policy knobs, in declaration order.
+V1_FLAT_PARAMS: tuple[str, ...] = (
+    "priming_steps",
+    "tau",
+    "rho",
+    "k",
+    "m",
+    "offload_p",
+    "hesitation",
+    "judge_threshold",
+    "judge_mode",
+    "judge_top_n",
+)
+
+
+def flat_params(params: SessionParams) -> dict[str, Any]:
+    """The parameters as one flat object, v1's shape: the common ones, then the policy's own (as given
+    in ``policy_params`` and in any v1 flat knob). For views and listings; the registry fills defaults."""
+    out: dict[str, Any] = msgspec.to_builtins(params)
+    own = out.pop("policy_params", {})
+    return {**out, **own, **{k: out[k] for k in V1_FLAT_PARAMS if k in out}}
 
 
 ChatRole = Literal["system", "user", "assistant"]

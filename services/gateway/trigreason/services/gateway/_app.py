@@ -12,7 +12,6 @@ Every answer that is not a 2xx is JSON ``{"error": {"code", "message"}}``: 4xx f
 from __future__ import annotations
 
 import contextlib
-import difflib
 import hashlib
 import re
 import time
@@ -39,6 +38,7 @@ from trigreason.proto import (
     event_subject,
 )
 from trigreason.services.runtime import Bus, SiteRegistry, backend_limits, exposition
+from trigreason.services.trigger_evaluator.policies import PolicyError, PolicyRegistry
 
 from ._browser import install_browser
 from ._chat import (
@@ -167,18 +167,22 @@ def _same(stored: SessionRequested, conv: Conversation, params: SessionParams) -
 class Gateway:
     """The gateway's handlers, one method per route, over one bus connection and the settings."""
 
-    def __init__(self, bus: Bus, settings: GatewaySettings) -> None:
+    def __init__(
+        self, bus: Bus, settings: GatewaySettings, *, policies: PolicyRegistry | None = None
+    ) -> None:
         self.bus = bus
         self.settings = settings
+        # The built-in policies and those named in TRIGREASON_POLICY_MODULES: what requests may name.
+        self.policies = policies or PolicyRegistry.from_env()
         self.metrics = _Metrics(settings.site)
         self.streams = _Streams(settings.max_streams, self.metrics.open_streams)
         self.tokens = tuple(t.encode() for t in settings.api_tokens)
-        self.document = openapi_document(auth=bool(self.tokens), models=model_ids(settings))
+        self.model_ids = model_ids(settings, self.policies.names())
+        self.document = openapi_document(
+            auth=bool(self.tokens), models=self.model_ids, policies=self.policies
+        )
         self._limits: dict[Role, BackendLimits] = {}
         self._limits_at = -_LIMITS_MAX_AGE_S
-        self._param_names = frozenset(f.encode_name for f in msgspec.structs.fields(SessionParams))
-        schema = msgspec.json.schema(SessionParams)["$defs"]["SessionParams"]["properties"]
-        self._int_params = frozenset(k for k, v in schema.items() if v.get("type") == "integer")
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         router.add_post("/v1/sessions", self.create_session)
@@ -232,7 +236,7 @@ class Gateway:
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         """``POST /v1/chat/completions``: a session for the user's question, answered as OpenAI does."""
         body: ChatBody = await read_json(request, ChatBody)
-        chat = chat_request(body, self.settings)
+        chat = chat_request(body, self.settings, self.policies.names())
         for name, param, value in chat.given:  # OpenAI's temperature, top_p, seed, max_tokens
             self._params(None, {param: value}, name)
         params = self._params(chat.policy, {**chat.params, **body.trigreason.params}, "trigreason.params")
@@ -250,7 +254,7 @@ class Gateway:
 
     async def models(self, _request: web.Request) -> web.Response:
         """``GET /v1/models``: the profile (if the gateway has one) and the policies, as model ids."""
-        return json_response(model_list(self.settings))
+        return json_response(model_list(self.model_ids))
 
     async def healthz(self, _request: web.Request) -> web.Response:
         return json_response({"status": "ok"})
@@ -270,27 +274,16 @@ class Gateway:
     # -- submitting a session ----------------------------------------------------------------------
 
     def _params(self, policy: str | None, overrides: dict[str, Any], where: str) -> SessionParams:
-        """The request's parameters over the profile's defaults: 422 for an unknown name or a bad value."""
-        unknown = sorted(set(overrides) - self._param_names)
-        if unknown:
-            hint = difflib.get_close_matches(unknown[0], sorted(self._param_names), n=1)
-            also = f" (did you mean '{hint[0]}'?)" if hint else ""
-            raise HttpError(422, "invalid_params", f"{where}: unknown parameter '{unknown[0]}'{also}")
-        # JSON has one number type: 3.0 is the integer 3 (as JSON Schema reads it).
-        overrides = {
-            k: int(v) if k in self._int_params and isinstance(v, float) and v.is_integer() else v
-            for k, v in overrides.items()
-        }
+        """The request's parameters over the profile's defaults, checked by the policy registry: 422 for
+        an unknown policy or parameter name (with a suggestion) or a value out of bounds."""
         try:
-            msgspec.convert(overrides, SessionParams)  # each value the request gives, even one overridden
+            self.policies.session_params(overrides, policy=policy)  # each value given, even one overridden
             merged = {**self.settings.default_params, **overrides}
-            if policy is not None:
-                merged["policy"] = policy
-            return msgspec.convert(merged, SessionParams)
-        except msgspec.ValidationError as exc:
-            raise HttpError(422, "invalid_params", f"{where}: {exc}") from exc
-        except (TypeError, ValueError) as exc:  # a check in the Struct itself
-            raise HttpError(422, "invalid_params", f"{where}: {exc}") from exc
+            return self.policies.session_params(merged, policy=policy)
+        except PolicyError as exc:
+            if exc.code == "unknown_policy":  # the request names it, outside the parameters (as in v1)
+                raise HttpError(422, "invalid_request", f"policy: {exc.message}") from exc
+            raise HttpError(422, "invalid_params", f"{where}: {exc.message}") from exc
 
     async def _check_limits(self, params: SessionParams, where: str) -> None:
         """422 for a parameter beyond what an inference server of the session accepts (as its workers
@@ -302,7 +295,7 @@ class Gateway:
                 self._limits_at = now
             except nats.errors.Error as exc:  # unknown limits refuse nothing: the servers still do
                 log.warning("backend_limits_unreadable", error=repr(exc))
-        check_limits(params, self._limits, where)
+        check_limits(params, self._limits, where, self.policies)
 
     async def _stored_request(self, session_id: str) -> SessionRequested | None:
         try:
@@ -404,8 +397,10 @@ async def errors_and_auth(
         gateway.metrics.latency.labels(route).observe(time.perf_counter() - started)
 
 
-def make_app(bus: Bus, settings: GatewaySettings) -> web.Application:
-    gateway = Gateway(bus, settings)
+def make_app(
+    bus: Bus, settings: GatewaySettings, *, policies: PolicyRegistry | None = None
+) -> web.Application:
+    gateway = Gateway(bus, settings, policies=policies)
     app = web.Application(middlewares=[errors_and_auth], client_max_size=1024 * 1024)
     app[GATEWAY] = gateway
     app[OPEN_STREAMS] = gateway.streams

@@ -29,7 +29,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from importlib import resources
-from typing import Any, get_args
+from typing import Any
 
 import msgspec
 import nats.errors
@@ -40,10 +40,8 @@ from nats.js.errors import NotFoundError
 
 from trigreason.proto import (
     EVENT_STREAM,
-    PolicyName,
     SessionFailed,
     SessionFinished,
-    SessionParams,
     SessionRequested,
     decode_message,
     event_subject,
@@ -236,12 +234,13 @@ class _Browser:
         entries = list(self.recent.entries.values())[-int(raw) :][::-1]
         sessions = [await self.recent.status(e) for e in entries]
         settings = self.gateway.settings
-        defaults = msgspec.to_builtins(msgspec.convert(settings.default_params, SessionParams))
+        policies = self.gateway.policies
+        defaults = policies.flat(policies.session_params(settings.default_params))
         return json_response(
             {
                 "sessions": sessions,
                 "now": time.time(),
-                "policies": list(get_args(PolicyName)),
+                "policies": list(policies.names()),
                 "default_params": defaults,
                 # the profile's name, where the settings have one (TRIGREASON_PROFILE)
                 "profile": settings.profile or None,

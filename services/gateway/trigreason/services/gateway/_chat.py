@@ -33,7 +33,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from typing import Annotated, Any, get_args
+from typing import Annotated, Any
 
 import msgspec
 import structlog
@@ -53,6 +53,7 @@ from trigreason.proto import (
     Verdict,
 )
 from trigreason.services.runtime import Bus
+from trigreason.services.trigger_evaluator.policies import PolicyRegistry
 
 from ._feed import TICK_S, ClientGone, Feed, Seen, Writer, decode_event, next_event
 from ._http import HttpError, json_response
@@ -76,7 +77,6 @@ __all__ = [
 
 log = structlog.get_logger("trigreason.gateway")
 
-POLICIES: tuple[str, ...] = get_args(PolicyName)
 _NOT_BLANK = re.compile(NOT_BLANK_PATTERN)
 _BOX_MARKERS = ("\\boxed{", "\\fbox{")
 # OpenAI's request members that are session parameters of the same name (max_completion_tokens is
@@ -189,18 +189,17 @@ class ChatRequest:
         return self.conversation.question
 
 
-def model_ids(settings: GatewaySettings) -> tuple[str, ...]:
-    """What ``model`` may name: the profile (the default) if the gateway has one, then each policy."""
-    profile = (settings.profile,) if settings.profile and settings.profile not in POLICIES else ()
-    return profile + POLICIES
+def model_ids(settings: GatewaySettings, policies: tuple[str, ...]) -> tuple[str, ...]:
+    """What ``model`` may name: the profile (the default) if the gateway has one, then each policy (the
+    registry's names)."""
+    profile = (settings.profile,) if settings.profile and settings.profile not in policies else ()
+    return profile + policies
 
 
-def model_list(settings: GatewaySettings) -> dict[str, Any]:
+def model_list(models: tuple[str, ...]) -> dict[str, Any]:
     return {
         "object": "list",
-        "data": [
-            {"id": m, "object": "model", "created": 0, "owned_by": "trigreason"} for m in model_ids(settings)
-        ],
+        "data": [{"id": m, "object": "model", "created": 0, "owned_by": "trigreason"} for m in models],
     }
 
 
@@ -331,21 +330,25 @@ def _check_unsupported(body: ChatBody) -> None:
             raise _refuse(name, "not supported (the policy and its parameters set how a session reasons)")
 
 
-def chat_request(body: ChatBody, settings: GatewaySettings) -> ChatRequest:
+def chat_request(
+    body: ChatBody, settings: GatewaySettings, policies: tuple[str, ...] | None = None
+) -> ChatRequest:
     """What a chat request asks for: 404 for a model the gateway does not serve, 422 for a member it
     cannot honour (naming it) or a conversation that does not end with a user turn."""
-    if body.model is not None and body.model not in model_ids(settings):
+    policies = PolicyRegistry.builtin().names() if policies is None else policies  # the gateway's registry
+    models = model_ids(settings, policies)
+    if body.model is not None and body.model not in models:
         raise HttpError(
             404,
             "model_not_found",
             f"The model '{body.model}' does not exist on this gateway; it serves "
-            f"{', '.join(model_ids(settings))} (GET /v1/models)",
+            f"{', '.join(models)} (GET /v1/models)",
         )
     _check_unsupported(body)
     conv = conversation(body.messages, body.stop)
     policy: PolicyName | None = None
-    if body.model in POLICIES:
-        policy = body.model  # type: ignore[assignment]
+    if body.model in policies:
+        policy = body.model
     policy = body.trigreason.policy or policy  # TrigReason's own member wins
     given = tuple(
         (name, name.replace("max_completion_tokens", "max_tokens"), getattr(body, name))
@@ -353,7 +356,7 @@ def chat_request(body: ChatBody, settings: GatewaySettings) -> ChatRequest:
         if getattr(body, name) is not None
     )
     params = {param: value for _name, param, value in given}  # max_completion_tokens over max_tokens
-    model = body.model or settings.profile or policy or settings.default_params.get("policy", POLICIES[0])
+    model = body.model or settings.profile or policy or settings.default_params.get("policy", "trigreason")
     return ChatRequest(conversation=conv, model=model, policy=policy, params=params, given=given)
 
 

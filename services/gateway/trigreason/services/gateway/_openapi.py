@@ -4,12 +4,12 @@ come from the msgspec Structs."""
 
 from __future__ import annotations
 
-import copy
-from typing import Any, get_args
+from typing import Any
 
 import msgspec
 
-from trigreason.proto import MAX_QUESTION_CHARS, MAX_STOP_SEQUENCES, Message, PolicyName, SessionParams
+from trigreason.proto import MAX_QUESTION_CHARS, MAX_STOP_SEQUENCES, V1_FLAT_PARAMS, Message, SessionParams
+from trigreason.services.trigger_evaluator.policies import PolicyRegistry
 
 __all__ = [
     "IDEMPOTENCY_KEY_PATTERN",
@@ -25,6 +25,37 @@ IDEMPOTENCY_KEY_PATTERN = r"^[!-~]{1,255}$"  # printable ASCII, no spaces
 LAST_EVENT_ID_PATTERN = r"^[0-9]{1,19}$"
 # At least one character that is not (ASCII) white space; spelled out, as \\S differs between regex engines.
 NOT_BLANK_PATTERN = r"[^\t\n\v\f\r ]"
+
+
+def _request_params(components: dict[str, Any], registry: PolicyRegistry) -> dict[str, Any]:
+    """What a request's ``params`` may set (flat, as in v1): the common parameters, every registered
+    policy's own (a policy ignores another's, after checking it), and ``policy_params``; an unknown name
+    is an error (a misspelled parameter is rejected, not ignored; the bus messages stay lenient)."""
+    session = components["SessionParams"]["properties"]
+    own: dict[str, list[dict[str, Any]]] = {}
+    for p in registry:
+        for name, schema in components[p.params.__name__].get("properties", {}).items():
+            if schema not in own.setdefault(name, []):
+                own[name].append(schema)
+    policy_props = {name: v[0] if len(v) == 1 else {"anyOf": v} for name, v in own.items()}
+    common = {k: v for k, v in session.items() if k not in (*V1_FLAT_PARAMS, "policy", "policy_params")}
+    return {
+        "title": "RequestParams",
+        "type": "object",
+        "properties": {
+            "policy": {"anyOf": [{"enum": list(registry.names())}, {"type": "null"}]},  # null: unset
+            **common,
+            **policy_props,
+            "policy_params": {
+                "type": "object",
+                "description": "the policy's own parameters as an object (each policy's Struct is in "
+                "components: TrigReasonParams, ...)",
+                "properties": policy_props,
+                "additionalProperties": False,
+            },
+        },
+        "additionalProperties": False,
+    }
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -48,19 +79,19 @@ def _ok(description: str, schema: dict[str, Any], media: str = "application/json
 _RETRY_AFTER = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "string"}}}
 
 
-def openapi_document(*, auth: bool = False, models: tuple[str, ...] = get_args(PolicyName)) -> dict[str, Any]:
+def openapi_document(
+    *, auth: bool = False, models: tuple[str, ...] = (), policies: PolicyRegistry | None = None
+) -> dict[str, Any]:
     """The document; with ``auth`` the ``/v1/*`` routes need a bearer token (and may answer 401).
-    ``models``: the model ids the chat completion takes (GET /v1/models)."""
-    (params_ref, message_ref), components = msgspec.json.schema_components(
-        [SessionParams, Message], ref_template="#/components/schemas/{name}"
+    ``models``: the model ids the chat completion takes (GET /v1/models); ``policies``: the registry
+    whose policies and parameters requests may name (the built-in ones when ``None``)."""
+    registry = policies or PolicyRegistry.builtin()
+    kinds = [policy.params for policy in registry]
+    (_, message_ref, *_), components = msgspec.json.schema_components(
+        [SessionParams, Message, *kinds], ref_template="#/components/schemas/{name}"
     )
-    # What a request may set: the parameters' schema, where an unknown name is an error (a misspelled
-    # parameter is rejected, not ignored; the bus messages stay lenient).
-    request_params = copy.deepcopy(components["SessionParams"])
-    request_params["title"] = "RequestParams"
-    request_params["additionalProperties"] = False
-    components["RequestParams"] = request_params
-    policy = {"anyOf": [components["SessionParams"]["properties"]["policy"], {"type": "null"}]}  # null: unset
+    components["RequestParams"] = _request_params(components, registry)
+    policy = {"anyOf": [{"enum": list(registry.names())}, {"type": "null"}]}  # null: unset
     components["Error"] = {
         "type": "object",
         "properties": {
@@ -188,7 +219,7 @@ def openapi_document(*, auth: bool = False, models: tuple[str, ...] = get_args(P
                 },
             },
             "stats": _ref("SessionStats"),
-            "params": params_ref,
+            "params": _ref("RequestParams"),
         },
         "required": ["session_id", "status"],
     }

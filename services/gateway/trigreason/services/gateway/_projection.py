@@ -35,6 +35,7 @@ from trigreason.proto import (
     StepFailed,
     StepGenerated,
     Verdict,
+    flat_params,
 )
 
 __all__ = ["SessionProjection", "session_view"]
@@ -120,7 +121,7 @@ class SessionProjection:
         ]
         out["stats"] = msgspec.to_builtins(self.stats())
         if self.request is not None:
-            out["params"] = msgspec.to_builtins(self.request.params)
+            out["params"] = flat_params(self.request.params)
         return out
 
 

@@ -29,6 +29,7 @@ from trigreason.proto import (
     Verdict,
     answered_command,
 )
+from trigreason.services.trigger_evaluator.policies import PolicyError, PolicyRegistry
 
 from ._accounting import add_call, add_trigger, session_stats
 from ._answers import extract_boxed
@@ -63,13 +64,19 @@ def _step_seed(seed: int, index: int, attempt: int) -> int:
     return (seed + _SEED_MIX * (index * 1024 + attempt + 1)) % (2**63)
 
 
-def on_session_requested(state: SessionSnapshot, event: SessionRequested) -> Decision:
+def on_session_requested(
+    state: SessionSnapshot, event: SessionRequested, policies: PolicyRegistry
+) -> Decision:
     params = event.params
     counters = state.counters
     run_left, run_reason = 0, None
-    # The random baseline is primed exactly as TrigReason, so the two differ only in which steps go over.
-    if params.policy in ("trigreason", "random") and params.priming_steps > 0:
-        run_left, run_reason = params.priming_steps, "priming"
+    try:
+        policy, own = policies.resolve(params)
+    except PolicyError as exc:  # the consumer's decoder refuses these first; the pure core stays total
+        named = msgspec.structs.replace(state, question=event.question, params=params)
+        return _fail(named, exc.code, exc.message)
+    if policy.primes and own.priming_steps > 0:
+        run_left, run_reason = own.priming_steps, "priming"
         counters = add_trigger(counters, "priming")
     started = msgspec.structs.replace(
         state,
@@ -84,16 +91,16 @@ def on_session_requested(state: SessionSnapshot, event: SessionRequested) -> Dec
         last_event_at=event.requested_at,
     )
     timer = DeadlineReached(session_id=state.session_id, deadline_at=event.requested_at + params.deadline_s)
-    return _next_command(started, (timer,))
+    return _next_command(started, (timer,), policies)
 
 
-def on_lrm_step(state: SessionSnapshot, event: StepGenerated) -> Decision:
+def on_lrm_step(state: SessionSnapshot, event: StepGenerated, policies: PolicyRegistry) -> Decision:
     _check_awaited(state, event.command_id)
     state = _seen(state, event.at)
     counters = add_call(state.counters, "lrm", event.timings)
     state = msgspec.structs.replace(state, counters=counters)
     if _is_blank(event.step):
-        return _on_blank(state, event.step)
+        return _on_blank(state, event.step, policies)
     committed = CommittedStep(
         index=event.step_index,
         role="lrm",
@@ -113,10 +120,10 @@ def on_lrm_step(state: SessionSnapshot, event: StepGenerated) -> Decision:
         lrm_run_reason=state.lrm_run_reason if run_left else None,
         hesitation_run=0,  # the LRM wrote a step: the hesitation run starts over
     )
-    return _commit(state, committed, event.step)
+    return _commit(state, committed, event.step, policies)
 
 
-def on_verdict(state: SessionSnapshot, event: Verdict) -> Decision:
+def on_verdict(state: SessionSnapshot, event: Verdict, policies: PolicyRegistry) -> Decision:
     candidate = event.candidate
     _check_awaited(state, candidate.command_id)
     state = _seen(state, max(event.at, candidate.at))
@@ -136,10 +143,10 @@ def on_verdict(state: SessionSnapshot, event: Verdict) -> Decision:
             lrm_run_reason=reason,
             hesitation_run=0,
         )
-        return _next_command(state, ())
+        return _next_command(state, (), policies)
     state = msgspec.structs.replace(state, counters=counters)
     if _is_blank(candidate.step):
-        return _on_blank(state, candidate.step)
+        return _on_blank(state, candidate.step, policies)
     committed = CommittedStep(
         index=event.step_index, role="srm", text=candidate.step.text, tokens=tokens, r_s=event.r_s
     )
@@ -152,23 +159,25 @@ def on_verdict(state: SessionSnapshot, event: Verdict) -> Decision:
         ),
         hesitation_run=event.hesitation_run_after,
     )
-    return _commit(state, committed, candidate.step)
+    return _commit(state, committed, candidate.step, policies)
 
 
-def on_step_failed(state: SessionSnapshot, event: StepFailed) -> Decision:
+def on_step_failed(state: SessionSnapshot, event: StepFailed, policies: PolicyRegistry) -> Decision:
     _check_awaited(state, answered_command(event.command_id))
     state = _seen(state, event.at)
     what = "judge" if event.command_id != answered_command(event.command_id) else event.role
     return _fail(state, event.code, f"step {event.step_index} ({what}): {event.message}")
 
 
-def on_deadline(state: SessionSnapshot, event: DeadlineReached) -> Decision:
+def on_deadline(state: SessionSnapshot, event: DeadlineReached, policies: PolicyRegistry) -> Decision:
     """The deadline passed before the session ended (the service hands the timer over only when due)."""
     seconds = event.deadline_at - state.requested_at
     return _fail(state, "deadline_exceeded", f"the session did not end within its deadline ({seconds:g} s)")
 
 
-def on_dead_lettered(state: SessionSnapshot, event: MessageDeadLettered) -> Decision:
+def on_dead_lettered(
+    state: SessionSnapshot, event: MessageDeadLettered, policies: PolicyRegistry
+) -> Decision:
     state = _seen(state, event.at)
     return _fail(
         state, "dead_lettered", f"a message on {event.origin_subject} was dead-lettered: {event.reason}"
@@ -191,16 +200,18 @@ def _is_blank(step: GeneratedStep) -> bool:
     return not step.text.strip() and step.finish_reason != "eos_token"
 
 
-def _on_blank(state: SessionSnapshot, step: GeneratedStep) -> Decision:
+def _on_blank(state: SessionSnapshot, step: GeneratedStep, policies: PolicyRegistry) -> Decision:
     """A blank step is not committed; it is retried with a new seed, and too many in a row end the session."""
     blank_run = state.blank_run + 1
     state = msgspec.structs.replace(state, blank_run=blank_run, attempt=state.attempt + 1)
     if blank_run >= _MAX_BLANK_RUN:
         return _finish(state, "stalled", ())
-    return _next_command(state, ())
+    return _next_command(state, (), policies)
 
 
-def _commit(state: SessionSnapshot, step: CommittedStep, generated: GeneratedStep) -> Decision:
+def _commit(
+    state: SessionSnapshot, step: CommittedStep, generated: GeneratedStep, policies: PolicyRegistry
+) -> Decision:
     cut = _stop_cut(state, step.text)
     if cut == 0:  # the committed text already reached a stop sequence: nothing of this step is kept
         return _finish(msgspec.structs.replace(state, attempt=0, blank_run=0), "stop", ())
@@ -232,7 +243,7 @@ def _commit(state: SessionSnapshot, step: CommittedStep, generated: GeneratedSte
         return _finish(state, "step_cap", out)
     if _context_bytes(state) >= MAX_CONTEXT_BYTES:
         return _finish(state, "context_limit", out)  # the next prompt would not fit a message
-    return _next_command(state, out)
+    return _next_command(state, out, policies)
 
 
 def _fail(state: SessionSnapshot, code: str, message: str) -> Decision:
@@ -281,14 +292,15 @@ def _finish(state: SessionSnapshot, reason: str, out: tuple[Output, ...]) -> Dec
     return done, (*out, finished)
 
 
-def _next_command(state: SessionSnapshot, out: tuple[Output, ...]) -> Decision:
+def _next_command(state: SessionSnapshot, out: tuple[Output, ...], policies: PolicyRegistry) -> Decision:
     params = state.params
+    policy = policies.get(params.policy)
     index = len(state.steps)
     trigger: TriggerKind | None = None
     if state.lrm_run_left > 0:
         role: Role = "lrm"
         trigger = state.lrm_run_reason
-    elif params.policy == "lrm-only":
+    elif not policy.uses_srm:
         role = "lrm"
     else:
         role = "srm"
@@ -297,7 +309,7 @@ def _next_command(state: SessionSnapshot, out: tuple[Output, ...]) -> Decision:
     context = None
     if role == "srm":
         head, tail = ("", "")
-        if params.policy == "specreason":
+        if policy.needs == "judge":
             head, tail = render_judge_prompt(params.lrm_prompt, state.question, texts, state.messages)
         context = TriggerContext(
             params=params,

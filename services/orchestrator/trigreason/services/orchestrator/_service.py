@@ -53,6 +53,7 @@ from trigreason.services.runtime import (
     ServiceMetrics,
     trace_exemplar,
 )
+from trigreason.services.trigger_evaluator.policies import PolicyError, PolicyRegistry
 
 from .transitions import OrchestratorEvent, Output, decide, initial_state
 
@@ -109,19 +110,32 @@ class Orchestrator:
         *,
         cache_size: int = 4096,
         clock: Callable[[], float] = time.time,
+        policies: PolicyRegistry | None = None,
     ) -> None:
         self._bus = bus
+        # The built-in policies and those named in TRIGREASON_POLICY_MODULES.
+        self._policies = policies or PolicyRegistry.from_env()
         self._metrics = metrics or ServiceMetrics()
         self._clock = clock
         self._snapshots = msgspec.json.Decoder(SessionSnapshot)
         self.decoder: TypedDecoder[OrchestratorEvent] = TypedDecoder(
-            SessionRequested | StepGenerated | Verdict | StepFailed | MessageDeadLettered
+            SessionRequested | StepGenerated | Verdict | StepFailed | MessageDeadLettered, check=self._check
         )
         self.timer_decoder: TypedDecoder[DeadlineReached] = TypedDecoder(DeadlineReached)
         self._log = structlog.get_logger("trigreason.orchestrator")
         # Snapshots this replica wrote last, by session: saves the read before each decision.
         self._cache: OrderedDict[str, tuple[int, SessionSnapshot]] = OrderedDict()
         self._cache_size = cache_size
+
+    def _check(self, event: OrchestratorEvent) -> OrchestratorEvent:
+        """A request's policy must be registered and its parameters valid (else it is dead-lettered with
+        the reason, like any undecodable message); a v1 flat request is normalised here."""
+        if not isinstance(event, SessionRequested):
+            return event
+        try:
+            return msgspec.structs.replace(event, params=self._policies.normalise(event.params))
+        except PolicyError as exc:
+            raise msgspec.ValidationError(f"{exc.message} - at `$.params`") from None
 
     def bindings(self) -> tuple[ConsumerBinding, ...]:
         """The session events, and the sessions' deadline timers."""
@@ -175,7 +189,7 @@ class Orchestrator:
                 attributes={"trigreason.session_id": sid, "trigreason.event": type(event).__name__},
             ) as span:
                 try:
-                    new_state, outputs = decide(state, event)
+                    new_state, outputs = decide(state, event, self._policies)
                 except TrigReasonError as exc:
                     if cached is not None:
                         continue  # judged on a cached snapshot that may be behind: judge on the stored one

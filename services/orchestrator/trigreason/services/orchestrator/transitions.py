@@ -22,6 +22,7 @@ from trigreason.proto import (
     Verdict,
     answered_command,
 )
+from trigreason.services.trigger_evaluator.policies import PolicyRegistry
 
 from ._handlers import (
     Output,
@@ -49,7 +50,7 @@ OrchestratorEvent = (
 
 
 class Transition(NamedTuple):
-    handler: Callable[[SessionSnapshot, Any], tuple[SessionSnapshot, tuple[Output, ...]]]
+    handler: Callable[[SessionSnapshot, Any, PolicyRegistry], tuple[SessionSnapshot, tuple[Output, ...]]]
     targets: frozenset[Phase]
     label: str
 
@@ -59,7 +60,9 @@ _AFTER_STEP: Final[frozenset[Phase]] = _RUNNING | {"finished"}
 _FAILED: Final[frozenset[Phase]] = frozenset({"failed"})
 
 TRANSITIONS: Final[dict[tuple[Phase, type], Transition]] = {
-    ("new", SessionRequested): Transition(on_session_requested, _RUNNING, "start: priming or first SRM step"),
+    ("new", SessionRequested): Transition(
+        on_session_requested, _RUNNING | {"failed"}, "start: priming, first SRM step, or an unknown policy"
+    ),
     ("awaiting_lrm", StepGenerated): Transition(on_lrm_step, _AFTER_STEP, "commit LRM step"),
     ("awaiting_verdict", Verdict): Transition(on_verdict, _AFTER_STEP, "accept SRM step, or replace"),
     ("awaiting_lrm", StepFailed): Transition(on_step_failed, _FAILED, "backend gave up"),
@@ -78,8 +81,13 @@ def initial_state(session_id: str) -> SessionSnapshot:
     return SessionSnapshot(session_id=session_id)
 
 
-def decide(state: SessionSnapshot, event: OrchestratorEvent) -> tuple[SessionSnapshot, tuple[Output, ...]]:
-    """Apply one event. Raises ``IllegalEvent`` (``StaleEvent`` for duplicates) and leaves ``state`` as is."""
+def decide(
+    state: SessionSnapshot, event: OrchestratorEvent, policies: PolicyRegistry | None = None
+) -> tuple[SessionSnapshot, tuple[Output, ...]]:
+    """Apply one event. Raises ``IllegalEvent`` (``StaleEvent`` for duplicates) and leaves ``state`` as is.
+
+    ``policies``: the registry the session's policy is looked up in (the built-in policies when ``None``).
+    """
     if event.session_id != state.session_id:
         raise IllegalEvent(f"event for session {event.session_id} applied to {state.session_id}")
     if isinstance(event, StepGenerated) and event.role != "lrm":
@@ -93,7 +101,7 @@ def decide(state: SessionSnapshot, event: OrchestratorEvent) -> tuple[SessionSna
     transition = TRANSITIONS.get((state.phase, type(event)))
     if transition is None:
         raise IllegalEvent(f"{type(event).__name__} is not allowed in phase {state.phase!r}")
-    new_state, outputs = transition.handler(state, event)
+    new_state, outputs = transition.handler(state, event, policies or PolicyRegistry.builtin())
     if new_state.phase not in transition.targets:  # pragma: no cover - guards the table itself
         raise AssertionError(
             f"{transition.label}: reached {new_state.phase}, allowed {set(transition.targets)}"

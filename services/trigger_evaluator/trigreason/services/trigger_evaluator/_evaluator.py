@@ -1,106 +1,101 @@
 """The trigger-evaluator's core: a stateless, pure function from an SRM step (or a judge score) to
-either a ``Verdict`` or, under SpecReason, a ``JudgeStep`` for the LRM."""
+either a ``Verdict`` or, for a policy that needs a judge, a ``JudgeStep`` for the LRM. It dispatches
+through the policy registry; no policy is named here."""
 
 from __future__ import annotations
 
-from trigreason.proto import IllegalEvent, JudgeScored, JudgeStep, StepGenerated, Verdict, judge_command_id
+from typing import Any
 
-from ._triggers import confident_share, decide_trigreason, hesitates, judge_score, random_offload
+from trigreason.proto import (
+    IllegalEvent,
+    JudgeScored,
+    JudgeStep,
+    StepGenerated,
+    TriggerContext,
+    Verdict,
+    judge_command_id,
+)
+
+from .policies import JudgeRequest, Policy, PolicyError, PolicyRegistry, SrmStep, StepVerdict
 
 __all__ = ["evaluate"]
 
 
-def evaluate(event: StepGenerated | JudgeScored) -> Verdict | JudgeStep:
+def evaluate(
+    event: StepGenerated | JudgeScored, policies: PolicyRegistry | None = None
+) -> Verdict | JudgeStep:
+    """``policies``: the registry to dispatch through (the built-in policies when ``None``)."""
+    registry = policies or PolicyRegistry.builtin()
     if isinstance(event, JudgeScored):
-        return _on_judged(event)
+        return _on_judged(event, registry)
     if event.role != "srm" or event.context is None:
         raise IllegalEvent(f"{event.command_id}: only SRM steps with a trigger context are evaluated")
     ctx = event.context
-    params = ctx.params
-    step = event.step
-    if params.policy == "trigreason":
-        d = decide_trigreason(
-            text=step.text,
-            token_logprobs=step.token_logprobs,
-            hesitation_run=ctx.hesitation_run_before,
-            tau=params.tau,
-            rho=params.rho,
-            k=params.k,
-            m=params.m,
-            hesitation=params.hesitation,
-        )
-        replace = d.verdict != "accept"
-        return Verdict(
-            session_id=event.session_id,
-            step_index=event.step_index,
-            attempt=event.attempt,
-            decision="replace" if replace else "accept",
-            lrm_steps=d.lrm_steps,
-            reason=None if not replace else ("intervention" if d.verdict == "intervene" else "offload"),
-            candidate=event,
-            r_s=d.r_s,
-            hesitates=d.hesitates,
-            hesitation_run_after=d.next_run,
-            at=event.at,
-        )
-    if params.policy == "specreason":
+    policy, params = _resolve(registry, ctx)
+    if not policy.uses_srm or policy.on_step is None:
+        raise IllegalEvent(f"policy {policy.name!r} never asks the SRM for a step")
+    result = policy.on_step(_srm_step(event, ctx), params)
+    if isinstance(result, JudgeRequest):
+        if policy.needs != "judge":
+            raise IllegalEvent(f"policy {policy.name!r} asked for a judge it did not declare")
         return JudgeStep(
             session_id=event.session_id,
             command_id=judge_command_id(event.command_id),
             step_index=event.step_index,
             attempt=event.attempt,
-            prompt=ctx.judge_prompt_head + step.text + ctx.judge_prompt_tail,
-            top_n=params.judge_top_n,
+            prompt=ctx.judge_prompt_head + event.step.text + ctx.judge_prompt_tail,
+            top_n=result.top_n,
             candidate=event,
             issued_at=event.at,
         )
-    if params.policy == "random":
-        replace = random_offload(
-            seed=params.seed, step_index=event.step_index, attempt=event.attempt, offload_p=params.offload_p
-        )
-        return Verdict(
-            session_id=event.session_id,
-            step_index=event.step_index,
-            attempt=event.attempt,
-            decision="replace" if replace else "accept",
-            lrm_steps=1 if replace else 0,
-            reason="random" if replace else None,
-            candidate=event,
-            r_s=confident_share(step.token_logprobs, params.tau),  # reported, never used to decide
-            hesitates=hesitates(step.text, params.hesitation),
-            at=event.at,
-        )
-    if params.policy == "srm-only":
-        return Verdict(
-            session_id=event.session_id,
-            step_index=event.step_index,
-            attempt=event.attempt,
-            decision="accept",
-            candidate=event,
-            hesitates=hesitates(step.text, params.hesitation),
-            at=event.at,
-        )
-    raise IllegalEvent(f"policy {params.policy!r} never asks the SRM for a step")
+    return _verdict(event, result, at=event.at)
 
 
-def _on_judged(event: JudgeScored) -> Verdict:
+def _on_judged(event: JudgeScored, registry: PolicyRegistry) -> Verdict:
     candidate = event.candidate
     ctx = candidate.context
     if ctx is None:
         raise IllegalEvent(f"{event.command_id}: judged step lost its trigger context")
-    params = ctx.params
-    score = judge_score(event.top_logprobs, params.judge_mode)
-    # No digit among the judge's top tokens: treat as a rejection, the LRM writes the step.
-    accept = score is not None and score >= params.judge_threshold
-    return Verdict(
-        session_id=event.session_id,
-        step_index=event.step_index,
+    policy, params = _resolve(registry, ctx)
+    if policy.on_judged is None:
+        raise IllegalEvent(f"policy {policy.name!r} takes no judge score")
+    result = policy.on_judged(_srm_step(candidate, ctx), event.top_logprobs, params)
+    return _verdict(candidate, result, at=max(event.at, candidate.at), judged=event)
+
+
+def _resolve(registry: PolicyRegistry, ctx: TriggerContext) -> tuple[Policy[Any], Any]:
+    try:
+        return registry.resolve(ctx.params)
+    except PolicyError as exc:  # an unknown policy or bad parameters: no verdict can be given
+        raise IllegalEvent(exc.message, code=exc.code) from None
+
+
+def _srm_step(event: StepGenerated, ctx: TriggerContext) -> SrmStep:
+    return SrmStep(
+        text=event.step.text,
+        token_logprobs=event.step.token_logprobs,
+        index=event.step_index,
         attempt=event.attempt,
-        decision="accept" if accept else "replace",
-        lrm_steps=0 if accept else 1,
-        reason=None if accept else "judge_reject",
+        hesitation_run=ctx.hesitation_run_before,
+        seed=ctx.params.seed,
+    )
+
+
+def _verdict(
+    candidate: StepGenerated, v: StepVerdict, *, at: float, judged: JudgeScored | None = None
+) -> Verdict:
+    return Verdict(
+        session_id=candidate.session_id,
+        step_index=candidate.step_index,
+        attempt=candidate.attempt,
+        decision="replace" if v.replace else "accept",
+        lrm_steps=max(1, v.lrm_steps) if v.replace else 0,
+        reason=(v.reason or "offload") if v.replace else None,
         candidate=candidate,
-        judge_score=score if score is not None else -1.0,
-        judge_timings=event.timings,
-        at=max(event.at, candidate.at),
+        r_s=v.r_s,
+        hesitates=v.hesitates,
+        hesitation_run_after=v.hesitation_run,
+        judge_score=v.judge_score,
+        judge_timings=judged.timings if judged is not None else None,
+        at=at,
     )

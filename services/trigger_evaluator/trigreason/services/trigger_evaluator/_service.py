@@ -6,6 +6,7 @@ from trigreason.proto import ConsumerName, JudgeScored, JudgeStep, StepGenerated
 from trigreason.services.runtime import Ack, Bus, ConsumerBinding, Delivery, ServiceMetrics
 
 from ._evaluator import evaluate
+from .policies import PolicyRegistry
 
 __all__ = ["TriggerEvaluator"]
 
@@ -13,8 +14,12 @@ __all__ = ["TriggerEvaluator"]
 class TriggerEvaluator:
     consumer: ConsumerName = "trigger-evaluator"
 
-    def __init__(self, bus: Bus, metrics: ServiceMetrics | None = None) -> None:
+    def __init__(
+        self, bus: Bus, metrics: ServiceMetrics | None = None, *, policies: PolicyRegistry | None = None
+    ) -> None:
         self._bus = bus
+        # The built-in policies and those named in TRIGREASON_POLICY_MODULES.
+        self._policies = policies or PolicyRegistry.from_env()
         self._metrics = metrics or ServiceMetrics()
         self.decoder: TypedDecoder[StepGenerated | JudgeScored] = TypedDecoder(StepGenerated | JudgeScored)
 
@@ -30,7 +35,7 @@ class TriggerEvaluator:
             "trigger-evaluator evaluate",
             attributes={"trigreason.session_id": event.session_id, "trigreason.step_index": event.step_index},
         ) as span:
-            result = evaluate(event)
+            result = evaluate(event, self._policies)
             if isinstance(result, Verdict):
                 span.set_attribute("trigreason.verdict", result.decision)
                 span.set_attribute("trigreason.r_s", result.r_s)

@@ -163,7 +163,8 @@
     if (typeof data.at === "number") state.lastAt = Math.max(state.lastAt, data.at);
     switch (kind) {
       case "requested":
-        state.params = data.params || {};
+        // Flat, as in v1: the common parameters and the policy's own (policy_params).
+        state.params = Object.assign({}, data.params || {}, (data.params || {}).policy_params || {});
         state.requestedAt = data.requested_at || 0;
         $("question").textContent = data.question;
         // The conversation before the question: context the models read, apart from the steps.

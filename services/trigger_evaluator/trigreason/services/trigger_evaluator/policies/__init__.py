@@ -1,0 +1,51 @@
+"""Trigger policies as plug-ins, and the registry every other part of the system reads.
+
+A policy is one module that builds a ``Policy`` (see ``_registry``). The built-in ones are TrigReason,
+SpecReason, LRM-only, SRM-only and the random baseline; more are loaded from the modules named in
+``TRIGREASON_POLICY_MODULES`` (``PolicyRegistry.from_env``). Pure: stdlib, msgspec and proto only.
+"""
+
+from ._endpoints import LrmOnlyParams, SrmOnlyParams
+from ._random import RandomParams, random_offload
+from ._registry import (
+    POLICY_MODULES_ENV,
+    JudgeRequest,
+    Needs,
+    ParamInfo,
+    Policy,
+    PolicyError,
+    PolicyInfo,
+    PolicyRegistry,
+    SrmStep,
+    StepVerdict,
+    did_you_mean,
+)
+from ._signals import Hesitation, TriggerDecision, confident_share, hesitates
+from ._specreason import SpecReasonParams, judge_score
+from ._trigreason import TrigReasonParams, decide_trigreason
+
+__all__ = [
+    "POLICY_MODULES_ENV",
+    "Hesitation",
+    "JudgeRequest",
+    "LrmOnlyParams",
+    "Needs",
+    "ParamInfo",
+    "Policy",
+    "PolicyError",
+    "PolicyInfo",
+    "PolicyRegistry",
+    "RandomParams",
+    "SpecReasonParams",
+    "SrmOnlyParams",
+    "SrmStep",
+    "StepVerdict",
+    "TrigReasonParams",
+    "TriggerDecision",
+    "confident_share",
+    "decide_trigreason",
+    "did_you_mean",
+    "hesitates",
+    "judge_score",
+    "random_offload",
+]
