@@ -18,7 +18,10 @@ Cases (one row each; cases of one group share a cluster and run one after the ot
 - ``backend-500|429|truncated|nonjson|oversized|refused|hang``: faults of the inference server;
 - ``malformed``: garbage, wrong types, messages on the wrong subject and near-max-payload messages on
   every consumed subject, some naming a live session;
-- ``load-1000``: 1,000 concurrent sessions, each service's RSS before and after.
+- ``load-1000``: 1,000 concurrent sessions, each service's RSS before and after;
+- ``wan-partition``, ``wan-flap``, ``leaf-restart``, ``hub-restart`` (``--only wan,leaf,hub``): the edge-cloud
+  topology (docs/sites.md, ``bench/_chaos_sites.py``): the WAN on the leaf connection cut for 30 s mid-run,
+  down 2 s every 10 s for a minute, kill -9 and restart of the edge's nats-server, then of the hub's.
 
 Counting per case: sessions = submitted; finished / failed = sessions whose event stream holds a
 ``SessionFinished`` / ``SessionFailed``; hung = neither within the case's deadline; lost = no terminal
@@ -49,7 +52,7 @@ from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import nats
@@ -70,6 +73,7 @@ from _chaos_cluster import (
     wait_jetstream,
 )
 from _chaos_proxy import FaultMode, FaultProxy
+from _chaos_sites import SITE, SiteFault, site_faults, sites_stack
 from _harness import RESULTS_DIR, Status, console, machine, percentiles
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
@@ -328,16 +332,18 @@ async def close_stack(stack: Stack) -> dict[str, float]:
 # -- sessions ------------------------------------------------------------------------------------------
 
 
-def session_body(case: str, i: int, *, policy_mix: bool = True) -> dict[str, Any]:
+def session_body(
+    case: str, i: int, *, policy_mix: bool = True, deadline_s: float = SESSION_DEADLINE_S
+) -> dict[str, Any]:
     params: dict[str, Any] = {"priming_steps": 1, "rho": 0.9, "max_steps": 40, "seed": i}
     if deadline_supported():
-        params["deadline_s"] = SESSION_DEADLINE_S
+        params["deadline_s"] = deadline_s
     policy = "specreason" if policy_mix and i % 4 == 3 else "trigreason"
     return {"question": f"Chaos {case} #{i}: what is {i} + 2?", "policy": policy, "params": params}
 
 
 async def submit_all(
-    stack: Stack, case: str, n: int, *, policy_mix: bool = True
+    stack: Stack, case: str, n: int, *, policy_mix: bool = True, deadline_s: float = SESSION_DEADLINE_S
 ) -> tuple[list[str], list[str]]:
     """POST /v1/sessions n times (64 at once); returns the session ids and the errors of failed POSTs."""
     sids: list[str] = []
@@ -346,7 +352,7 @@ async def submit_all(
 
     async def one(i: int) -> None:
         async with gate:
-            body = session_body(case, i, policy_mix=policy_mix)
+            body = session_body(case, i, policy_mix=policy_mix, deadline_s=deadline_s)
             # A retried POST (the gateway was down) must not start a second session.
             headers = {"Idempotency-Key": f"chaos-{stack.run_id}-{case}-{i}".replace(" ", "-")}
             for attempt in range(5):
@@ -404,10 +410,11 @@ async def run_batch(
     sse: int = 6,
     deadline_s: float = SESSION_DEADLINE_S + CASE_SLACK_S,
     policy_mix: bool = True,
+    session_deadline_s: float = SESSION_DEADLINE_S,
 ) -> Batch:
     started = time.monotonic()
     stack.mark_logs()
-    sids, errors = await submit_all(stack, case, n, policy_mix=policy_mix)
+    sids, errors = await submit_all(stack, case, n, policy_mix=policy_mix, deadline_s=session_deadline_s)
     wall_deadline = time.time() + deadline_s
     records = [SseRecord(sid) for sid in sids[:sse]]
     followers = [
@@ -838,6 +845,8 @@ BACKEND_CASES: list[tuple[str, FaultMode, float]] = [
     ("backend-refused", "refused", 0.0),
     ("backend-hang", "hang", 0.15),
 ]
+# Edge and cloud (docs/sites.md): a hub and an edge leaf node joined through the WAN emulator.
+SITE_CASES = ["wan-partition", "wan-flap", "leaf-restart", "hub-restart"]
 ALL_CASES = [
     *KILL_CASES,
     "nats-restart",
@@ -845,7 +854,12 @@ ALL_CASES = [
     *(c for c, _, _ in BACKEND_CASES),
     "malformed",
     "load-1000",
+    *SITE_CASES,
 ]
+# Longer sessions for the site cases (about 0.5 s a step, an answer after 30 steps), so that a 30 s
+# partition and a minute of flapping land on running sessions; their deadline leaves room for the wait.
+SIM_SITES = {**SIM_FAULTS, "time_per_token_ms": 50, "answer_after": 30}
+SITE_SESSION_DEADLINE_S = 150.0
 
 
 async def group_kills(cfg: Config, rows: list[dict[str, Any]]) -> None:
@@ -979,7 +993,56 @@ def rows_stop(rows: list[dict[str, Any]], took: dict[str, float], n: int) -> Non
         row["sigterm_stop_s"] = took
 
 
-GROUPS = [group_kills, group_cluster, group_backend, group_malformed, group_load]
+async def group_sites(cfg: Config, rows: list[dict[str, Any]]) -> None:
+    """The edge-cloud cases, one after the other on one edge-cloud stack. LRM steps wait for the WAN (the
+    default ``on_cloud_unavailable``), within the sessions' deadline."""
+    cases = [c for c in SITE_CASES if cfg.wanted(c)]
+    if not cases:
+        return
+    env = {**os.environ, "OTEL_SDK_DISABLED": "true", "TRIGREASON_ACK_WAIT_S": ACK_WAIT_S}
+    faults = site_faults()
+    async with sites_stack(cfg.log_root / "sites", sim=SIM_SITES, env=env) as (ec, nc):
+        site = ec.sites[SITE]
+        assert site.gateway_url is not None
+        js = nc.jetstream(domain=site.bus.domain)
+        http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=128))
+        stack = Stack(
+            name="sites",
+            procs=Procs(cfg.log_root / "sites-services"),
+            nats=cast(NatsCluster, None),  # the edge-cloud stack owns its servers
+            nc=nc,
+            js=js,
+            ledger=Ledger(js),
+            http=http,
+            env=env,
+            gateway_url=site.gateway_url,
+        )
+        try:
+            for case in cases:
+                fault = faults[case]
+
+                async def inject(stack: Stack, sids: list[str], fault: SiteFault = fault) -> dict[str, Any]:
+                    async def started() -> bool:
+                        return await until(lambda: stack.ledger.commits(sids) >= len(sids), stack, 60)
+
+                    detail = await fault(ec, started)
+                    return {"running_at_fault": running(stack, sids), **detail}
+
+                batch = await run_batch(
+                    stack,
+                    case,
+                    cfg.n(16, 8),
+                    fault=inject,
+                    sse=cfg.n(4, 2),
+                    deadline_s=SITE_SESSION_DEADLINE_S + CASE_SLACK_S,
+                    session_deadline_s=SITE_SESSION_DEADLINE_S,
+                )
+                rows.append(evaluate(stack, case, batch))
+        finally:
+            await http.close()
+
+
+GROUPS = [group_kills, group_cluster, group_backend, group_malformed, group_load, group_sites]
 
 
 # -- output --------------------------------------------------------------------------------------------
