@@ -1022,11 +1022,15 @@ async def group_sites(cfg: Config, rows: list[dict[str, Any]]) -> None:
                 fault = faults[case]
 
                 async def inject(stack: Stack, sids: list[str], fault: SiteFault = fault) -> dict[str, Any]:
+                    at_fault: dict[str, Any] = {}
+
                     async def started() -> bool:
-                        return await until(lambda: stack.ledger.commits(sids) >= len(sids), stack, 60)
+                        ok = await until(lambda: stack.ledger.commits(sids) >= len(sids), stack, 60)
+                        at_fault["running_at_fault"] = running(stack, sids)  # when the fault begins
+                        return ok
 
                     detail = await fault(ec, started)
-                    return {"running_at_fault": running(stack, sids), **detail}
+                    return {**at_fault, **detail}
 
                 batch = await run_batch(
                     stack,
