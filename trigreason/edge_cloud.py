@@ -26,7 +26,7 @@ import dataclasses
 import os
 import secrets
 import shutil
-import subprocess
+import socket
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -49,11 +49,22 @@ from trigreason._site_config import (
 from trigreason.host import ServiceName, ServiceSettings, run_service
 from trigreason.nats_server import LocalNatsServer
 from trigreason.proto import LRM_COMMAND_STREAM, ConfigError, Role, TrigReasonError, site_js_api
-from trigreason.services.runtime import BusSettings, stop_processes
+from trigreason.services.runtime import BusSettings
 from trigreason.services.worker.backends import Backend, BackendSettings, make_backend
-from trigreason.stack import StackSpec, _free_port, _start_inference_servers
+from trigreason.stack import StackSpec, inference_servers
 
-__all__ = ["EdgeCloud", "EdgeCloudSpec", "RunningSite", "edge_cloud_stack"]
+__all__ = [
+    "EdgeCloud",
+    "EdgeCloudSpec",
+    "EdgeServer",
+    "HubServer",
+    "RunningSite",
+    "TlsFiles",
+    "TlsMaterial",
+    "edge_cloud_stack",
+    "edge_config",
+    "hub_config",
+]
 
 _EDGE_SERVICES: tuple[ServiceName, ...] = ("gateway", "orchestrator", "trigger-evaluator", "srm-worker")
 _DRAIN_S = 2.0
@@ -132,6 +143,13 @@ class EdgeCloud:
         running = self.sites[site]
         running.server.kill()
         await _stop_tasks(running.stop, running.tasks, 0.5)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 def _client_bus(
@@ -281,7 +299,7 @@ async def edge_cloud_stack(
     base = ServiceSettings.from_env(env)  # a bad setting fails here, before anything starts
     backend_settings = BackendSettings.from_env(env)
     root = Path(tempfile.mkdtemp(prefix="trig-edge-cloud-"))
-    procs: list[subprocess.Popen[bytes]] = []
+    backends = contextlib.AsyncExitStack()
     servers: list[LocalNatsServer] = []
     wan: Any = None
     running: EdgeCloud | None = None
@@ -393,16 +411,17 @@ async def edge_cloud_stack(
             await _wait_for_site(cloud_bus, site, spec.leaf_timeout_s, target)
         say("leaf connections up (mutual TLS" + (", through the WAN emulator)" if wan is not None else ")"))
 
-        urls = await _start_inference_servers(
-            StackSpec(
-                srm_url=spec.srm_url,
-                lrm_url=spec.lrm_url,
-                srm_model=spec.srm_model,
-                lrm_model=spec.lrm_model,
-                server_start_timeout_s=spec.server_start_timeout_s,
-            ),
-            procs,
-            say,
+        urls = await backends.enter_async_context(
+            inference_servers(
+                StackSpec(
+                    srm_url=spec.srm_url,
+                    lrm_url=spec.lrm_url,
+                    srm_model=spec.srm_model,
+                    lrm_model=spec.lrm_model,
+                    server_start_timeout_s=spec.server_start_timeout_s,
+                ),
+                say=say,
+            )
         )
 
         async def backend_factory(role: Role) -> Backend:
@@ -460,8 +479,7 @@ async def edge_cloud_stack(
                 *(_stop_tasks(s.stop, s.tasks, drain_s) for s in running.sites.values()),
                 _stop_tasks(running.cloud_stop, running.cloud_tasks, drain_s),
             )
-        stoppers = [stop_processes(procs, timeout_s=_CHILD_STOP_S)]
-        stoppers += [server.stop(timeout_s=_CHILD_STOP_S) for server in servers]
+        stoppers = [backends.aclose(), *(server.stop(timeout_s=_CHILD_STOP_S) for server in servers)]
         await asyncio.gather(*stoppers)
         if wan is not None:
             await wan.stop()

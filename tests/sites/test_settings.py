@@ -11,8 +11,15 @@ from pathlib import Path
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from trigreason._site_config import EdgeServer, HubServer, TlsMaterial, edge_config, hub_config
-from trigreason.edge_cloud import EdgeCloudSpec, edge_cloud_stack
+from trigreason.edge_cloud import (
+    EdgeCloudSpec,
+    EdgeServer,
+    HubServer,
+    TlsMaterial,
+    edge_cloud_stack,
+    edge_config,
+    hub_config,
+)
 from trigreason.nats_server import LocalNatsServer, find_nats_server
 from trigreason.proto import ConfigError, TrigReasonError
 from trigreason.services.runtime import Bus, BusSettings

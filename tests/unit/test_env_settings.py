@@ -4,6 +4,7 @@ settings objects read every field they declare."""
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Literal
 
 import pytest
@@ -62,7 +63,9 @@ def _every_field(cls: type, prefix: str, names: dict[str, str] | None = None) ->
     return {env_variable(f.name, prefix, names) for f in fields(cls)}
 
 
-def test_bus_settings_read_every_field_they_declare() -> None:
+def test_bus_settings_read_every_field_they_declare(tmp_path: Path) -> None:
+    for name in ("ca.pem", "cert.pem", "key.pem"):
+        (tmp_path / name).write_text("-")
     env = {
         "TRIGREASON_NATS_URL": "nats://a:1",
         "TRIGREASON_NATS_REPLICAS": "3",
@@ -82,6 +85,15 @@ def test_bus_settings_read_every_field_they_declare() -> None:
         "TRIGREASON_NATS_PASSWORD": "p",
         "TRIGREASON_NATS_CREDS": "/x.creds",
         "TRIGREASON_NATS_INBOX_PREFIX": "_INBOX.svc",
+        "TRIGREASON_NATS_TLS_CA": str(tmp_path / "ca.pem"),
+        "TRIGREASON_NATS_TLS_CERT": str(tmp_path / "cert.pem"),
+        "TRIGREASON_NATS_TLS_KEY": str(tmp_path / "key.pem"),
+        "TRIGREASON_NATS_TLS_HANDSHAKE_FIRST": "true",
+        "TRIGREASON_NATS_DOMAIN": "a",
+        "TRIGREASON_PLACEMENT": "edge",
+        "TRIGREASON_SITE": "a",
+        "TRIGREASON_EDGE_SITES": "b",
+        "TRIGREASON_SITE_PUBLISH_TIMEOUT_S": "5",
     }
     got = BusSettings.from_env(env)
     default = BusSettings()

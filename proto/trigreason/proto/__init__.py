@@ -28,6 +28,7 @@ from ._sites import (
     site_events,
     site_js_api,
     site_of_subject,
+    site_ping,
     site_subject,
 )
 from ._subjects import (
@@ -72,6 +73,7 @@ from ._v1 import (
     BackendTimings,
     ChatRole,
     ChatTurn,
+    CloudUnavailablePolicy,
     Command,
     CommittedStep,
     DeadlineReached,
@@ -140,6 +142,7 @@ __all__ = [
     "BusService",
     "ChatRole",
     "ChatTurn",
+    "CloudUnavailablePolicy",
     "Command",
     "CommittedStep",
     "ConfigError",
@@ -204,6 +207,7 @@ __all__ = [
     "site_events",
     "site_js_api",
     "site_of_subject",
+    "site_ping",
     "site_subject",
     "subject_for",
     "subject_template",

@@ -25,6 +25,7 @@ __all__ = [
     "site_events",
     "site_js_api",
     "site_of_subject",
+    "site_ping",
     "site_subject",
 ]
 
@@ -68,6 +69,11 @@ def site_commands(site: str) -> str:
 def site_deliver_prefix(site: str) -> str:
     """Where the edge's source consumer delivers the LRM commands to the cloud."""
     return f"{_site_root(site)}.src"
+
+
+def site_ping(site: str) -> str:
+    """Where an edge asks whether the cloud answers (an LRM worker replies; ``"*"``: every site's)."""
+    return f"{_site_root(site)}.ping"
 
 
 def site_js_api(site: str) -> str:

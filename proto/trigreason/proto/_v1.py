@@ -73,6 +73,8 @@ TriggerKind = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 FinishReason = Literal["length", "eos_token", "stop_sequence"]
 PromptFamily = Literal["chatml", "deepseek-r1", "raw"]
 JudgeMode = Literal["greedy", "expected"]
+# Edge-cloud (docs/sites.md): what an LRM step does while the cloud cannot be reached.
+CloudUnavailablePolicy = Literal["wait", "srm", "fail"]
 
 DEFAULT_HESITATION: tuple[str, ...] = (
     "wait",
@@ -139,6 +141,9 @@ class SessionParams(Struct, kw_only=True, frozen=True, forbid_unknown_fields=Fal
     lrm_prompt: PromptFamily = "chatml"
     # Wall-clock seconds from the request after which an unfinished session fails (`deadline_exceeded`).
     deadline_s: Annotated[float, Meta(ge=1, le=7 * 24 * 3600)] = 3600.0
+    # Edge-cloud: while the cloud is unreachable an LRM step waits for it (within the deadline), or the
+    # session fails at once (`cloud_unavailable`); `srm` goes on with the SRM alone (docs/sites.md).
+    on_cloud_unavailable: CloudUnavailablePolicy = "wait"
     # -- v1's flat policy knobs, decode-only (see above); the registry maps each to the policies that own it.
     priming_steps: Annotated[int, Meta(ge=0, le=4096)] | UnsetType = UNSET
     tau: Annotated[float, Meta(gt=0, le=1e6)] | UnsetType = UNSET

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import msgspec
 import structlog
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError, NotFoundError
 
 from trigreason.proto import (
     EVENT_STREAM,
@@ -47,6 +47,7 @@ from trigreason.proto import (
 from trigreason.services.runtime import (
     Ack,
     Bus,
+    CloudLink,
     ConsumerBinding,
     Defer,
     Delivery,
@@ -126,6 +127,10 @@ class Orchestrator:
         # Snapshots this replica wrote last, by session: saves the read before each decision.
         self._cache: OrderedDict[str, tuple[int, SessionSnapshot]] = OrderedDict()
         self._cache_size = cache_size
+        # At an edge site (docs/sites.md): whether the cloud answers, for `on_cloud_unavailable`.
+        self._link: CloudLink | None = None
+        self._link_stop = asyncio.Event()
+        self._link_task: asyncio.Task[None] | None = None
 
     def _check(self, event: OrchestratorEvent) -> OrchestratorEvent:
         """A request's policy must be registered and its parameters valid (else it is dead-lettered with
@@ -139,13 +144,50 @@ class Orchestrator:
 
     def bindings(self) -> tuple[ConsumerBinding, ...]:
         """The session events, and the sessions' deadline timers."""
+        settings = self._bus.settings
+        if settings.placement == "edge" and settings.site is not None and self._link_task is None:
+            self._link = CloudLink(self._bus.nc, settings.site, on_down=self._cloud_down)
+            self._link_task = asyncio.create_task(self._link.run(self._link_stop))
         return (
             ConsumerBinding(self.consumer, self.decoder, self.handle),
             ConsumerBinding(self.timer_consumer, self.timer_decoder, self.handle_timer),
         )
 
     async def aclose(self) -> None:
-        return None
+        self._link_stop.set()
+        if self._link_task is not None:
+            await asyncio.gather(self._link_task, return_exceptions=True)
+
+    async def _cloud_down(self) -> None:
+        """The cloud stopped answering: every session waiting for an LRM step that asked not to wait is
+        told so (any replica may do it: the message ids make the notices of several replicas one)."""
+        try:
+            keys = await self._bus.kv.keys()
+        except NoKeysError:
+            return
+        for sid in keys:
+            try:
+                _, state = await self._load(sid)
+            except Exception:  # an unreadable snapshot is the consumer's business, not the link's
+                continue
+            await self._cloud_unavailable(state)
+
+    async def _cloud_unavailable(self, state: SessionSnapshot) -> None:
+        """``on_cloud_unavailable`` for one session while the cloud is down: ``fail`` fails the awaited LRM
+        step at once (code ``cloud_unavailable``); ``wait`` lets it wait for the WAN, within the deadline."""
+        if state.phase != "awaiting_lrm" or state.awaiting is None:
+            return
+        if state.params.on_cloud_unavailable == "fail":
+            notice = StepFailed(
+                session_id=state.session_id,
+                command_id=state.awaiting,
+                step_index=len(state.steps),
+                role="lrm",
+                code="cloud_unavailable",
+                message="the cloud does not answer and the request said on_cloud_unavailable=fail",
+                at=self._clock(),
+            )
+            await self._bus.publish(notice, msg_id=f"{state.awaiting}.cloud_unavailable")
 
     async def handle_timer(self, delivery: Delivery[DeadlineReached]) -> Ack | Defer:
         """A session's deadline timer: wait until it is due, then let ``decide`` fail the session."""
@@ -210,6 +252,8 @@ class Orchestrator:
                 self._remember(sid, revision, new_state)
             await self._publish(outputs)
             self._record(state, new_state, outputs)
+            if self._link is not None and not self._link.up:
+                await self._cloud_unavailable(new_state)  # an LRM step asked for while the cloud is down
             return "ack"
         raise TrigReasonError(f"session {sid}: snapshot contention", code="cas_contention", retryable=True)
 

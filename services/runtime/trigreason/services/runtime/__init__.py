@@ -21,7 +21,7 @@ from ._metrics import LrmPrices, ServiceMetrics, SiteRegistry, exposition, trace
 from ._observability import configure_logging, configure_tracing, shutdown_tracing
 from ._process import STOP_SIGNALS, die_with_parent, on_stop_signals, stop_processes
 from ._settings import env_settings, env_variable
-from ._sites import Placement
+from ._sites import CloudLink, Placement
 from ._tgi import (
     TgiBadRequest,
     TgiChecked,
@@ -45,6 +45,7 @@ __all__ = [
     "Ack",
     "Bus",
     "BusSettings",
+    "CloudLink",
     "ConsumerBinding",
     "ConsumerService",
     "Defer",

@@ -40,7 +40,7 @@ from trigreason.proto import (
 )
 
 from ._metrics import ServiceMetrics, trace_exemplar
-from ._sites import current_route, route_of
+from ._sites import answer_pings, current_route, route_of
 from ._topology import BusSettings, consumer_spec, ensure_topology
 
 __all__ = ["Ack", "Bus", "Defer", "Delivery", "consume"]
@@ -131,6 +131,8 @@ class Bus:
                 else "no JetStream server answers"
             )
             raise ConfigError(f"{where} at {settings.nats_url} ({type(exc).__name__})") from exc
+        if settings.placement == "cloud":
+            await answer_pings(nc)
         return cls(nc, js, kv, settings, tracer or trace.get_tracer("trigreason"))
 
     async def close(self) -> None:

@@ -4,12 +4,16 @@ the reply route a cloud worker answers an edge on. The subjects come from ``trig
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import contextvars
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+import structlog
+from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js.api import ExternalStream, StreamSource, SubjectTransform
 
@@ -25,13 +29,16 @@ from trigreason.proto import (
     site_events,
     site_js_api,
     site_of_subject,
+    site_ping,
     site_subject,
 )
 
 __all__ = [
     "PLACED",
+    "CloudLink",
     "Placement",
     "ReplyRoute",
+    "answer_pings",
     "check_site_name",
     "command_subjects",
     "consumer_filter",
@@ -118,3 +125,59 @@ PLACED: Mapping[Placement, frozenset[ConsumerName] | None] = {
 def command_subjects(placement: Placement, subjects: tuple[str, ...]) -> list[str]:
     """The command stream's subjects: at the edge the SRM's only (LRM commands go to the outbox)."""
     return [command_subject("srm")] if placement == "edge" else list(subjects)
+
+
+async def answer_pings(nc: NatsClient) -> None:
+    """In the cloud: answer the edges' ``trig.site.<site>.ping`` (one replica of the pool answers each), so
+    an edge knows whether an LRM worker can be reached across the WAN."""
+
+    async def pong(msg: Msg) -> None:
+        if msg.reply:
+            with contextlib.suppress(Exception):
+                await msg.respond(b"ok")
+
+    await nc.subscribe(site_ping("*"), queue="cloud-ping", cb=pong)
+
+
+class CloudLink:
+    """At an edge: whether the cloud answers. Asks ``trig.site.<site>.ping`` every ``interval_s``; after
+    ``misses`` unanswered asks in a row the cloud is down (``on_down`` runs once per outage), after one
+    answer it is up again. A blackholed WAN holds requests without a word, so a timeout is the only sign."""
+
+    def __init__(
+        self,
+        nc: NatsClient,
+        site: str,
+        *,
+        on_down: Callable[[], Awaitable[None]],
+        interval_s: float = 1.0,
+        timeout_s: float = 1.5,
+        misses: int = 2,
+    ) -> None:
+        self._nc = nc
+        self._subject = site_ping(site)
+        self._on_down = on_down
+        self._interval_s = interval_s
+        self._timeout_s = timeout_s
+        self._misses = misses
+        self.up = True
+        self._log = structlog.get_logger("trigreason.sites").bind(site=site)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        missed = 0
+        while not stop.is_set():
+            try:
+                await self._nc.request(self._subject, b"", timeout=self._timeout_s)
+                missed = 0
+                if not self.up:
+                    self._log.info("cloud_reachable")
+                self.up = True
+            except Exception:
+                missed += 1
+                if missed >= self._misses and self.up:
+                    self.up = False
+                    self._log.warning("cloud_unreachable", misses=missed)
+                    with contextlib.suppress(Exception):
+                        await self._on_down()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._interval_s)
