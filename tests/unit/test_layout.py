@@ -166,3 +166,18 @@ def test_services_never_import_the_user_facing_package() -> None:
             assert not (parts[0] == "trigreason" and len(parts) > 1 and parts[1] in USER_FACING), (
                 f"{path}:{line} imports {name}"
             )
+
+
+def test_no_reference_to_a_design_document_outside_the_repository() -> None:
+    """Code and docs point to documents in the repository (README.md, docs/), never to a DESIGN one."""
+    offenders = []
+    for folder in ("trigreason", "proto", "services", "tests", "bench", "docs", "infra", "k8s"):
+        for path in sorted((ROOT / folder).rglob("*")):
+            if path.suffix not in (".py", ".md") or path == Path(__file__):
+                continue
+            for n, line in enumerate(path.read_text().splitlines(), 1):
+                if "DESIGN" in line:
+                    offenders.append(f"{path.relative_to(ROOT)}:{n}")
+    offenders += [f"README.md:{n}" for n, line in enumerate((ROOT / "README.md").read_text().splitlines(), 1)
+                  if "DESIGN" in line]  # fmt: skip
+    assert not offenders, offenders

@@ -1,5 +1,5 @@
-"""The signals policies read from an SRM step: confidence (``r_s``) and hesitation (DESIGN, "Triggers,
-exactly")."""
+"""The signals policies read from an SRM step: confidence (``r_s``) and hesitation (defined in README.md,
+"The policies")."""
 
 from __future__ import annotations
 
