@@ -216,3 +216,63 @@ async def test_a_request_beyond_the_servers_limits_is_refused_up_front(service_s
         body["params"] = {"judge_top_n": 20}
         async with http.post(f"{service_stack.gateway_url}/v1/sessions", json=body) as resp:
             assert resp.status == 202, await resp.text()
+
+
+@pytest.mark.slow
+async def test_the_clients_on_the_tiny_real_model(tmp_path: Path) -> None:
+    """Once on a real model (the tiny one, greedy, through the CPU inference server): the openai SDK
+    streamed and LiteLLM with a system message and a conversation get answers, and the harness agrees with
+    ``trigreason eval`` answer by answer (greedy decoding ignores the seeds)."""
+    import openai
+
+    spec = StackSpec(srm_model="tiny", lrm_model="tiny", gateway_port=0)
+    env = {**os.environ, "OTEL_SDK_DISABLED": "true"}
+    async with embedded_stack(spec, tracer_provider=TracerProvider(), env=env) as running:
+        gateway = running.gateway_url
+        assert gateway is not None
+        budget = {"temperature": 0, "max_tokens": 48}
+        client = openai.AsyncOpenAI(base_url=f"{gateway}/v1", api_key="none", max_retries=0)
+        stream: Any = await client.chat.completions.create(
+            model="lrm-only",
+            messages=CONVERSATION,  # type: ignore[arg-type]
+            stream=True,
+            temperature=0,
+            max_tokens=48,
+        )
+        chunks = [c async for c in stream if c.choices]
+        assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+        assert "".join(c.choices[0].delta.content or "" for c in chunks).strip()
+        await client.close()
+        resp: Any = await litellm.acompletion(messages=CONVERSATION, **budget, **_litellm_args(gateway))
+        assert resp.choices[0].message.content.strip()
+        assert resp.usage.prompt_tokens > 20  # the whole conversation, through the chat template
+
+        hf = {"HF_HOME": str(tmp_path / "hf"), "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+        run_env = {**env, **hf}
+        await _run(
+            [
+                str(BIN / "trigreason"), "eval", "--dataset", "gsm8k", "--limit", "1",
+                "--policies", "lrm-only", "--via", gateway, "--temperature", "0", "--max-tokens", "48",
+                "--out", str(tmp_path / "eval"),
+            ],
+            run_env,
+            ROOT,
+        )  # fmt: skip
+        out = tmp_path / "harness"
+        await _run(
+            [
+                str(BIN / "lm_eval"), "--model", "local-chat-completions",
+                "--model_args",
+                f"model=lrm-only,base_url={gateway}/v1/chat/completions,num_concurrent=1,max_retries=1,"
+                "tokenized_requests=False",
+                "--apply_chat_template", "--include_path", "examples/lm_eval", "--tasks", TASK,
+                "--gen_kwargs", "max_gen_toks=48", "--limit", "1", "--output_path", str(out), "--log_samples",
+            ],
+            run_env,
+            ROOT,
+        )  # fmt: skip
+    rows = [json.loads(line) for line in (tmp_path / "eval" / "results.jsonl").read_text().splitlines()]
+    accuracy, answers = _harness_scores(out)
+    assert {r["question"]: r["answer"] for r in rows} == answers
+    eval_accuracy = sum(r["correct"] for r in rows) / len(rows)
+    print(f"tiny model, lrm-only: harness exact_match {accuracy:.3f}, eval accuracy {eval_accuracy:.3f}")
