@@ -219,6 +219,7 @@ async def test_a_request_beyond_the_servers_limits_is_refused_up_front(service_s
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)  # two CPU inference servers and the harness's start, on a shared machine
 async def test_the_clients_on_the_tiny_real_model(tmp_path: Path) -> None:
     """Once on a real model (the tiny one, greedy, through the CPU inference server): the openai SDK
     streamed and LiteLLM with a system message and a conversation get answers, and the harness agrees with
