@@ -57,3 +57,20 @@ async def test_fail_ends_the_session_at_once_with_a_code(one_site: EdgeCloud) ->
     assert doc["end_reason"] == "cloud_unavailable", doc
     assert took < 15, took  # the link's probe notices within seconds, not at the deadline
     assert other["status"] not in ("finished", "failed"), other
+
+
+async def test_srm_goes_on_with_the_srm_alone_marked_as_such(one_site: EdgeCloud) -> None:
+    gateway = one_site.sites["a"].gateway_url
+    assert gateway is not None
+    async with aiohttp.ClientSession() as http:
+        one_site.wan.partition(True)
+        session_id = await start_session(http, gateway, "lrm-only", on_cloud_unavailable="srm")
+        doc = await wait_session(http, gateway, session_id, timeout_s=30)
+        one_site.wan.partition(False)
+    assert doc["status"] == "finished", doc
+    # Every step was the SRM's, each marked: the session went on without the cloud.
+    assert doc["steps"]
+    assert {(step["role"], step["trigger"]) for step in doc["steps"]} == {("srm", "cloud_unavailable")}
+    assert doc["stats"]["lrm_tokens"] == 0
+    assert doc["stats"]["triggers"]["cloud_unavailable"] == len(doc["steps"])
+    assert [step["index"] for step in doc["steps"]] == list(range(len(doc["steps"])))

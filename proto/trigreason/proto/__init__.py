@@ -20,6 +20,7 @@ from ._permissions import (
 from ._schema import SCHEMA_DIR, render_schemas
 from ._sites import (
     CLOUD_DOMAIN,
+    CLOUD_FALLBACK_TRIGGER,
     FLOW_CONTROL_SUBJECTS,
     LRM_COMMAND_STREAM,
     LRM_OUTBOX_STREAM,
@@ -73,6 +74,7 @@ from ._v1 import (
     BackendTimings,
     ChatRole,
     ChatTurn,
+    CloudUnavailable,
     CloudUnavailablePolicy,
     Command,
     CommittedStep,
@@ -113,6 +115,7 @@ __all__ = [
     "BACKEND_KV_STREAM",
     "BUS_SERVICES",
     "CLOUD_DOMAIN",
+    "CLOUD_FALLBACK_TRIGGER",
     "COMMAND_STREAM",
     "CONSUMERS",
     "CONSUMES",
@@ -142,6 +145,7 @@ __all__ = [
     "BusService",
     "ChatRole",
     "ChatTurn",
+    "CloudUnavailable",
     "CloudUnavailablePolicy",
     "Command",
     "CommittedStep",

@@ -17,6 +17,7 @@ from ._subjects import _ROOT, command_subject
 
 __all__ = [
     "CLOUD_DOMAIN",
+    "CLOUD_FALLBACK_TRIGGER",
     "FLOW_CONTROL_SUBJECTS",
     "LRM_COMMAND_STREAM",
     "LRM_OUTBOX_STREAM",
@@ -30,6 +31,8 @@ __all__ = [
 ]
 
 CLOUD_DOMAIN: Final = "cloud"
+# The trigger of a step the SRM wrote because the cloud did not answer (on_cloud_unavailable=srm).
+CLOUD_FALLBACK_TRIGGER: Final = "cloud_unavailable"
 # At the edge: the LRM commands, kept until they age out (limits), whatever the WAN does meanwhile.
 LRM_OUTBOX_STREAM: Final = "TRIG_LRM_OUT"
 # In the cloud: every site's LRM commands, one work queue for the LRM worker pool.

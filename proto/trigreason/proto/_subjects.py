@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from ._v1 import (
+    CloudUnavailable,
     DeadlineReached,
     GenerateStep,
     JudgeScored,
@@ -91,6 +92,7 @@ EventKind = Literal[
     "finished",
     "failed",
     "dead_lettered",
+    "cloud_unavailable",
 ]
 EVENT_KINDS: Final[tuple[EventKind, ...]] = (
     "requested",
@@ -103,6 +105,7 @@ EVENT_KINDS: Final[tuple[EventKind, ...]] = (
     "finished",
     "failed",
     "dead_lettered",
+    "cloud_unavailable",
 )
 
 _EVENT_KINDS: Final[dict[type[Message], EventKind]] = {
@@ -114,6 +117,7 @@ _EVENT_KINDS: Final[dict[type[Message], EventKind]] = {
     SessionFinished: "finished",
     SessionFailed: "failed",
     MessageDeadLettered: "dead_lettered",
+    CloudUnavailable: "cloud_unavailable",
 }
 
 
@@ -208,7 +212,8 @@ CONSUMERS: Final[Mapping[ConsumerName, ConsumerSpec]] = {
         stream=EVENT_STREAM,
         durable="orchestrator",
         subjects=tuple(
-            event_filter(k) for k in ("requested", "lrm_step", "verdict", "step_failed", "dead_lettered")
+            event_filter(k)
+            for k in ("requested", "lrm_step", "verdict", "step_failed", "dead_lettered", "cloud_unavailable")
         ),
     ),
     # Deadline timers: each is handed back (``Defer``) until due, so deliveries are not failures.

@@ -30,6 +30,7 @@ __all__ = [
     "BackendTimings",
     "ChatRole",
     "ChatTurn",
+    "CloudUnavailable",
     "Command",
     "CommittedStep",
     "DeadlineReached",
@@ -419,6 +420,14 @@ class MessageDeadLettered(_Msg, tag="MessageDeadLettered.v1", kw_only=True, froz
     at: float = 0.0
 
 
+class CloudUnavailable(_Msg, tag="CloudUnavailable.v1", kw_only=True, frozen=True):
+    """At an edge site: the cloud does not answer while the session awaits the LRM step ``command_id``, and
+    the request said ``on_cloud_unavailable=srm``: the SRM writes that step instead (docs/sites.md)."""
+
+    command_id: _Id
+    at: float = 0.0
+
+
 Command = GenerateStep | JudgeStep
 Event = SessionRequested | StepGenerated | StepFailed | JudgeScored | Verdict
 Message = (
@@ -434,6 +443,7 @@ Message = (
     | SessionFailed
     | DeadlineReached
     | MessageDeadLettered
+    | CloudUnavailable
 )
 
 

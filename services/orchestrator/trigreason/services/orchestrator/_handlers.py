@@ -9,7 +9,9 @@ from __future__ import annotations
 import msgspec
 
 from trigreason.proto import (
+    CLOUD_FALLBACK_TRIGGER,
     MAX_CONTEXT_BYTES,
+    CloudUnavailable,
     CommittedStep,
     DeadlineReached,
     GeneratedStep,
@@ -144,11 +146,20 @@ def on_verdict(state: SessionSnapshot, event: Verdict, policies: PolicyRegistry)
             hesitation_run=0,
         )
         return _next_command(state, (), policies)
+    # A step the SRM wrote because the cloud did not answer is marked so (on_cloud_unavailable=srm).
+    fallback = candidate.trigger == CLOUD_FALLBACK_TRIGGER
+    if fallback:
+        counters = add_trigger(counters, CLOUD_FALLBACK_TRIGGER)
     state = msgspec.structs.replace(state, counters=counters)
     if _is_blank(candidate.step):
         return _on_blank(state, candidate.step, policies)
     committed = CommittedStep(
-        index=event.step_index, role="srm", text=candidate.step.text, tokens=tokens, r_s=event.r_s
+        index=event.step_index,
+        role="srm",
+        text=candidate.step.text,
+        tokens=tokens,
+        trigger=CLOUD_FALLBACK_TRIGGER if fallback else None,
+        r_s=event.r_s,
     )
     state = msgspec.structs.replace(
         state,
@@ -160,6 +171,17 @@ def on_verdict(state: SessionSnapshot, event: Verdict, policies: PolicyRegistry)
         hesitation_run=event.hesitation_run_after,
     )
     return _commit(state, committed, candidate.step, policies)
+
+
+def on_cloud_unavailable(
+    state: SessionSnapshot, event: CloudUnavailable, policies: PolicyRegistry
+) -> Decision:
+    """The cloud does not answer and the request said ``on_cloud_unavailable=srm``: the SRM writes the
+    awaited step instead (a late LRM answer to the abandoned command is stale)."""
+    _check_awaited(state, event.command_id)
+    state = _seen(state, event.at)
+    state = msgspec.structs.replace(state, attempt=state.attempt + 1, lrm_run_left=0, lrm_run_reason=None)
+    return _next_command(state, (), policies, cloud_fallback=True)
 
 
 def on_step_failed(state: SessionSnapshot, event: StepFailed, policies: PolicyRegistry) -> Decision:
@@ -292,13 +314,18 @@ def _finish(state: SessionSnapshot, reason: str, out: tuple[Output, ...]) -> Dec
     return done, (*out, finished)
 
 
-def _next_command(state: SessionSnapshot, out: tuple[Output, ...], policies: PolicyRegistry) -> Decision:
+def _next_command(
+    state: SessionSnapshot, out: tuple[Output, ...], policies: PolicyRegistry, *, cloud_fallback: bool = False
+) -> Decision:
     params = state.params
     policy = policies.get(params.policy)
     index = len(state.steps)
     trigger: TriggerKind | None = None
-    if state.lrm_run_left > 0:
-        role: Role = "lrm"
+    if cloud_fallback:
+        role: Role = "srm"
+        trigger = CLOUD_FALLBACK_TRIGGER
+    elif state.lrm_run_left > 0:
+        role = "lrm"
         trigger = state.lrm_run_reason
     elif not policy.uses_srm:
         role = "lrm"
@@ -309,7 +336,7 @@ def _next_command(state: SessionSnapshot, out: tuple[Output, ...], policies: Pol
     context = None
     if role == "srm":
         head, tail = ("", "")
-        if policy.needs == "judge":
+        if policy.needs == "judge" and not cloud_fallback:
             head, tail = render_judge_prompt(params.lrm_prompt, state.question, texts, state.messages)
         context = TriggerContext(
             params=params,

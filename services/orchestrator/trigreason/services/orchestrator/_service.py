@@ -24,6 +24,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysEr
 
 from trigreason.proto import (
     EVENT_STREAM,
+    CloudUnavailable,
     ConsumerName,
     DeadlineReached,
     GenerateStep,
@@ -97,6 +98,8 @@ def event_key(event: OrchestratorEvent) -> str:
             return "deadline"
         case MessageDeadLettered(origin_subject=subject, command_id=cid):
             return f"dead:{subject}:{cid}"
+        case CloudUnavailable(command_id=cid):
+            return f"cloud:{cid}"
     raise AssertionError(f"no key for {event!r}")  # pragma: no cover
 
 
@@ -120,7 +123,8 @@ class Orchestrator:
         self._clock = clock
         self._snapshots = msgspec.json.Decoder(SessionSnapshot)
         self.decoder: TypedDecoder[OrchestratorEvent] = TypedDecoder(
-            SessionRequested | StepGenerated | Verdict | StepFailed | MessageDeadLettered, check=self._check
+            SessionRequested | StepGenerated | Verdict | StepFailed | MessageDeadLettered | CloudUnavailable,
+            check=self._check,
         )
         self.timer_decoder: TypedDecoder[DeadlineReached] = TypedDecoder(DeadlineReached)
         self._log = structlog.get_logger("trigreason.orchestrator")
@@ -188,6 +192,11 @@ class Orchestrator:
                 at=self._clock(),
             )
             await self._bus.publish(notice, msg_id=f"{state.awaiting}.cloud_unavailable")
+        elif state.params.on_cloud_unavailable == "srm":
+            fallback = CloudUnavailable(
+                session_id=state.session_id, command_id=state.awaiting, at=self._clock()
+            )
+            await self._bus.publish(fallback, msg_id=f"{state.awaiting}.cloud_unavailable")
 
     async def handle_timer(self, delivery: Delivery[DeadlineReached]) -> Ack | Defer:
         """A session's deadline timer: wait until it is due, then let ``decide`` fail the session."""

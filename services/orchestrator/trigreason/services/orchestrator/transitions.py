@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any, Final, NamedTuple
 
 from trigreason.proto import (
+    CloudUnavailable,
     DeadlineReached,
     IllegalEvent,
     MessageDeadLettered,
@@ -26,6 +27,7 @@ from trigreason.services.trigger_evaluator.policies import PolicyRegistry
 
 from ._handlers import (
     Output,
+    on_cloud_unavailable,
     on_dead_lettered,
     on_deadline,
     on_lrm_step,
@@ -45,7 +47,13 @@ __all__ = [
 ]
 
 OrchestratorEvent = (
-    SessionRequested | StepGenerated | Verdict | StepFailed | DeadlineReached | MessageDeadLettered
+    SessionRequested
+    | StepGenerated
+    | Verdict
+    | StepFailed
+    | DeadlineReached
+    | MessageDeadLettered
+    | CloudUnavailable
 )
 
 
@@ -66,6 +74,9 @@ TRANSITIONS: Final[dict[tuple[Phase, type], Transition]] = {
     ("awaiting_lrm", StepGenerated): Transition(on_lrm_step, _AFTER_STEP, "commit LRM step"),
     ("awaiting_verdict", Verdict): Transition(on_verdict, _AFTER_STEP, "accept SRM step, or replace"),
     ("awaiting_lrm", StepFailed): Transition(on_step_failed, _FAILED, "backend gave up"),
+    ("awaiting_lrm", CloudUnavailable): Transition(
+        on_cloud_unavailable, frozenset({"awaiting_verdict"}), "cloud unreachable: the SRM writes the step"
+    ),
     ("awaiting_verdict", StepFailed): Transition(on_step_failed, _FAILED, "backend or judge gave up"),
     ("new", DeadlineReached): Transition(on_deadline, _FAILED, "deadline passed"),
     ("awaiting_lrm", DeadlineReached): Transition(on_deadline, _FAILED, "deadline passed"),
@@ -138,6 +149,8 @@ def _answers_command(event: OrchestratorEvent) -> str | None:
         return event.candidate.command_id
     if isinstance(event, StepGenerated | StepFailed):
         return answered_command(event.command_id)
+    if isinstance(event, CloudUnavailable):
+        return event.command_id
     return None
 
 

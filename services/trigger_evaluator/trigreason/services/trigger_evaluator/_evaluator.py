@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from trigreason.proto import (
+    CLOUD_FALLBACK_TRIGGER,
     IllegalEvent,
     JudgeScored,
     JudgeStep,
@@ -31,6 +32,10 @@ def evaluate(
     if event.role != "srm" or event.context is None:
         raise IllegalEvent(f"{event.command_id}: only SRM steps with a trigger context are evaluated")
     ctx = event.context
+    if event.trigger == CLOUD_FALLBACK_TRIGGER:
+        # The SRM wrote this step because the cloud did not answer (on_cloud_unavailable=srm): there is no
+        # LRM to hand it to, whatever the policy would say.
+        return _verdict(event, StepVerdict(replace=False), at=event.at)
     policy, params = _resolve(registry, ctx)
     if not policy.uses_srm or policy.on_step is None:
         raise IllegalEvent(f"policy {policy.name!r} never asks the SRM for a step")

@@ -106,6 +106,8 @@
     const body = TR.el("div", "body");
     const meta = TR.el("div", "meta", "#" + c.index + " " + c.role.toUpperCase() + " · " + c.tokens + " tokens ");
     if (c.trigger === "priming") meta.append(badge("priming", "priming"));
+    // The SRM wrote this step because the cloud did not answer (on_cloud_unavailable=srm).
+    if (c.trigger === "cloud_unavailable") meta.append(badge("cloud_unavailable", "SRM alone: cloud unreachable"));
     const v = state.accepted.get(c.index);
     const drafts = state.drafts.get(c.index) || [];
     if (c.role === "lrm" && c.trigger && c.trigger !== "priming" && !drafts.length) {
