@@ -147,7 +147,7 @@ def calibrate(
     write_json(path, doc)
     write_json(out / "calibration.json", doc)
     with console.status("writing the report..."):
-        write_calibration_report(out, c)
+        write_calibration_report(out, c, policies=cli_policies())
     if not feasible:
         console.print(
             f"[yellow]no point reached {min_accuracy:.0%} of LRM-only accuracy; chose the most accurate[/]"

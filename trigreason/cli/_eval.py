@@ -240,7 +240,7 @@ def eval_(
     summary = summarize(rows, model, dataset=dataset, params=params)
     write_json(out / "summary.json", summary)
     with console.status("writing the report..."):
-        write_report(out / "report.html", rows, summary, plots_dir=out / "plots")
+        write_report(out / "report.html", rows, summary, plots_dir=out / "plots", policies=cli_policies())
     stdout_console().print(_summary_table(summary))
     versus = summary.trigreason_vs_random
     if versus is not None:

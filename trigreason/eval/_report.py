@@ -7,7 +7,9 @@ import html
 import io
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+from trigreason.services.trigger_evaluator.policies import PolicyRegistry
 
 from ._calibrate import ParamValue
 from ._calibration import Calibration
@@ -18,16 +20,33 @@ from ._summary import Summary
 __all__ = ["write_calibration_report", "write_report"]
 
 _ROLE_COLOURS = {"srm": "#2a9d8f", "lrm": "#9b5de5"}
-_TRIGGER_MARKS = {"priming": "P", "offload": "O", "intervention": "I", "judge_reject": "R", "random": "X"}
-# One colour and marker per policy, the same in every plot; a policy not listed gets grey dots.
-_POLICY_STYLE = {
-    "trigreason": ("#e63946", "o"),
-    "specreason": ("#457b9d", "s"),
-    "lrm-only": ("#9b5de5", "D"),
-    "srm-only": ("#2a9d8f", "^"),
-    "random": ("#6c757d", "X"),
-}
-_MIXED = ("trigreason", "specreason", "random")  # the policies whose runs mix SRM and LRM steps
+_UNKNOWN_STYLE = ("#adb5bd", "o")  # a policy the registry does not know (an old results file)
+
+
+class _Look(NamedTuple):
+    """What the registry says about drawing each policy: colour and marker, whose runs mix SRM and LRM
+    steps (their timelines are drawn), and each trigger kind's one-letter mark."""
+
+    styles: dict[str, tuple[str, str]]
+    mixed: frozenset[str]
+    marks: dict[str, str]
+
+    def style(self, policy: str) -> tuple[str, str]:
+        return self.styles.get(policy, _UNKNOWN_STYLE)
+
+
+def _look(policies: PolicyRegistry | None) -> _Look:
+    registry = policies or PolicyRegistry.from_env()
+    marks: dict[str, str] = {}
+    for p in registry:
+        marks.update(p.trigger_marks())
+    return _Look(
+        styles={p.name: (p.colour, p.marker) for p in registry},
+        mixed=frozenset(p.name for p in registry if p.uses_srm and p.uses_lrm),
+        marks=marks,
+    )
+
+
 _STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
     "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
@@ -37,16 +56,25 @@ _MAX_TIMELINES = 12
 _PLOT_FILES = ("accuracy_vs_srm_ratio.png", "latency_cost.png", "triggers.png", "timelines.png")
 
 
-def write_report(path: Path, rows: list[Row], summary: Summary, *, plots_dir: Path | None = None) -> None:
-    """Write the HTML report; with ``plots_dir``, each plot also as a PNG file there (for docs)."""
+def write_report(
+    path: Path,
+    rows: list[Row],
+    summary: Summary,
+    *,
+    plots_dir: Path | None = None,
+    policies: PolicyRegistry | None = None,
+) -> None:
+    """Write the HTML report; with ``plots_dir``, each plot also as a PNG file there (for docs). Colours,
+    markers and trigger marks are the registry's (``policies``; from the environment when ``None``)."""
     import matplotlib
 
+    look = _look(policies)
     matplotlib.use("Agg")  # no display: files only
     figures = [
-        ("Accuracy against SRM token ratio", _accuracy_vs_ratio(summary)),
+        ("Accuracy against SRM token ratio", _accuracy_vs_ratio(summary, look)),
         ("Edge-cloud latency and API cost per run", _latency_cost(summary)),
         ("Triggers fired", _triggers(summary)),
-        ("Step timelines", _timelines(rows)),
+        ("Step timelines", _timelines(rows, look)),
     ]
     if plots_dir is not None:
         plots_dir.mkdir(parents=True, exist_ok=True)
@@ -65,13 +93,15 @@ def write_report(path: Path, rows: list[Row], summary: Summary, *, plots_dir: Pa
     _write_page(path, "TrigReason evaluation", body)
 
 
-def write_calibration_report(out_dir: Path, calibration: Calibration) -> None:
+def write_calibration_report(
+    out_dir: Path, calibration: Calibration, *, policies: PolicyRegistry | None = None
+) -> None:
     """``out_dir/pareto.png`` and ``out_dir/report.html`` (the table and the plot) from a profile's
     ``calibration`` block (see ``pareto_summary``)."""
     import matplotlib
 
     matplotlib.use("Agg")
-    png = _pareto(calibration)
+    png = _pareto(calibration, _look(policies))
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "pareto.png").write_bytes(base64.b64decode(png))
     c = calibration
@@ -101,10 +131,6 @@ def _write_page(path: Path, title: str, body: list[str]) -> None:
 
 def _figure(title: str, png: str) -> str:
     return f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' src='data:image/png;base64,{png}'>"
-
-
-def _style(policy: str) -> tuple[str, str]:
-    return _POLICY_STYLE.get(policy, ("#adb5bd", "o"))
 
 
 def _slug(params: Mapping[str, ParamValue]) -> str:
@@ -204,14 +230,14 @@ def _png(fig: Any) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def _accuracy_vs_ratio(summary: Summary) -> str:
+def _accuracy_vs_ratio(summary: Summary, look: _Look) -> str:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
     versus = summary.trigreason_vs_random
     matched_p = None if versus is None else versus.random_offload_p
     for name, p in summary.policies.items():
-        colour, marker = _style(name)
+        colour, marker = look.style(name)
         label = name
         if name == "random" and matched_p is not None:
             label = f"random (offload_p {matched_p:.2f}, matched)"
@@ -232,11 +258,11 @@ def _axes(ax: Any) -> None:
     ax.grid(alpha=0.3)
 
 
-def _pareto(c: Calibration) -> str:
+def _pareto(c: Calibration, look: _Look) -> str:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    colour, marker = _style("trigreason")
+    colour, marker = look.style("trigreason")
     ax.scatter(
         [g.srm_token_ratio for g in c.grid], [g.accuracy for g in c.grid], color=colour,
         marker=marker, alpha=0.35, label="TrigReason grid points",
@@ -248,7 +274,7 @@ def _pareto(c: Calibration) -> str:
     )  # fmt: skip
     ends = c.end_points
     line = sorted([ends["lrm-only"], *c.random, ends["srm-only"]], key=lambda e: e.srm_token_ratio)
-    colour, marker = _style("random")
+    colour, marker = look.style("random")
     ax.plot(
         [e.srm_token_ratio for e in line], [e.accuracy for e in line], color=colour, linestyle="--",
         label="random baseline (interpolated)",
@@ -263,7 +289,7 @@ def _pareto(c: Calibration) -> str:
             textcoords="offset points", xytext=(4, -10),
         )  # fmt: skip
     for name, e in ends.items():
-        colour, marker = _style(name)
+        colour, marker = look.style(name)
         ax.scatter(e.srm_token_ratio, e.accuracy, color=colour, marker=marker, s=80, zorder=3, label=name)
     chosen = c.chosen_entry()
     ax.scatter(
@@ -309,11 +335,11 @@ def _triggers(summary: Summary) -> str | None:
     return _png(fig)
 
 
-def _timelines(rows: list[Row]) -> str | None:
+def _timelines(rows: list[Row], look: _Look) -> str | None:
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    mixed = [r for r in rows if r.policy in _MIXED and r.steps]
+    mixed = [r for r in rows if r.policy in look.mixed and r.steps]
     mixed = mixed[:_MAX_TIMELINES]
     if not mixed:
         return None
@@ -325,14 +351,15 @@ def _timelines(rows: list[Row]) -> str | None:
             ax.barh(
                 y, width, left=x, color=_ROLE_COLOURS.get(step.role, "grey"), edgecolor="white", height=0.7
             )
-            mark = _TRIGGER_MARKS.get(step.trigger or "")
+            mark = look.marks.get(step.trigger or "")
             if mark:
                 ax.text(x + 1, y, mark, va="center", fontsize=7, color="white")
             x += width
         ax.text(x + 5, y, "✓" if row.correct else "✗", va="center", color="green" if row.correct else "red")
     ax.set_yticks(range(len(mixed)), [f"{r.problem_id} {r.policy}" for r in mixed], fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel("committed tokens (P priming, O offload, I intervention, R judge reject, X random)")
+    legend = ", ".join(f"{mark} {kind.replace('_', ' ')}" for kind, mark in look.marks.items())
+    ax.set_xlabel(f"committed tokens ({legend})")
     ax.legend(
         handles=[Patch(color=c, label=r.upper()) for r, c in _ROLE_COLOURS.items()],
         loc="upper left",

@@ -66,6 +66,7 @@ POLICY = Policy(
     triggers=("random",),
     in_default_eval=False,
     colour="#6c757d",
+    marks={"random": "X"},
     marker="X",
     param_help={
         "priming_steps": "n: LRM steps at the start",

@@ -152,9 +152,11 @@ class Policy(Generic[P]):
     triggers: tuple[str, ...] = ()
     # Run by ``eval`` when no --policies is given.
     in_default_eval: bool = True
-    # Report colour and matplotlib marker.
+    # Report colour and matplotlib marker; one-letter marks of its trigger kinds in step timelines (the
+    # kind's first letter, upper case, unless given here).
     colour: str = "#6c757d"
     marker: str = "o"
+    marks: Mapping[str, str] | None = None
     # Help per parameter name (CLI flags, listings); the Struct's field comments are not introspectable.
     param_help: Mapping[str, str] | None = None
 
@@ -169,6 +171,10 @@ class Policy(Generic[P]):
     @property
     def all_triggers(self) -> tuple[str, ...]:
         return (("priming",) if self.primes else ()) + self.triggers
+
+    def trigger_marks(self) -> dict[str, str]:
+        given = self.marks or {}
+        return {kind: given.get(kind, kind[:1].upper()) for kind in self.all_triggers}
 
     def defaults(self) -> P:
         return self.params()

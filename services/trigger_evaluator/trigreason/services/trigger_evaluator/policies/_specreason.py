@@ -73,6 +73,7 @@ POLICY = Policy(
     on_judged=_on_judged,
     triggers=("judge_reject",),
     colour="#457b9d",
+    marks={"judge_reject": "R"},
     marker="s",
     param_help={
         "judge_threshold": "accept an SRM step when the LRM's score is at least this",
