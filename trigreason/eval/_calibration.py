@@ -12,7 +12,8 @@ from pathlib import Path
 
 import msgspec
 
-from trigreason.proto import ConfigError, SessionParams, flat_params
+from trigreason.proto import ConfigError, SessionParams
+from trigreason.services.trigger_evaluator.policies import PolicyRegistry
 
 from ._calibrate import GridPoint, ParamValue, Point, choose, grid, point_slug
 from ._cost import EdgeCloudModel
@@ -64,7 +65,11 @@ def plan_calibration(
     """The grid of ``axes`` over ``base`` and the random baseline at each ``offload_p``, primed like the
     grid's first ``priming_steps``; every parameter set range-checked (ConfigError)."""
     points = grid(axes)
-    priming = axes.get("priming_steps", [flat_params(base)["priming_steps"]])[0]
+    if "priming_steps" in axes:
+        priming = axes["priming_steps"][0]
+    else:  # the grid is TrigReason's: its priming as the base parameters give it, else its default
+        priming = PolicyRegistry.from_env().resolve(msgspec.structs.replace(base, policy="trigreason"))[1]
+        priming = priming.priming_steps
     try:
         random_base = msgspec.structs.replace(base, priming_steps=priming)
         grid_params = [_checked(msgspec.structs.replace(base, **pt)) for pt in points]

@@ -363,11 +363,13 @@ class PolicyRegistry:
         Keys are common parameters, the policy's own, or ``policy_params`` (an object of the policy's
         own). A key that belongs to another registered policy (flat or in ``policy_params``) is checked
         against that policy's bounds and then ignored, as in v1 (one parameter set may be sent to several
-        policies); any other key is refused with a suggestion. With ``keep_others`` such keys are kept in
-        ``policy_params`` (a parameter set for several policies, as eval's). A JSON number with no
-        fraction is an integer. Raises ``PolicyError``.
+        policies); any other key is refused with a suggestion. With ``keep_others`` the result is a
+        parameter set for several policies (eval's): ``policy_params`` holds the values given, this
+        policy's and the others', and no defaults. A JSON number with no fraction is an integer. Raises
+        ``PolicyError``.
         """
         values = dict(values or {})
+        given_base = base is not None
         base = base or SessionParams()
         given = values.pop("policy", None)
         if given is not None and not isinstance(given, str):
@@ -380,7 +382,9 @@ class PolicyRegistry:
             raise PolicyError("policy_params must be an object")
         common = {k: v for k, v in msgspec.to_builtins(base).items() if k in _COMMON}
         others: dict[str, Any] = {}  # other policies' parameters (kept with keep_others)
-        mine: dict[str, Any] = msgspec.to_builtins(self.resolve(base)[1]) if base.policy == name else {}
+        mine: dict[str, Any] = (
+            msgspec.to_builtins(self.resolve(base)[1]) if given_base and base.policy == name else {}
+        )
         for key, value in values.items():
             if key in _COMMON:
                 common[key] = value
@@ -410,7 +414,10 @@ class PolicyRegistry:
         except msgspec.ValidationError as exc:
             raise PolicyError(str(exc)) from None
         typed = chosen.typed(mine)
-        kept = {**others, **_as_json(typed)} if keep_others else _as_json(typed)
+        complete = _as_json(typed)
+        # A parameter set for several policies holds what was given, not this policy's defaults: each
+        # policy fills in its own (two policies may default a shared name differently).
+        kept = {**others, **{k: complete[k] for k in mine}} if keep_others else complete
         return msgspec.structs.replace(merged, policy_params=kept)
 
     def flat(self, params: SessionParams) -> dict[str, Any]:
