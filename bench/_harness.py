@@ -80,7 +80,7 @@ class Processes:
         except OSError:
             return ""
 
-    async def wait_log(self, labels: Iterable[str], needle: str, timeout_s: float = 30.0) -> None:
+    async def wait_log(self, labels: Iterable[str], needle: str, timeout_s: float = 120.0) -> None:
         """Until every ``label``'s log contains ``needle`` (a service logs ``consuming`` when ready)."""
         deadline = time.monotonic() + timeout_s
         waiting = set(labels)

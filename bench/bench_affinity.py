@@ -1,16 +1,28 @@
-"""Prefix-cache affinity against round-robin: the same sessions on the same cluster, side by side.
+"""Prefix-cache affinity against round-robin: identical sessions on the same cluster, side by side.
 
 The whole cluster runs as processes (NATS, orchestrator, trigger-evaluator, two SRM workers and two LRM
 workers), in front of two ``tgi-cpu`` replicas per role. Each replica keeps a few sessions' prefixes in
 its K/V cache (``--cache-slots``), fewer than the sessions running at once: the regime of a production
-server whose cache memory holds its share of the sessions but not all of them. The same sessions (greedy,
-so the same tokens) run once with ``TRIGREASON_BACKEND_ROUTING=round-robin`` and once with ``affinity``,
-each on freshly started replicas (cold caches), in alternating order over ``--rounds``. A third run kills
-one SRM replica (SIGKILL) a third of the way through, with affinity: every session must still finish.
+server whose cache memory holds its share of the sessions but not all of them.
 
-Measured per mode, from the replicas' own /metrics and the session's events: prompt tokens, cached
-prompt tokens, prefill seconds, step p50 (the worker's backend call) and session wall p50. Writes
-bench/results/affinity.json (``--quick``: affinity-quick.json).
+Both modes do identical work. Greedy decoding over a shared, evicting cache is not bit-exact (a near-tie
+flips once a prefix was evicted and read again), so left alone a session takes other steps in each run
+and the totals compare different work. So the sessions are first *recorded* (one unmeasured run), then
+*replayed* in every measured run: a small proxy in front of each replica (in this process) looks up each
+``/generate`` request's prompt in the recording and adds the recorded token ids as ``forced_tokens``
+(tgi-cpu decodes and scores them instead of choosing: the same prompts, the same step texts, the same
+tokens prefilled and decoded). The policy is the matched random baseline (``random``, ``offload_p``
+0.25, drawn from the seed), whose SRM/LRM choices depend on the seed alone, not on a logprob that may
+differ in its last bit between cache states. The benchmark checks that every run's steps (index, role,
+text, per session) equal the recording's, and exits 1 if they do not.
+
+``--rounds`` rounds (3; ``--quick`` 1) in alternating order, each on freshly started replicas (cold
+caches); medians, spread (min-max over rounds) and per-round paired ratios. A last run, with affinity,
+kills one SRM replica (SIGKILL) a third of the way through: every session must still finish.
+
+Measured per run, from the replicas' own /metrics and the sessions' events: prompt tokens, cached prompt
+tokens, prefill seconds, step p50 (the worker's backend call) and session wall p50. Writes
+bench/results/affinity.json (``--quick``: bench/results/quick/affinity.json).
 
     uv run --frozen --no-sync python bench/bench_affinity.py [--quick]
 """
@@ -22,6 +34,7 @@ import asyncio
 import collections
 import contextlib
 import json
+import math
 import re
 import socket
 import statistics
@@ -36,6 +49,7 @@ from _harness import (
     Processes,
     Status,
     console,
+    exit_if_empty,
     met,
     percentiles,
     run_benchmark,
@@ -44,6 +58,7 @@ from _harness import (
     start_service,
     submit,
 )
+from aiohttp import web
 from nats.aio.msg import Msg
 from rich.table import Table
 
@@ -54,6 +69,89 @@ from trigreason.services.runtime import BusSettings, ensure_topology
 
 NAME = "affinity"
 TARGETS = {"cached_prompt_share": 0.8, "prefill_ratio": 0.5, "session_wall_ratio": 0.8}
+OFFLOAD_P = 0.25  # share of SRM steps the random policy hands to the LRM (drawn from the seed)
+# Response headers the proxy passes back (the worker reads TGI's x-* headers and the content type).
+_PASS_HEADERS = ("content-type",)
+
+
+class Recording:
+    """The recorded generations, by (role, prompt): the token ids each ``/generate`` answered. In record
+    mode the proxies fill it; in replay mode they force each recorded answer and count the misses."""
+
+    def __init__(self) -> None:
+        self.tokens: dict[tuple[str, str], list[int]] = {}
+        self.recording = True
+        self.forced = 0
+        self.misses = 0
+
+    def replay(self) -> None:
+        self.recording = False
+        self.forced = self.misses = 0
+
+
+class ReplayProxy:
+    """An HTTP proxy in front of one tgi-cpu replica: passes every request on; in record mode notes the
+    token ids of each ``/generate`` answer, in replay mode adds the recorded ids to the request as
+    ``parameters.forced_tokens``. A replica that is gone is answered 502 (as a load balancer would)."""
+
+    def __init__(self, role: str, target: str, recording: Recording) -> None:
+        self.role = role
+        self.target = target
+        self.recording = recording
+        self._runner: web.AppRunner | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self.url = ""
+
+    async def start(self) -> str:
+        app = web.Application(client_max_size=64 * 2**20)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        port = _free_port()
+        await web.TCPSite(self._runner, "127.0.0.1", port).start()
+        self.url = f"http://127.0.0.1:{port}"
+        return self.url
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._http is not None:
+            await self._http.close()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        assert self._http is not None
+        body = await request.read()
+        key: tuple[str, str] | None = None
+        if request.method == "POST" and request.path == "/generate":
+            doc = json.loads(body)
+            key = (self.role, doc["inputs"])
+            if not self.recording.recording:
+                forced = self.recording.tokens.get(key)
+                if forced is None:
+                    self.recording.misses += 1
+                else:
+                    self.recording.forced += 1
+                    doc.setdefault("parameters", {})["forced_tokens"] = forced
+                    body = json.dumps(doc).encode()
+        headers = {k: v for k, v in request.headers.items() if k.lower() in ("content-type", "traceparent")}
+        try:
+            async with self._http.request(
+                request.method, self.target + request.path_qs, data=body or None, headers=headers
+            ) as resp:
+                data = await resp.read()
+                status = resp.status
+                out_headers = {
+                    k: v for k, v in resp.headers.items() if k.lower() in _PASS_HEADERS or k.startswith("x-")
+                }
+        except (aiohttp.ClientError, OSError) as exc:
+            return web.json_response({"error": f"replica gone: {exc}", "error_type": "proxy"}, status=502)
+        if key is not None and self.recording.recording and status == 200:
+            ids = [t["id"] for t in json.loads(data)["details"]["tokens"]]
+            self.recording.tokens.setdefault(key, ids)
+        return web.Response(body=data, status=status, headers=out_headers)
+
+
 _METRIC = re.compile(r"^(trigreason_[a-z_]+?)(?:\{([^}]*)\})? ([0-9.e+-]+)$", re.M)
 
 
@@ -94,12 +192,19 @@ def _questions(n: int) -> list[str]:
 
 
 async def run_mode(
-    mode: str, args: argparse.Namespace, status: Status, done_before: int, *, kill: bool = False
+    mode: str,
+    args: argparse.Namespace,
+    status: Status,
+    done_before: int,
+    recording: Recording,
+    *,
+    kill: bool = False,
 ) -> dict[str, Any]:
-    """One run of every session with ``mode`` routing, on fresh replicas; with ``kill``, one SRM replica
-    is killed a third of the way through."""
+    """One run of every session with ``mode`` routing, on fresh replicas, recording or replaying
+    (``recording.recording``); with ``kill``, one SRM replica is killed a third of the way through."""
     params = session_params(
-        policy="trigreason",
+        policy="random",
+        offload_p=OFFLOAD_P,
         temperature=0.0,
         max_tokens=args.max_tokens,
         step_max_tokens=args.step_tokens,
@@ -144,6 +249,11 @@ async def run_mode(
                     replicas[role].append(f"http://127.0.0.1:{port}")
             all_replicas = replicas["srm"] + replicas["lrm"]
             await _wait_healthy(http, all_replicas, procs)
+            # The workers reach each replica through its proxy (recording, or forcing the recorded tokens).
+            proxies = [ReplayProxy(role, url, recording) for role in ("srm", "lrm") for url in replicas[role]]
+            proxied: dict[str, list[str]] = {"srm": [], "lrm": []}
+            for proxy in proxies:
+                proxied[proxy.role].append(await proxy.start())
             labels = ["orchestrator", "trigger-evaluator"]
             for name in labels:
                 start_service(procs, name, name, service_env(server.url))
@@ -154,8 +264,8 @@ async def run_mode(
                     port = _free_port()
                     env = service_env(
                         server.url,
-                        srm_url=",".join(replicas["srm"]),
-                        lrm_url=",".join(replicas["lrm"]),
+                        srm_url=",".join(proxied["srm"]),
+                        lrm_url=",".join(proxied["lrm"]),
                         concurrency=args.worker_concurrency,
                     ) | {
                         "TRIGREASON_BACKEND_ROUTING": mode,
@@ -165,7 +275,7 @@ async def run_mode(
                     start_service(procs, label, f"{role}-worker", env)
                     labels.append(label)
                     worker_metrics.append(f"http://127.0.0.1:{port}")
-            await procs.wait_log(labels, "consuming", timeout_s=60)
+            await procs.wait_log(labels, "consuming")
             nc = await nats.connect(server.url)
             server_counts: dict[str, dict[str, float]] = {}
             worker_counts: dict[str, dict[str, float]] = {}
@@ -211,7 +321,25 @@ async def run_mode(
             finally:
                 await nc.close()
                 procs.stop_all()
-    return _summarise(mode, kill, killed, ids, wall, failed, steps, server_counts, worker_counts)
+                for proxy in proxies:
+                    await proxy.close()
+    run = _summarise(mode, kill, killed, ids, wall, failed, steps, server_counts, worker_counts)
+    run["trajectories"] = _trajectories(ids, steps)
+    run["forced_requests"], run["unrecorded_requests"] = recording.forced, recording.misses
+    return run
+
+
+def _trajectories(ids: list[str], steps: list[StepGenerated]) -> list[list[list[Any]]]:
+    """Per session (in question order) its generated steps as [step index, role, text], one per command
+    (a redelivered result counted once): what must be identical in every run."""
+    index = {sid: i for i, sid in enumerate(ids)}
+    seen: dict[str, StepGenerated] = {}
+    for s in steps:
+        seen.setdefault(s.command_id, s)
+    out: list[list[list[Any]]] = [[] for _ in ids]
+    for s in sorted(seen.values(), key=lambda s: (s.step_index, s.role, s.attempt)):
+        out[index[s.session_id]].append([s.step_index, s.role, s.step.text])
+    return out
 
 
 def _sum(counts: dict[str, dict[str, float]], name: str, where: str = "") -> float:
@@ -248,6 +376,7 @@ def _summarise(
         "prompt_tokens": int(prompt),
         "cached_prompt_tokens": int(cached),
         "cached_prompt_share": cached / prompt if prompt else 0.0,
+        "generated_tokens": int(_sum(servers, "trigreason_tgi_cpu_generated_tokens_total")),
         "prefill_seconds": _sum(servers, "trigreason_tgi_cpu_prefill_seconds_sum"),
         "decode_seconds": _sum(servers, "trigreason_tgi_cpu_decode_seconds_sum"),
         "step_p50_ms": statistics.median(s.timings.backend_s for s in steps) * 1000 if steps else None,
@@ -266,8 +395,29 @@ def _summarise(
     }
 
 
-def _median_of(runs: list[dict[str, Any]], key: str) -> float:
-    return statistics.median(float(r[key]) for r in runs)
+_FIGURES = (
+    "prompt_tokens",
+    "cached_prompt_tokens",
+    "generated_tokens",
+    "cached_prompt_share",
+    "prefill_seconds",
+    "decode_seconds",
+    "step_p50_ms",
+    "session_wall_p50_s",
+    "steps",
+    "affinity_hit_ratio",
+    "prefill_ms_per_prompt_token",
+    "uncached_tokens_per_step",
+    "session_wall_per_step_p50_s",
+)
+# Ratio affinity / round-robin of each: (name, figure).
+_RATIOS = (
+    ("prefill_seconds", "prefill_seconds"),
+    ("session_wall_p50", "session_wall_p50_s"),
+    ("step_p50", "step_p50_ms"),
+    ("prefill_per_prompt_token", "prefill_ms_per_prompt_token"),
+    ("session_wall_per_step_p50", "session_wall_per_step_p50_s"),
+)
 
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -275,19 +425,26 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         ("round-robin", "affinity") if r % 2 == 0 else ("affinity", "round-robin") for r in range(args.rounds)
     ]
     runs: list[dict[str, Any]] = []
-    total = args.sessions * (2 * args.rounds + (0 if args.no_failure_run else 1))
-    with Status("affinity vs round-robin", total=total) as status:
+    recording = Recording()
+    total = args.sessions * (1 + 2 * args.rounds + (0 if args.no_failure_run else 1))
+    with Status("record, then affinity vs round-robin", total=total) as status:
+        # The recording run: greedy decoding as it falls; not measured.
+        recorded = await run_mode("round-robin", args, status, 0, recording)
         for r, pair in enumerate(order):
             for mode in pair:
-                run = await run_mode(mode, args, status, len(runs) * args.sessions)
+                recording.replay()
+                run = await run_mode(mode, args, status, (1 + len(runs)) * args.sessions, recording)
                 run["round"] = r
                 runs.append(run)
         failure = None
         if not args.no_failure_run:
-            failure = await run_mode("affinity", args, status, len(runs) * args.sessions, kill=True)
+            recording.replay()
+            done = (1 + len(runs)) * args.sessions
+            failure = await run_mode("affinity", args, status, done, recording, kill=True)
     settings = {
         "sessions": args.sessions,
         "model": args.model,
+        "policy": f"random (offload_p {OFFLOAD_P}, seed 7), 2 LRM priming steps, temperature 0",
         "max_tokens": args.max_tokens,
         "step_tokens": args.step_tokens,
         "cache_slots": args.cache_slots,
@@ -298,23 +455,17 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "workers_per_role": 2,
         "worker_concurrency": args.worker_concurrency,
         "tgi_cpu_threads": 1,
+        "recorded_generations": len(recording.tokens),
     }
-    return aggregate(runs, failure, settings)
+    return aggregate(runs, failure, settings, recorded)
 
 
 def _normalised(run: dict[str, Any]) -> dict[str, float]:
-    """Per-work figures of a run. The sessions are the same in every run, but their trajectories are not:
-    greedy decoding on a cache shared by several sequences is not bit-exact (a near-tie may flip once a
-    prefix was evicted and re-read), so a session may take other steps, and totals compare different work."""
-    steps_per_session = run["steps"] / run["sessions"]
-    wall_per_step = run.get("session_wall_per_step_p50_s")
+    """Per-work figures of a run (the work is the same in every run, so these follow the totals)."""
     return {
-        "prefill_ms_per_prompt_token": 1000 * run["prefill_seconds"] / run["prompt_tokens"],
-        "uncached_tokens_per_step": (run["prompt_tokens"] - run["cached_prompt_tokens"]) / run["steps"],
-        # Runs recorded before per-session step counts: the run's median wall over its mean steps per session.
-        "session_wall_per_step_p50_s": (
-            wall_per_step if wall_per_step is not None else run["session_wall_p50_s"] / steps_per_session
-        ),
+        "prefill_ms_per_prompt_token": 1000 * run["prefill_seconds"] / max(1, run["prompt_tokens"]),
+        "uncached_tokens_per_step": (run["prompt_tokens"] - run["cached_prompt_tokens"])
+        / max(1, run["steps"]),
     }
 
 
@@ -326,57 +477,69 @@ def _target(measured: float, target: float, *, at_most: bool) -> dict[str, Any]:
     }
 
 
+def _identical(run: dict[str, Any], recorded: dict[str, Any]) -> bool:
+    return bool(run["trajectories"] == recorded["trajectories"] and run["unrecorded_requests"] == 0)
+
+
 def aggregate(
-    runs: list[dict[str, Any]], failure: dict[str, Any] | None, settings: dict[str, Any]
+    runs: list[dict[str, Any]],
+    failure: dict[str, Any] | None,
+    settings: dict[str, Any],
+    recorded: dict[str, Any],
 ) -> dict[str, Any]:
-    """Medians per mode, the ratios affinity / round-robin (totals and per work done), the targets."""
+    """Medians and spread per mode, the ratios affinity / round-robin (of the medians, and per round),
+    the identical-work check and the targets."""
     for run in [*runs, *([failure] if failure else [])]:
         run.update(_normalised(run))
+        run["identical_to_recording"] = _identical(run, recorded)
     modes: dict[str, dict[str, Any]] = {}
+    spread: dict[str, dict[str, list[float]]] = {}
     for mode in ("affinity", "round-robin"):
         rs = [r for r in runs if r["mode"] == mode]
-        modes[mode] = {
-            key: _median_of(rs, key)
-            for key in (
-                "prompt_tokens",
-                "cached_prompt_tokens",
-                "cached_prompt_share",
-                "prefill_seconds",
-                "step_p50_ms",
-                "session_wall_p50_s",
-                "steps",
-                "affinity_hit_ratio",
-                "prefill_ms_per_prompt_token",
-                "uncached_tokens_per_step",
-                "session_wall_per_step_p50_s",
-            )
-        }
+        values = {key: [float(r[key]) for r in rs if r[key] is not None] for key in _FIGURES}
+        modes[mode] = {key: statistics.median(v) if v else math.nan for key, v in values.items()}
+        spread[mode] = {key: [min(v), max(v)] if v else [] for key, v in values.items()}
     a, rr = modes["affinity"], modes["round-robin"]
-    ratios = {
-        "prefill_seconds": a["prefill_seconds"] / rr["prefill_seconds"],
-        "session_wall_p50": a["session_wall_p50_s"] / rr["session_wall_p50_s"],
-        "step_p50": a["step_p50_ms"] / rr["step_p50_ms"],
-        "prefill_per_prompt_token": a["prefill_ms_per_prompt_token"] / rr["prefill_ms_per_prompt_token"],
-        "session_wall_per_step_p50": a["session_wall_per_step_p50_s"] / rr["session_wall_per_step_p50_s"],
-    }
+    ratios = {name: a[key] / rr[key] if rr[key] else math.nan for name, key in _RATIOS}
+    by_round: dict[str, list[float]] = {name: [] for name, _ in _RATIOS}
+    for r in sorted({run["round"] for run in runs}):
+        pair = {run["mode"]: run for run in runs if run["round"] == r}
+        if len(pair) == 2:
+            for name, key in _RATIOS:
+                by_round[name].append(pair["affinity"][key] / pair["round-robin"][key])
+    identical = all(run["identical_to_recording"] for run in runs)
+    same_tokens = len({(r["prompt_tokens"], r["generated_tokens"], r["steps"]) for r in runs}) == 1
     return {
         "settings": settings,
         "modes": modes,
+        "spread": spread,
         "ratios": ratios,
-        # Each ratio target is checked on the totals and per work done; both must hold.
+        "ratios_by_round": by_round,
+        "identical_work": {
+            "met": identical,
+            "same_token_totals": same_tokens,
+            "recorded_steps": sum(len(t) for t in recorded["trajectories"]),
+            "runs": [
+                {
+                    "mode": r["mode"],
+                    "round": r["round"],
+                    "identical": r["identical_to_recording"],
+                    "forced_requests": r["forced_requests"],
+                    "unrecorded_requests": r["unrecorded_requests"],
+                    "prompt_tokens": r["prompt_tokens"],
+                    "generated_tokens": r["generated_tokens"],
+                    "steps": r["steps"],
+                }
+                for r in runs
+            ],
+        },
         "targets": {
             "cached_prompt_share": _target(
                 a["cached_prompt_share"], TARGETS["cached_prompt_share"], at_most=False
             ),
-            "prefill_ratio": _target(
-                max(ratios["prefill_seconds"], ratios["prefill_per_prompt_token"]),
-                TARGETS["prefill_ratio"],
-                at_most=True,
-            ),
+            "prefill_ratio": _target(ratios["prefill_seconds"], TARGETS["prefill_ratio"], at_most=True),
             "session_wall_ratio": _target(
-                max(ratios["session_wall_p50"], ratios["session_wall_per_step_p50"]),
-                TARGETS["session_wall_ratio"],
-                at_most=True,
+                ratios["session_wall_p50"], TARGETS["session_wall_ratio"], at_most=True
             ),
             "failure_run_loses_no_session": (
                 None
@@ -385,66 +548,66 @@ def aggregate(
             ),
         },
         "failure_run": failure,
+        "recording_run": recorded,
         "runs": runs,
     }
+
+
+def _spread(doc: dict[str, Any], mode: str, key: str, fmt: str) -> str:
+    lo_hi = doc["spread"][mode][key]
+    if not lo_hi or lo_hi[0] == lo_hi[1]:
+        return fmt.format(doc["modes"][mode][key])
+    return f"{fmt.format(doc['modes'][mode][key])} ({fmt.format(lo_hi[0])}-{fmt.format(lo_hi[1])})"
 
 
 def report(doc: dict[str, Any]) -> None:
     s = doc["settings"]
     table = Table(
-        title=f"{s['sessions']} sessions, 2 tgi-cpu replicas per role ({s['model']}, "
-        f"{s['cache_slots']} cache slots each), 2 workers per role; medians of {s['rounds']} round(s)"
+        title=f"{s['sessions']} sessions replayed identically, 2 tgi-cpu replicas per role ({s['model']}, "
+        f"{s['cache_slots']} cache slots each), 2 workers per role; median (min-max) of "
+        f"{s['rounds']} round(s)"
     )
-    for col in (
-        "mode",
-        "prompt tokens",
-        "cached",
-        "cached share",
-        "prefill s",
-        "step p50 ms",
-        "session wall p50 s",
-        "steps",
-        "prefill ms / prompt token",
-        "uncached tokens / step",
-        "wall / step p50 s",
-        "affinity hits",
-    ):
-        table.add_column(col, justify="left" if col == "mode" else "right")
-    for mode, m in doc["modes"].items():
-        table.add_row(
-            mode,
-            f"{m['prompt_tokens']:.0f}",
-            f"{m['cached_prompt_tokens']:.0f}",
-            f"{m['cached_prompt_share']:.2f}",
-            f"{m['prefill_seconds']:.1f}",
-            f"{m['step_p50_ms']:.0f}",
-            f"{m['session_wall_p50_s']:.1f}",
-            f"{m['steps']:.0f}",
-            f"{m['prefill_ms_per_prompt_token']:.2f}",
-            f"{m['uncached_tokens_per_step']:.1f}",
-            f"{m['session_wall_per_step_p50_s']:.2f}",
-            f"{m['affinity_hit_ratio']:.2f}",
-        )
+    rows = (
+        ("prompt tokens", "prompt_tokens", "{:.0f}", None),
+        ("cached prompt tokens", "cached_prompt_tokens", "{:.0f}", None),
+        ("cached prompt share", "cached_prompt_share", "{:.2f}", None),
+        ("generated tokens", "generated_tokens", "{:.0f}", None),
+        ("steps", "steps", "{:.0f}", None),
+        ("prefill s", "prefill_seconds", "{:.1f}", "prefill_seconds"),
+        ("prefill ms / prompt token", "prefill_ms_per_prompt_token", "{:.2f}", "prefill_per_prompt_token"),
+        ("step p50 ms", "step_p50_ms", "{:.0f}", "step_p50"),
+        ("session wall p50 s", "session_wall_p50_s", "{:.1f}", "session_wall_p50"),
+        ("session wall / step p50 s", "session_wall_per_step_p50_s", "{:.2f}", "session_wall_per_step_p50"),
+        ("affinity hits", "affinity_hit_ratio", "{:.2f}", None),
+    )
+    table.add_column("figure")
+    table.add_column("round-robin", justify="right")
+    table.add_column("affinity", justify="right")
+    table.add_column("affinity / round-robin (by round)", justify="right")
+    for label, key, fmt, ratio_name in rows:
+        ratio = ""
+        if ratio_name is not None:
+            rounds = ", ".join(f"{x:.2f}" for x in doc["ratios_by_round"][ratio_name])
+            ratio = f"{doc['ratios'][ratio_name]:.2f}x ({rounds})"
+        table.add_row(label, _spread(doc, "round-robin", key, fmt), _spread(doc, "affinity", key, fmt), ratio)
     console.print(table)
-    r = doc["ratios"]
+    w = doc["identical_work"]
     console.print(
-        f"affinity / round-robin: prefill s {r['prefill_seconds']:.2f}x (per prompt token "
-        f"{r['prefill_per_prompt_token']:.2f}x), session wall p50 {r['session_wall_p50']:.2f}x (per step "
-        f"{r['session_wall_per_step_p50']:.2f}x), step p50 {r['step_p50']:.2f}x"
+        f"identical work: every run's {w['recorded_steps']} steps (index, role, text per session) equal "
+        f"the recording's: {met(w['met'])}; the same prompt, generated token and step totals in every run: "
+        f"{'yes' if w['same_token_totals'] else 'no'}"
     )
+    for run in w["runs"]:
+        if not run["identical"]:
+            console.print(
+                f"  [red]round {run['round']} {run['mode']}: steps differ from the recording "
+                f"({run['unrecorded_requests']} requests not in the recording)[/]"
+            )
     t = doc["targets"]
     for key, what, fmt in (
         ("cached_prompt_share", "cached prompt share with affinity", "{:.2f} (>= 0.8)"),
-        (
-            "prefill_ratio",
-            "prefill, affinity / round-robin, the worse of total and per token",
-            "{:.2f}x (<= 0.5x)",
-        ),
-        (
-            "session_wall_ratio",
-            "session wall p50, affinity / round-robin, the worse of total and per step",
-            "{:.2f}x (<= 0.8x)",
-        ),
+        ("prefill_ratio", "prefill seconds, affinity / round-robin", "{:.2f}x (<= 0.5x)"),
+        ("session_wall_ratio", "session wall p50, affinity / round-robin", "{:.2f}x (<= 0.8x)"),
     ):
         console.print(f"{what} {fmt.format(t[key]['measured'])}: {met(t[key]['met'])}")
     f = doc["failure_run"]
@@ -453,40 +616,40 @@ def report(doc: dict[str, Any]) -> None:
             f"failure run ({f['killed']} killed after a third of the steps): "
             f"{f['sessions'] - f['sessions_failed']}/{f['sessions']} sessions finished, "
             f"{f['rerouted_steps']} steps rerouted "
-            f"({f['reroutes']}): {met(doc['targets']['failure_run_loses_no_session']['met'])}"
+            f"({f['reroutes']}), steps as recorded: {f['identical_to_recording']}: "
+            f"{met(doc['targets']['failure_run_loses_no_session']['met'])}"
         )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter sessions, one round")
+    parser.add_argument("--sessions", type=int, default=None, help="sessions at once (8; quick 4)")
     parser.add_argument(
-        "--quick", action="store_true", help="fewer, shorter sessions, one round (under 5 min)"
-    )
-    parser.add_argument("--sessions", type=int, default=None, help="sessions at once (8; quick 6)")
-    parser.add_argument(
-        "--max-tokens", type=int, default=None, help="committed tokens per session (512; quick 256)"
+        "--max-tokens", type=int, default=None, help="committed tokens per session (512; quick 192)"
     )
     parser.add_argument("--step-tokens", type=int, default=48, help="tokens per step at most (48)")
     parser.add_argument("--cache-slots", type=int, default=None, help="sessions each replica caches (4)")
     parser.add_argument("--ctx", type=int, default=8192, help="each replica's context, shared by its slots")
     parser.add_argument("--model", default="tiny", help="the model of every replica (tiny)")
-    parser.add_argument("--rounds", type=int, default=None, help="rounds, alternating the order (2; quick 1)")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds, alternating the order (3; quick 1)")
     parser.add_argument("--worker-concurrency", type=int, default=8, help="steps in flight per worker (8)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per run at most")
     parser.add_argument("--no-failure-run", action="store_true", help="skip the run that kills a replica")
     parser.add_argument("--from-json", help="measure nothing: aggregate the runs of an earlier results file")
     args = parser.parse_args()
-    args.sessions = args.sessions or (6 if args.quick else 8)
-    args.max_tokens = args.max_tokens or (256 if args.quick else 512)
+    args.sessions = args.sessions or (4 if args.quick else 8)
+    args.max_tokens = args.max_tokens or (192 if args.quick else 512)
     args.cache_slots = args.cache_slots or 4
-    args.rounds = args.rounds or (1 if args.quick else 2)
+    args.rounds = args.rounds or (1 if args.quick else 3)
     if args.from_json:  # aggregate the runs of an earlier results file again (measures nothing)
         path = Path(args.from_json)
         old = json.loads(path.read_text())
-        doc = old | aggregate(old["runs"], old["failure_run"], old["settings"])
+        doc = old | aggregate(old["runs"], old["failure_run"], old["settings"], old["recording_run"])
         report(doc)
         path.write_text(json.dumps(doc, indent=2) + "\n")
         console.print(f"wrote {path}")
+        exit_if_empty(measured(doc))
         return
     # --quick writes its own file (bench/results/quick/): short sessions are a smoke test.
     run_benchmark(NAME, measure, report, args, measured=measured)
@@ -495,9 +658,11 @@ def main() -> None:
 def measured(doc: dict[str, Any]) -> dict[str, object]:
     out: dict[str, object] = {}
     for mode, m in doc["modes"].items():
-        for key in ("steps", "prompt_tokens", "prefill_seconds", "session_wall_p50_s"):
+        for key in ("steps", "prompt_tokens", "generated_tokens", "prefill_seconds", "session_wall_p50_s"):
             out[f"{mode}: {key}"] = m[key]
     out.update({f"ratio {k}": v for k, v in doc["ratios"].items()})
+    # Different work in the two modes makes every ratio meaningless: as empty as no measurement.
+    out["identical work in every run (1 = yes)"] = 1 if doc["identical_work"]["met"] else 0
     return out
 
 
