@@ -452,28 +452,28 @@ class _CountingKvBus:
 
 
 async def test_a_deadline_timers_first_delivery_does_not_read_the_store(nats_server: LocalNatsServer) -> None:
-    """bench_throughput: the timer's first delivery, right after its session started, read the snapshot
-    back from the store for every session (about 4% of the orchestrator's CPU per step). It waits without a
+    """The timer's first delivery, right after its session started, read the snapshot back from the store
+    for every session (3.5% of the orchestrator's profile in bench_throughput --quick). It waits without a
     read now; each later delivery reads, and drops the timer once its session has ended."""
     bus = await Bus.connect(BusSettings(nats_url=nats_server.url, storage="memory"), name="timers")
     counting = _CountingKvBus(bus)
     try:
         early = Orchestrator(counting, clock=lambda: 1000.0)  # type: ignore[arg-type]
         request = SessionRequested(
-            session_id="d1", question="q", params=SessionParams(deadline_s=60.0), requested_at=1000.0
+            session_id="d1", question="q", params=SessionParams(deadline_s=20.0), requested_at=1000.0
         )
         await early.handle(Delivery(request, "requested", 1, None))  # type: ignore[arg-type]
-        timer = DeadlineReached(session_id="d1", deadline_at=1060.0)
+        timer = DeadlineReached(session_id="d1", deadline_at=1020.0)
 
         def delivery(n: int) -> Delivery[DeadlineReached]:
             return Delivery(timer, "timer", n, None)  # type: ignore[arg-type]
 
         reads = counting.reads
-        assert await early.handle_timer(delivery(1)) == Defer(60.0)
+        assert await early.handle_timer(delivery(1)) == Defer(20.0)
         assert counting.reads == reads  # the first delivery: no read
-        assert await early.handle_timer(delivery(2)) == Defer(60.0)  # read, found running
+        assert await early.handle_timer(delivery(2)) == Defer(20.0)  # read, found running
         assert counting.reads == reads + 1
-        late = Orchestrator(counting, clock=lambda: 1061.0)  # type: ignore[arg-type]
+        late = Orchestrator(counting, clock=lambda: 1021.0)  # type: ignore[arg-type]
         assert await late.handle_timer(delivery(3)) == "ack"  # due: the session fails
         assert (await _snapshot(bus, "d1")).phase == "failed"
         assert await early.handle_timer(delivery(4)) == "ack"  # ended: read, and the timer dropped
