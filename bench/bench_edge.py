@@ -107,7 +107,7 @@ def request_params(policy: str, seed: int, offload_p: float = 0.0, *, real: bool
     few sessions on a CPU)."""
     raw: dict[str, Any] = {"policy": policy, "priming_steps": 2, "seed": seed, "deadline_s": 600}
     if real:
-        raw.update(priming_steps=1, max_tokens=192, step_max_tokens=64, temperature=0)
+        raw.update(priming_steps=1, max_tokens=64, step_max_tokens=32, temperature=0)
     if policy == "random":
         raw["offload_p"] = round(offload_p, 4)
     return session_params(**raw)
@@ -341,7 +341,9 @@ async def leaf_cluster(
     )
     async with stack.edge_cloud_stack(spec, tracer_provider=TracerProvider()) as ec:
         site = ec.sites["edge"]
-        runner = ClusterRunner(site.bus.connect_options(), domain=site.bus.domain)
+        runner = ClusterRunner(
+            {"servers": site.bus.nats_url, **site.bus.connect_options()}, domain=site.bus.domain
+        )
         await runner.start()
         try:
             yield runner, ec.wan
@@ -412,7 +414,7 @@ def summarise(
             # eval's formula as eval uses it: backend times measured next to the servers (the in-process
             # runner at RTT 0), plus one modelled round trip per LRM call, against the cluster measured here.
             at_rtt = msgspec.structs.replace(model, round_trip_s=rtt / 1000)
-            local = runs[("direct", policy, 0)].stats
+            local = runs[("direct", policy, 0)].stats if ("direct", policy, 0) in runs else []
             modelled = [edge_cloud(s, at_rtt) for s in local] if len(local) == len(walls) else []
             round_trips = _round_trips(runs, "cluster", policy, rtt)
             rows.append(
@@ -443,6 +445,9 @@ def summarise(
                         runs, "cluster", policy, rtt, backend=True
                     ),
                     "cloud_requests": run.bill["requests"],
+                    # Requests that reached the cloud per LRM call (generation or judge): 1.0 is one exchange
+                    # across the WAN per LRM step, counted rather than timed.
+                    "cloud_requests_per_lrm_call": run.bill["requests"] / calls if calls else None,
                     "wan_connections_opened": run.bill["wan_connections"],
                     "cloud_prompt_tokens": run.bill["prompt_tokens"],
                     "cloud_cached_prompt_tokens": run.bill["cached_prompt_tokens"],
@@ -534,7 +539,7 @@ def measured(doc: dict[str, Any]) -> dict[str, object]:
         if r["policy"] != "srm-only":
             for key in ("cost_usd", "cloud_prompt_tokens", "cloud_output_tokens", "lrm_calls_per_session"):
                 values[f"{where}: {key}"] = r[key]
-            if r["rtt_ms"] > 0:
+            if r["rtt_ms"] > 0 and 0 in doc["rtts_ms"]:
                 values[f"{where}: wan_rtt_delivered_ms"] = r["wan_rtt_delivered_ms"]
     return values
 
@@ -552,8 +557,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         if args.rtts
         else ([0, 50] if args.quick or args.real else [0, 50, 150])
     )
-    n = args.sessions or (3 if args.real else 6 if args.quick else 12)
-    if 0 not in rtts:
+    n = args.sessions or (2 if args.real else 6 if args.quick else 12)
+    if 0 not in rtts and not args.real:
         rtts = [0, *rtts]  # round trips per LRM step need the same sessions at RTT 0
     if "random" in policies and "trigreason" not in policies:
         raise SystemExit("random runs at TrigReason's replaced share: include trigreason")
@@ -611,7 +616,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                                     tag,
                                     real=bool(args.real),
                                 )
-                        if policy in REPEATED:
+                        if policy in REPEATED and not args.real:
                             # The same cluster runs again in reverse order (RTT 0, 50, 50, 0: A B B A), so a
                             # drift of the machine's load over the pass cancels out of the WAN's cost.
                             for rtt in reversed(rtts):

@@ -90,8 +90,8 @@ async def test_a_new_connection_pays_one_round_trip_for_its_handshake() -> None:
     async with _server() as port, _wan(port, WanSettings(rtt_ms=100)) as wan:
         firsts = []
         for _ in range(5):
+            t0 = time.perf_counter()  # before the connection: the handshake's wait starts at the accept
             reader, writer = await asyncio.open_connection("127.0.0.1", wan.ports[0])
-            t0 = time.perf_counter()
             writer.write(b"x")
             assert await asyncio.wait_for(reader.readexactly(1), 5) == b"x"
             firsts.append(time.perf_counter() - t0)
@@ -107,8 +107,9 @@ async def test_connections_and_chunks_are_not_serialised() -> None:
         t0 = time.perf_counter()
         rtts = await asyncio.gather(*(_rtts(wan.ports[0], n=1) for _ in range(10)))
         elapsed = time.perf_counter() - t0
-        # Each pays its handshake's round trip and its message's (0.2 s); one after the other would be 2 s.
-        assert min(r[0] for r in rtts) > 0.19
+        # Each pays its message's round trip at least (and its handshake's, part of which may pass before the
+        # client resumes on a loaded machine): 0.1-0.2 s each; one after the other would be 2 s.
+        assert min(r[0] for r in rtts) > 0.095
         assert elapsed < 0.6
 
         reader, writer = await asyncio.open_connection("127.0.0.1", wan.ports[0])
