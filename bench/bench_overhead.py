@@ -73,6 +73,7 @@ from trigreason.services.worker.backends import (
     Generation,
     GenerationRequest,
     JudgeResult,
+    ScoreResult,
     make_backend,
 )
 
@@ -170,6 +171,18 @@ class TimedBackend:
         affinity_key: str | None = None,
     ) -> JudgeResult:
         return await self._inner.judge(prompt, top_n=top_n, headers=headers)
+
+    async def score(
+        self,
+        prompt: str,
+        continuation: str,
+        *,
+        headers: dict[str, str] | None = None,
+        affinity_key: str | None = None,
+    ) -> ScoreResult:
+        read = await self._inner.score(prompt, continuation, headers=headers)
+        self._trace.backend_s[self._trace.commands[-1][1]] = read.timings.backend_s
+        return read
 
     async def aclose(self) -> None:
         return None

@@ -6,13 +6,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from trigreason.proto import BackendError, GeneratedStep, TokenLogprob
-from trigreason.services.worker.backends import Generation, GenerationRequest, JudgeResult
+from trigreason.services.worker.backends import Generation, GenerationRequest, JudgeResult, ScoreResult
 
 __all__ = ["ScriptedBackend"]
 
 
 class ScriptedBackend:
-    """Answers each ``generate`` with the next scripted step and each ``judge`` with the next score.
+    """Answers each ``generate`` with the next scripted step, each ``judge`` with the next score and each
+    ``score`` with the next scripted log-probability.
 
     It records every request so tests can check what a policy asked for.
     """
@@ -24,6 +25,7 @@ class ScriptedBackend:
         *,
         judge_scores: Iterable[int] = (),
         default: GeneratedStep | None = None,
+        score_logprobs: Iterable[float] = (),
     ) -> None:
         self.name = name
         self._steps = list(steps)
@@ -31,6 +33,8 @@ class ScriptedBackend:
         self._default = default
         self.requests: list[GenerationRequest] = []
         self.judge_prompts: list[str] = []
+        self.scored: list[tuple[str, str]] = []
+        self._score_logprobs = list(score_logprobs)
 
     async def generate(self, request: GenerationRequest) -> Generation:
         self.requests.append(request)
@@ -62,6 +66,19 @@ class ScriptedBackend:
         self.judge_prompts.append(prompt)
         score = self._scores.pop(0) if self._scores else 9
         return JudgeResult(top_logprobs=(TokenLogprob(str(score), -0.1), TokenLogprob("0", -3.0))[:top_n])
+
+    async def score(
+        self,
+        prompt: str,
+        continuation: str,
+        *,
+        headers: dict[str, str] | None = None,
+        affinity_key: str | None = None,
+    ) -> ScoreResult:
+        """Each word of the continuation is a token, all at the next scripted log-probability (-0.1)."""
+        self.scored.append((prompt, continuation))
+        lp = self._score_logprobs.pop(0) if self._score_logprobs else -0.1
+        return ScoreResult(tokens=tuple(TokenLogprob(w, lp) for w in continuation.split(" ") if w))
 
     async def aclose(self) -> None:
         return None

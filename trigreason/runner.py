@@ -136,11 +136,16 @@ async def _execute(
         return verdict_or_judge
     judge: JudgeStep = verdict_or_judge
     try:
-        scored = await lrm.judge(judge.prompt, top_n=judge.top_n, affinity_key=judge.session_id)
+        if judge.continuation:  # a scoring call (as the LRM worker does it)
+            read = await lrm.score(judge.prompt, judge.continuation, affinity_key=judge.session_id)
+            answer = judge_scored(judge, (), read.timings, at=clock(), scored=read.tokens)
+        else:
+            scored = await lrm.judge(judge.prompt, top_n=judge.top_n, affinity_key=judge.session_id)
+            answer = judge_scored(judge, scored.top_logprobs, scored.timings, at=clock())
     except BackendError as exc:
         # As in the cluster: the judge call's failure, which the orchestrator maps to the judged step.
         return step_failed(judge, code=exc.code, message=exc.message, at=clock())
-    verdict = evaluate(judge_scored(judge, scored.top_logprobs, scored.timings, at=clock()), policies)
+    verdict = evaluate(answer, policies)
     assert isinstance(verdict, Verdict)
     return verdict
 

@@ -152,6 +152,21 @@ class TgiContract:
         assert all(math.isfinite(lp) and lp <= 1e-6 for lp in logprobs)
         assert sum(math.exp(lp) for lp in logprobs) <= 1.0 + 1e-3
 
+    async def test_score_reads_the_continuation_tokens(self, contract_server: ContractServer) -> None:
+        # The likelihood policy's scoring call: decoder_input_details with one new token.
+        continuation = " 5, 6,"
+        backend = TgiBackend(contract_server.url, settings=_settings())
+        try:
+            read = await backend.score(contract_server.prompt, continuation)
+        finally:
+            await backend.aclose()
+        assert read.tokens, "no continuation tokens"
+        text = "".join(t.text for t in read.tokens)
+        assert text.endswith(continuation)
+        assert len(text) < len(continuation) + len(contract_server.prompt)
+        assert all(math.isfinite(t.logprob) and t.logprob <= 1e-6 for t in read.tokens)
+        assert read.timings.prompt_tokens > len(read.tokens)
+
     async def test_invalid_request_is_not_retryable(self, contract_server: ContractServer) -> None:
         backend = TgiBackend(contract_server.url, settings=BackendSettings(max_attempts=3))
         try:

@@ -242,3 +242,36 @@ async def test_missing_logprobs_is_a_bad_response() -> None:
         await _generate(_Fake(answer), GenerationRequest(prompt="p"))
     assert caught.value.code == "backend_bad_response"
     assert caught.value.retryable is False
+
+
+async def test_score_through_echo_with_prompt_logprobs() -> None:
+    # vLLM's shape: echo puts the prompt's tokens (the first without a log-probability) before the one
+    # generated token.
+    answer = _completion("Q: We add 3.", ["Q", ":", " We", " add", " 3"], "length")
+    answer["choices"][0]["logprobs"]["token_logprobs"] = [None, -1.0, -0.2, -0.4, -0.5]
+    fake = _Fake(answer)
+    async with serve_app(fake.app) as url:
+        backend = OpenAIBackend(url)
+        try:
+            read = await backend.score("Q:", " We add")
+        finally:
+            await backend.aclose()
+    assert [(t.text, t.logprob) for t in read.tokens] == [(" We", -0.2), (" add", -0.4)]
+    body = fake.bodies[0]
+    assert (body["prompt"], body["echo"], body["max_tokens"], body["logprobs"]) == ("Q: We add", True, 1, 1)
+    assert read.timings.prompt_tokens == 7
+
+
+async def test_score_without_echo_is_a_clear_error() -> None:
+    # llama.cpp's server ignores echo: only the generated token comes back.
+    fake = _Fake(_completion(" 3", [" 3"], "length"))
+    async with serve_app(fake.app) as url:
+        backend = OpenAIBackend(url)
+        try:
+            with pytest.raises(BackendError) as caught:
+                await backend.score("Q:", " We add")
+        finally:
+            await backend.aclose()
+    assert caught.value.code == "backend_unsupported"
+    assert caught.value.retryable is False
+    assert "echo" in caught.value.message

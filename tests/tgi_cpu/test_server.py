@@ -208,6 +208,24 @@ async def test_decoder_input_details_cannot_stream(tgi_server: ServerFactory) ->
     assert "streaming" in out["error"]
 
 
+async def test_scoring_call_ranks_the_likely_continuation_above_nonsense(tgi_server: ServerFactory) -> None:
+    # The likelihood policy's scoring call (TgiBackend.score) on the real model: the LRM's view of a step.
+    from trigreason.services.worker.backends import TgiBackend
+
+    async with tgi_server() as url:
+        backend = TgiBackend(url)
+        try:
+            likely = await backend.score(COUNTING, " 11, 12, 13,")
+            nonsense = await backend.score(COUNTING, " banana purple sofa")
+        finally:
+            await backend.aclose()
+    for read, text in ((likely, " 11, 12, 13,"), (nonsense, " banana purple sofa")):
+        assert "".join(t.text for t in read.tokens).endswith(text)
+        assert all(-100 < t.logprob <= 1e-6 for t in read.tokens)
+    mean = [sum(t.logprob for t in r.tokens) / len(r.tokens) for r in (likely, nonsense)]
+    assert mean[0] > -1.0 > mean[1], mean
+
+
 async def test_full_queue_gets_429_and_a_gone_client_frees_the_engine(tgi_server: ServerFactory) -> None:
     busy = {"inputs": COUNTING, "parameters": {"max_new_tokens": CTX - 64}}
     quick = {"inputs": STORY, "parameters": {"max_new_tokens": 2}}

@@ -294,7 +294,8 @@ def test_listing_gives_each_parameter_with_its_default_and_bounds() -> None:
     assert info["rho"].schema["maximum"] == 1
     assert info["hesitation"].default == list(DEFAULT_HESITATION)
     assert trig.all_triggers == ("priming", "offload", "intervention")
-    assert [p.name for p in BUILTIN if p.replayable] == ["trigreason", "srm-only", "random"]
+    # likelihood: given the LRM log-probabilities of each step in the input
+    assert [p.name for p in BUILTIN if p.replayable] == ["trigreason", "srm-only", "random", "likelihood"]
 
 
 def test_random_reports_the_same_signals_as_trigreason_with_its_own_tau() -> None:

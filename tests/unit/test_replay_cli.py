@@ -89,3 +89,28 @@ def test_installed_entry_point_runs() -> None:
     )  # fmt: skip
     assert "intervene" in out.stdout
     assert "offload" in out.stdout
+
+
+def test_likelihood_replays_given_the_lrm_logprobs() -> None:
+    lines = [
+        {"text": "We add.", "token_logprobs": [-0.5, -0.5], "lrm_token_logprobs": [-0.2, -0.4]},
+        {"text": "Banana.", "token_logprobs": [-0.5], "lrm_token_logprobs": [-3.0, None]},  # null: -inf
+        {"text": "", "token_logprobs": [], "lrm_token_logprobs": []},  # empty: accepted, not scored
+        {"text": "So 7.", "token_logprobs": [-0.1], "lrm_token_logprobs": [-1.2, -1.0]},
+    ]
+    stdin = "\n".join(json.dumps(x) for x in lines)
+    code, rows, _ = _replay("-", "--policy", "likelihood", "--threshold", "-1.0", stdin=stdin)
+    assert code == 0
+    assert [r["verdict"] for r in rows] == ["accept", "unlikely", "accept", "unlikely"]
+    assert [r.get("score_stat") for r in rows] == [pytest.approx(-0.3), None, None, pytest.approx(-1.1)]
+    code, rows, _ = _replay(
+        "-", "--policy", "likelihood", "--statistic", "low_share", "--threshold", "0.4", stdin=stdin
+    )
+    assert [r["verdict"] for r in rows] == ["accept", "unlikely", "accept", "accept"]
+
+
+def test_likelihood_without_lrm_logprobs_is_a_clear_error() -> None:
+    stdin = json.dumps({"text": "We add.", "token_logprobs": [-0.5]})
+    code, _, err = _replay("-", "--policy", "likelihood", stdin=stdin)
+    assert code == 2
+    assert "lrm_token_logprobs" in err

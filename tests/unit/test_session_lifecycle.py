@@ -33,7 +33,13 @@ from trigreason.runner import run_session
 from trigreason.services.orchestrator import decide, initial_state
 from trigreason.services.trigger_evaluator import confident_share, evaluate
 from trigreason.services.worker import step_failed, step_generated
-from trigreason.services.worker.backends import Backend, Generation, GenerationRequest, JudgeResult
+from trigreason.services.worker.backends import (
+    Backend,
+    Generation,
+    GenerationRequest,
+    JudgeResult,
+    ScoreResult,
+)
 
 Q = "What is 3 + 4?"
 
@@ -202,6 +208,16 @@ class _RejectingJudge:
         affinity_key: str | None = None,
     ) -> JudgeResult:
         raise BackendError(f"top_n {top_n} > 5", code="request_refused")
+
+    async def score(
+        self,
+        prompt: str,
+        continuation: str,
+        *,
+        headers: dict[str, str] | None = None,
+        affinity_key: str | None = None,
+    ) -> ScoreResult:
+        raise BackendError("no prompt log-probabilities", code="backend_unsupported")
 
     async def aclose(self) -> None:
         return None

@@ -43,12 +43,13 @@ def replay_command(
     file: Annotated[
         Path,
         typer.Argument(
-            help='JSONL, one SRM step per line: {"text": str, "token_logprobs": [float, ...]}; "-" is stdin.'
+            help='JSONL, one SRM step per line: {"text": str, "token_logprobs": [float, ...]} (and, for '
+            'likelihood, "lrm_token_logprobs": [float, ...]); "-" is stdin.'
         ),
     ],
     table: Annotated[bool, typer.Option("--table", help="A readable table instead of JSON lines.")] = False,
     policy: policy_option(  # type: ignore[valid-type]
-        only=lambda p: p.replayable, help="a policy that decides from the SRM step alone"
+        only=lambda p: p.replayable, help="a policy that decides from the recorded SRM step"
     ) = "trigreason",
     seed: Annotated[
         int, typer.Option(min=0, help="the session's seed (the random baseline draws from it)")
@@ -78,7 +79,8 @@ def replay_command(
         return
     title = " ".join(f"{k}={v}" for k, v in msgspec.to_builtins(own).items() if not isinstance(v, list))
     t = Table(title=f"{chosen.name} {title}".strip())
-    for col in ("step", "tokens", "r_s", "hesitates", "run", "verdict"):
+    scored = any(r.score_stat is not None for r in rows)
+    for col in ("step", "tokens", "r_s", "hesitates", "run", *(("LRM stat",) if scored else ()), "verdict"):
         t.add_column(col, justify="right" if col not in ("verdict",) else "left")
     style = {"accept": "green"}
     for r in rows:
@@ -89,6 +91,7 @@ def replay_command(
             f"{r.r_s:.3f}",
             "yes" if r.hesitation else "",
             str(r.hesitation_run),
+            *(("" if r.score_stat is None else f"{r.score_stat:.3f}",) if scored else ()),
             f"[{colour}]{r.verdict}[/]",
         )
     Console().print(t)

@@ -57,9 +57,11 @@ def policies_command(
         return
     console = Console()
     for info in infos:
-        needs = {"nothing": "", "judge": ", an LRM judge call per SRM step"}.get(
-            info.needs, f", {info.needs}"
-        )
+        needs = {
+            "nothing": "",
+            "judge": ", an LRM judge call per SRM step",
+            "score": ", an LRM scoring call per SRM step",
+        }.get(info.needs, f", {info.needs}")
         console.print(f"[bold]{info.name}[/]  {escape(info.summary)}{needs}")
         console.print(f"  {escape(info.description)}", style="dim")
         if not info.params:

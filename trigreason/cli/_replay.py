@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 from typing import IO, Annotated, Any
 
 import msgspec
 
-from trigreason.services.trigger_evaluator.policies import Policy, SrmStep, StepVerdict
+from trigreason.proto import TokenLogprob
+from trigreason.services.trigger_evaluator.policies import Policy, ScoreRequest, SrmStep, StepVerdict
 
 __all__ = ["RecordedStep", "ReplayError", "ReplayRow", "read_steps", "replay"]
 
@@ -15,9 +17,12 @@ __all__ = ["RecordedStep", "ReplayError", "ReplayRow", "read_steps", "replay"]
 class RecordedStep(msgspec.Struct, frozen=True):
     text: str
     token_logprobs: list[Annotated[float, msgspec.Meta(le=0.0)]]
+    # The LRM's log-probability of each of the step's tokens (a scoring call's answer), for a policy
+    # that needs one (likelihood); JSON null stands for -inf.
+    lrm_token_logprobs: list[Annotated[float, msgspec.Meta(le=0.0)] | None] | None = None
 
 
-class ReplayRow(msgspec.Struct, frozen=True):
+class ReplayRow(msgspec.Struct, frozen=True, omit_defaults=True):
     index: int
     r_s: float
     hesitation: bool
@@ -25,6 +30,8 @@ class ReplayRow(msgspec.Struct, frozen=True):
     # accept, or the policy's label for a replace: offload | intervene (trigreason), random (the baseline)
     verdict: str
     tokens: int
+    # A scoring policy's statistic of the LRM log-probabilities (None: no scoring call was needed).
+    score_stat: float | None = None
 
 
 class ReplayError(ValueError):
@@ -66,6 +73,14 @@ def replay(
             seed=seed,
         )
         verdict = policy.on_step(srm, params)
+        if isinstance(verdict, ScoreRequest) and policy.on_judged is not None:
+            if step.lrm_token_logprobs is None:
+                raise ReplayError(
+                    f"step {index}: policy {policy.name!r} needs the LRM's log-probabilities of the step: "
+                    'give them as "lrm_token_logprobs": [float <= 0 or null for -inf, ...]'
+                )
+            scored = [TokenLogprob("", -math.inf if lp is None else lp) for lp in step.lrm_token_logprobs]
+            verdict = policy.on_judged(srm, scored, params)
         if not isinstance(verdict, StepVerdict):
             raise ReplayError(f"policy {policy.name!r} asked for an LRM call: it cannot be replayed offline")
         yield ReplayRow(
@@ -75,6 +90,9 @@ def replay(
             hesitation_run=run + 1 if verdict.hesitates else 0,
             verdict=verdict.label or (verdict.reason if verdict.replace else None) or "accept",
             tokens=len(step.token_logprobs),
+            score_stat=None
+            if verdict.score_stat is None or not math.isfinite(verdict.score_stat)
+            else verdict.score_stat,
         )
         run = verdict.hesitation_run
 

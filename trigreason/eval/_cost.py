@@ -38,8 +38,9 @@ def edge_cloud(stats: SessionStats, model: EdgeCloudModel) -> tuple[float, float
     latency = stats.srm_backend_s + stats.lrm_backend_s + stats.lrm_calls * model.round_trip_s
     prompt = stats.lrm_prompt_tokens
     cached = min(prompt, stats.lrm_cached_prompt_tokens)
-    # Every LRM generation is committed; each judge call adds its one scored token.
-    output = stats.lrm_tokens + stats.judge_calls
+    # Every LRM generation is committed; each judge or scoring call adds its one generated token (a
+    # scoring call's prefill of the step is in the prompt tokens, its time and round trip in the LRM's).
+    output = stats.lrm_tokens + stats.judge_calls + stats.score_calls
     srm = stats.srm_tokens + stats.srm_wasted_tokens
     cost = (
         (prompt - cached) * model.lrm_input_usd_per_m

@@ -318,7 +318,9 @@ class StepFailed(_Msg, tag="StepFailed.v1", kw_only=True, frozen=True):
 
 
 class JudgeStep(_Msg, tag="JudgeStep.v1", kw_only=True, frozen=True):
-    """SpecReason: ask the LRM to score an SRM step from one token's log-probabilities."""
+    """An LRM call about an SRM step: a judge (SpecReason: score it from one token's log-probabilities)
+    or, when ``continuation`` is set, a scoring call (the LRM's log-probability of each token of
+    ``continuation`` read after ``prompt``, one prefill; the likelihood policy)."""
 
     command_id: _Id
     step_index: _NonNegInt
@@ -327,6 +329,7 @@ class JudgeStep(_Msg, tag="JudgeStep.v1", kw_only=True, frozen=True):
     top_n: Annotated[int, Meta(ge=1)] = 20
     candidate: StepGenerated
     issued_at: float = 0.0
+    continuation: str = ""
 
 
 class JudgeScored(_Msg, tag="JudgeScored.v1", kw_only=True, frozen=True):
@@ -337,6 +340,8 @@ class JudgeScored(_Msg, tag="JudgeScored.v1", kw_only=True, frozen=True):
     candidate: StepGenerated
     timings: BackendTimings = BackendTimings()
     at: float = 0.0
+    # A scoring call's answer: each continuation token and the LRM's log-probability of it.
+    scored: tuple[TokenLogprob, ...] = ()
 
 
 class Verdict(_Msg, tag="Verdict.v1", kw_only=True, frozen=True):
@@ -357,6 +362,11 @@ class Verdict(_Msg, tag="Verdict.v1", kw_only=True, frozen=True):
     judge_score: float | None = None
     judge_timings: BackendTimings | None = None
     at: float = 0.0
+    # A scoring policy's statistic of the LRM log-probabilities and the threshold it was held against
+    # (the browser's badge); ``judge_timings`` then times the scoring call.
+    score_stat: float | None = None
+    score_threshold: float | None = None
+    scored_tokens: _NonNegInt = 0
 
 
 class StepCommitted(_Msg, tag="StepCommitted.v1", kw_only=True, frozen=True):
@@ -378,8 +388,13 @@ class SessionStats(Struct, kw_only=True, frozen=True):
     srm_steps: int = 0
     lrm_steps: int = 0
     srm_calls: int = 0
-    lrm_calls: int = 0  # generation and judge calls
+    lrm_calls: int = 0  # generation, judge and scoring calls
     judge_calls: int = 0
+    # Scoring calls (likelihood policy): calls, the LRM prompt tokens they read and their backend time
+    # (also counted in lrm_calls, lrm_prompt_tokens and lrm_backend_s).
+    score_calls: int = 0
+    score_prompt_tokens: int = 0
+    score_backend_s: float = 0.0
     triggers: dict[str, int] = {}
     lrm_prompt_tokens: int = 0
     lrm_cached_prompt_tokens: int = 0

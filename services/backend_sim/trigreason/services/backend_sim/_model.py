@@ -75,6 +75,17 @@ class Simulator:
     def input_length(inputs: str) -> int:
         return max(1, math.ceil(len(inputs) / 4))  # about 4 characters per token
 
+    def prefill(self, inputs: str) -> tuple[tuple[int, str, float | None], ...]:
+        """The prompt's tokens (4-character pieces, as ``input_length`` counts them) with log-probabilities
+        drawn from the configured distribution, for ``decoder_input_details``: reproducible per piece and
+        position, so a prompt's prefix scores the same in a longer prompt. The first has none (as TGI)."""
+        out: list[tuple[int, str, float | None]] = []
+        for i in range(0, max(1, len(inputs)), 4):
+            piece = inputs[i : i + 4]
+            rng = random.Random(_seed(self.settings.seed, i, piece))
+            out.append((_seed(piece) % 100_000, piece, None if i == 0 else self._logprob(rng)))
+        return tuple(out)
+
     def generate(self, inputs: str, params: SimParams) -> SimGeneration:
         s = self.settings
         rng = random.Random(_seed(s.seed, params.seed, inputs))

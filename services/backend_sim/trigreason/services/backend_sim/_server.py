@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from trigreason.services.runtime import (
     TgiBadRequest,
     TgiDetails,
+    TgiPrefillToken,
     TgiResponse,
     TgiStreamDetails,
     TgiStreamResponse,
@@ -41,6 +42,7 @@ class _Parsed:
     inputs: str
     params: SimParams
     details: bool
+    prefill: bool  # decoder_input_details
     full_text: bool
     stream: bool
 
@@ -117,6 +119,7 @@ def _parse(body: bytes, settings: SimSettings, *, stream: bool | None) -> _Parse
             top_n_tokens=checked.top_n_tokens,
         ),
         details=p.details,
+        prefill=p.decoder_input_details,
         full_text=bool(p.return_full_text),
         stream=checked.stream,
     )
@@ -134,12 +137,17 @@ def _text(req: _Parsed, gen: SimGeneration) -> str:
     return req.inputs + gen.text if req.full_text else gen.text
 
 
-def _details(req: _Parsed, gen: SimGeneration) -> TgiDetails:
+def _details(req: _Parsed, gen: SimGeneration, sim: Simulator | None = None) -> TgiDetails:
+    prefill = (
+        [TgiPrefillToken(id=i, text=t, logprob=lp) for i, t, lp in sim.prefill(req.inputs)]
+        if req.prefill and sim is not None
+        else []
+    )
     return TgiDetails(
         finish_reason=gen.finish_reason,
         generated_tokens=len(gen.tokens),
         seed=gen.seed,
-        prefill=[],
+        prefill=prefill,
         tokens=[_token(t) for t in gen.tokens],
         top_tokens=[[_token(t) for t in top] for top in gen.top_tokens] if req.params.top_n_tokens else UNSET,
         input_length=gen.input_length,
@@ -181,7 +189,8 @@ async def _respond_json(
         await asyncio.sleep(duration)
         state.metrics.tokens.inc(len(gen.tokens))
     out = TgiResponse(
-        generated_text=_text(parsed, gen), details=_details(parsed, gen) if parsed.details else UNSET
+        generated_text=_text(parsed, gen),
+        details=_details(parsed, gen, state.sim) if parsed.details else UNSET,
     )
     headers = _headers(gen, queued_s, time.perf_counter() - started)
     # TGI's POST / wraps it in a list

@@ -10,7 +10,7 @@ __all__ = ["add_call", "add_trigger", "session_stats"]
 
 
 def add_call(
-    counters: SessionStats, role: Role, timings: BackendTimings, *, judge: bool = False
+    counters: SessionStats, role: Role, timings: BackendTimings, *, judge: bool = False, score: bool = False
 ) -> SessionStats:
     if role == "srm":
         return msgspec.structs.replace(
@@ -23,6 +23,9 @@ def add_call(
         counters,
         lrm_calls=counters.lrm_calls + 1,
         judge_calls=counters.judge_calls + (1 if judge else 0),
+        score_calls=counters.score_calls + (1 if score else 0),
+        score_prompt_tokens=counters.score_prompt_tokens + (timings.prompt_tokens if score else 0),
+        score_backend_s=counters.score_backend_s + (timings.backend_s if score else 0.0),
         lrm_backend_s=counters.lrm_backend_s + timings.backend_s,
         lrm_prompt_tokens=counters.lrm_prompt_tokens + timings.prompt_tokens,
         lrm_cached_prompt_tokens=counters.lrm_cached_prompt_tokens + timings.cached_prompt_tokens,

@@ -130,8 +130,9 @@ def on_verdict(state: SessionSnapshot, event: Verdict, policies: PolicyRegistry)
     _check_awaited(state, candidate.command_id)
     state = _seen(state, max(event.at, candidate.at))
     counters = add_call(state.counters, "srm", candidate.timings)
-    if event.judge_score is not None and event.judge_timings is not None:
-        counters = add_call(counters, "lrm", event.judge_timings, judge=True)
+    if event.judge_timings is not None:  # a judge call, or a scoring call (no judge score)
+        scoring = event.judge_score is None
+        counters = add_call(counters, "lrm", event.judge_timings, judge=not scoring, score=scoring)
     tokens = candidate.step.tokens
     if event.decision == "replace":
         reason: TriggerKind = event.reason or "offload"
@@ -338,6 +339,8 @@ def _next_command(
         head, tail = ("", "")
         if policy.needs == "judge" and not cloud_fallback:
             head, tail = render_judge_prompt(params.lrm_prompt, state.question, texts, state.messages)
+        elif policy.needs == "score":  # the LRM reads the SRM's step as its own next step
+            head = render_generation_prompt(params.lrm_prompt, state.question, texts, state.messages)
         context = TriggerContext(
             params=params,
             hesitation_run_before=state.hesitation_run,

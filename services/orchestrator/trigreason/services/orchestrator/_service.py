@@ -294,8 +294,10 @@ class Orchestrator:
             m.srm_wasted_tokens.labels(policy).inc(wasted)
         prompt = max(0, now_c.lrm_prompt_tokens - was.lrm_prompt_tokens)
         cached = max(0, now_c.lrm_cached_prompt_tokens - was.lrm_cached_prompt_tokens)
-        # Every LRM generation is committed; each judge call adds its one scored token (as eval's cost).
-        output = max(0, now_c.lrm_tokens - was.lrm_tokens) + max(0, now_c.judge_calls - was.judge_calls)
+        # Every LRM generation is committed; each judge or scoring call adds its one generated token (as
+        # eval's cost); a scoring call's prefill is in the prompt tokens.
+        calls = now_c.judge_calls - was.judge_calls + now_c.score_calls - was.score_calls
+        output = max(0, now_c.lrm_tokens - was.lrm_tokens) + max(0, calls)
         for kind, tokens in (("prompt", prompt), ("cached_prompt", cached), ("output", output)):
             if tokens:
                 m.lrm_tokens.labels(policy, kind).inc(tokens)

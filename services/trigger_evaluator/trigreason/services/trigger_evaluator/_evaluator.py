@@ -1,9 +1,10 @@
 """The trigger-evaluator's core: a stateless, pure function from an SRM step (or a judge score) to
-either a ``Verdict`` or, for a policy that needs a judge, a ``JudgeStep`` for the LRM. It dispatches
-through the policy registry; no policy is named here."""
+either a ``Verdict`` or, for a policy that needs a judge or a scoring call, a ``JudgeStep`` for the LRM.
+It dispatches through the policy registry; no policy is named here."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from trigreason.proto import (
@@ -17,7 +18,7 @@ from trigreason.proto import (
     judge_command_id,
 )
 
-from .policies import JudgeRequest, Policy, PolicyError, PolicyRegistry, SrmStep, StepVerdict
+from .policies import JudgeRequest, Policy, PolicyError, PolicyRegistry, ScoreRequest, SrmStep, StepVerdict
 
 __all__ = ["evaluate"]
 
@@ -53,6 +54,21 @@ def evaluate(
             candidate=event,
             issued_at=event.at,
         )
+    if isinstance(result, ScoreRequest):
+        if policy.needs != "score":
+            raise IllegalEvent(f"policy {policy.name!r} asked for a scoring call it did not declare")
+        # The step read by the LRM as the continuation of its own generation prompt (one prefill).
+        return JudgeStep(
+            session_id=event.session_id,
+            command_id=judge_command_id(event.command_id),
+            step_index=event.step_index,
+            attempt=event.attempt,
+            prompt=ctx.judge_prompt_head,
+            continuation=event.step.text,
+            top_n=1,
+            candidate=event,
+            issued_at=event.at,
+        )
     return _verdict(event, result, at=event.at)
 
 
@@ -64,7 +80,8 @@ def _on_judged(event: JudgeScored, registry: PolicyRegistry) -> Verdict:
     policy, params = _resolve(registry, ctx)
     if policy.on_judged is None:
         raise IllegalEvent(f"policy {policy.name!r} takes no judge score")
-    result = policy.on_judged(_srm_step(candidate, ctx), event.top_logprobs, params)
+    scored = event.scored if policy.needs == "score" else event.top_logprobs
+    result = policy.on_judged(_srm_step(candidate, ctx), scored, params)
     return _verdict(candidate, result, at=max(event.at, candidate.at), judged=event)
 
 
@@ -103,4 +120,14 @@ def _verdict(
         judge_score=v.judge_score,
         judge_timings=judged.timings if judged is not None else None,
         at=at,
+        score_stat=_finite(v.score_stat),
+        score_threshold=v.score_threshold,
+        scored_tokens=len(judged.scored) if judged is not None else 0,
     )
+
+
+def _finite(x: float | None) -> float | None:
+    # JSON has no -inf: a step the LRM gave no support at all is reported at the lowest bound.
+    if x is None or math.isfinite(x):
+        return x
+    return -1e9 if x < 0 else 1e9

@@ -35,7 +35,12 @@ def step_generated(
 
 
 def judge_scored(
-    command: JudgeStep, top_logprobs: tuple[TokenLogprob, ...], timings: BackendTimings, *, at: float
+    command: JudgeStep,
+    top_logprobs: tuple[TokenLogprob, ...],
+    timings: BackendTimings,
+    *,
+    at: float,
+    scored: tuple[TokenLogprob, ...] = (),
 ) -> JudgeScored:
     return JudgeScored(
         session_id=command.session_id,
@@ -46,6 +51,7 @@ def judge_scored(
         candidate=command.candidate,
         timings=timings,
         at=at,
+        scored=scored,
     )
 
 

@@ -168,7 +168,8 @@ class Worker:
         m.backend_requests.labels(self.role, "ok").inc()
         backend_s = result.timings.backend_s
         if isinstance(result, JudgeScored):
-            m.step_latency.labels(self.role, "judge").observe(backend_s, exemplar)
+            kind = "score" if result.scored else "judge"
+            m.step_latency.labels(self.role, kind).observe(backend_s, exemplar)
             return
         m.step_latency.labels(self.role, "generate").observe(backend_s, exemplar)
         if result.step.tokens > 0:
@@ -177,6 +178,11 @@ class Worker:
     async def _call(
         self, command: GenerateStep | JudgeStep, headers: dict[str, str]
     ) -> StepGenerated | JudgeScored:
+        if isinstance(command, JudgeStep) and command.continuation:
+            scored = await self._backend.score(
+                command.prompt, command.continuation, headers=headers, affinity_key=command.session_id
+            )
+            return judge_scored(command, (), scored.timings, at=self._clock(), scored=scored.tokens)
         if isinstance(command, JudgeStep):
             judged = await self._backend.judge(
                 command.prompt, top_n=command.top_n, headers=headers, affinity_key=command.session_id

@@ -52,6 +52,15 @@
     return v.hesitates ? before + 1 : 0;
   }
 
+  // The likelihood policy's statistic of the LRM's log-probabilities against its threshold.
+  function scoreText(v, verdict) {
+    const p = state.params || {};
+    const stat = v.score_stat <= -1e8 ? "-∞" : v.score_stat.toFixed(p.statistic === "low_share" ? 2 : 3);
+    const above = p.statistic === "low_share";
+    const op = verdict === "unlikely" ? (above ? " > " : " < ") : (above ? " ≤ " : " ≥ ");
+    return "LRM " + (p.statistic || "score") + " " + stat + op + v.score_threshold + (verdict === "unlikely" ? ": unlikely" : "");
+  }
+
   // The badge that says why a verdict replaced an SRM draft.
   function reasonBadge(v) {
     const p = state.params || {};
@@ -63,6 +72,9 @@
     }
     if (v.reason === "judge_reject") {
       return badge("judge_reject", "judge " + (v.judge_score < 0 ? "no score" : v.judge_score.toFixed(1)) + " < " + p.judge_threshold + ": reject");
+    }
+    if (v.reason === "unlikely" && v.score_stat !== null && v.score_stat !== undefined) {
+      return badge("unlikely", scoreText(v, "unlikely"), "LRM log-probabilities of the step's " + v.scored_tokens + " tokens");
     }
     return badge("rs", String(v.reason));
   }
@@ -116,6 +128,9 @@
     if (c.role === "srm" && v) {
       if (v.judge_score !== null && v.judge_score !== undefined) {
         meta.append(badge("judge", "judge " + v.judge_score.toFixed(1) + " ≥ " + state.params.judge_threshold));
+      }
+      if (v.score_stat !== null && v.score_stat !== undefined) {
+        meta.append(badge("likely", scoreText(v, "likely"), "LRM log-probabilities of the step's " + v.scored_tokens + " tokens"));
       }
       if (state.params && state.params.policy === "trigreason") {
         meta.append(badge("rs", "r_s " + v.r_s.toFixed(2) + " ≤ ρ " + state.params.rho));

@@ -1,11 +1,12 @@
 """Trigger policies as plug-ins, and the registry every other part of the system reads.
 
 A policy is one module that builds a ``Policy`` (see ``_registry``). The built-in ones are TrigReason,
-SpecReason, LRM-only, SRM-only and the random baseline; more are loaded from the modules named in
+SpecReason, LRM-only, SRM-only, the random baseline and likelihood; more are loaded from the modules named in
 ``TRIGREASON_POLICY_MODULES`` (``PolicyRegistry.from_env``). Pure: stdlib, msgspec and proto only.
 """
 
 from ._endpoints import LrmOnlyParams, SrmOnlyParams
+from ._likelihood import LikelihoodParams, likelihood_replaces, likelihood_statistic
 from ._random import RandomParams, random_offload
 from ._registry import (
     POLICY_MODULES_ENV,
@@ -16,6 +17,7 @@ from ._registry import (
     PolicyError,
     PolicyInfo,
     PolicyRegistry,
+    ScoreRequest,
     SrmStep,
     StepVerdict,
     did_you_mean,
@@ -28,6 +30,7 @@ __all__ = [
     "POLICY_MODULES_ENV",
     "Hesitation",
     "JudgeRequest",
+    "LikelihoodParams",
     "LrmOnlyParams",
     "Needs",
     "ParamInfo",
@@ -36,6 +39,7 @@ __all__ = [
     "PolicyInfo",
     "PolicyRegistry",
     "RandomParams",
+    "ScoreRequest",
     "SpecReasonParams",
     "SrmOnlyParams",
     "SrmStep",
@@ -47,5 +51,7 @@ __all__ = [
     "did_you_mean",
     "hesitates",
     "judge_score",
+    "likelihood_replaces",
+    "likelihood_statistic",
     "random_offload",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import _random, _specreason, _trigreason
+from . import _likelihood, _random, _specreason, _trigreason
 from ._endpoints import LRM_ONLY, SRM_ONLY
 from ._registry import Policy
 
@@ -16,4 +16,5 @@ BUILTIN: tuple[Policy[Any], ...] = (
     LRM_ONLY,
     SRM_ONLY,
     _random.POLICY,
+    _likelihood.POLICY,
 )

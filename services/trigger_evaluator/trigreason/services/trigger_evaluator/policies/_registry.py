@@ -38,6 +38,7 @@ __all__ = [
     "PolicyError",
     "PolicyInfo",
     "PolicyRegistry",
+    "ScoreRequest",
     "SrmStep",
     "StepVerdict",
     "did_you_mean",
@@ -48,9 +49,12 @@ POLICY_MODULES_ENV = "TRIGREASON_POLICY_MODULES"
 
 P = TypeVar("P", bound=msgspec.Struct)
 
-# What a policy asks of the orchestrator beyond SRM steps: nothing, or an LRM judge call per SRM step
-# (the orchestrator renders the judge prompt into the trigger context; the evaluator sends ``JudgeStep``).
-Needs = Literal["nothing", "judge"]
+# What a policy asks of the orchestrator beyond SRM steps: nothing, an LRM judge call per SRM step (the
+# orchestrator renders the judge prompt into the trigger context; the evaluator sends ``JudgeStep``), or
+# an LRM scoring call per SRM step (the orchestrator puts the LRM's generation prompt into the context;
+# the evaluator sends a ``JudgeStep`` whose ``continuation`` is the step, and the LRM returns the
+# log-probability of each of its tokens).
+Needs = Literal["nothing", "judge", "score"]
 
 _COMMON = frozenset(f for f in SessionParams.__struct_fields__ if f not in (*V1_FLAT_PARAMS, "policy_params"))
 
@@ -87,6 +91,9 @@ class StepVerdict(msgspec.Struct, frozen=True, kw_only=True):
     # The hesitation run once this verdict holds (0 after a replace).
     hesitation_run: int = 0
     judge_score: float | None = None
+    # A scoring policy's statistic of the LRM log-probabilities, and its threshold (the browser's badge).
+    score_stat: float | None = None
+    score_threshold: float | None = None
     # What ``triggers replay`` calls this verdict (default: ``reason``, or ``accept``).
     label: str | None = None
 
@@ -97,7 +104,11 @@ class JudgeRequest(msgspec.Struct, frozen=True, kw_only=True):
     top_n: int = 20
 
 
-OnStep = Callable[[SrmStep, Any], "StepVerdict | JudgeRequest"]
+class ScoreRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """A scoring policy's answer to an SRM step: ask the LRM for its log-probability of each token."""
+
+
+OnStep = Callable[[SrmStep, Any], "StepVerdict | JudgeRequest | ScoreRequest"]
 OnJudged = Callable[[SrmStep, Sequence[TokenLogprob], Any], StepVerdict]
 
 
@@ -132,7 +143,8 @@ class PolicyInfo(msgspec.Struct, frozen=True, kw_only=True):
 
 @dataclass(frozen=True, kw_only=True, eq=False)
 class Policy(Generic[P]):
-    """One trigger policy. ``on_step`` is required when ``uses_srm``; ``on_judged`` when it needs a judge."""
+    """One trigger policy. ``on_step`` is required when ``uses_srm``; ``on_judged`` when it needs a judge
+    or a scoring call (it then receives the scored tokens of the step and their LRM log-probabilities)."""
 
     name: str
     params: type[P]
@@ -165,8 +177,9 @@ class Policy(Generic[P]):
 
     @property
     def replayable(self) -> bool:
-        """Decidable offline from an SRM step alone (``triggers replay``)."""
-        return self.uses_srm and self.needs == "nothing"
+        """Decidable offline from a recorded SRM step (``triggers replay``): alone, or for a scoring
+        policy with the LRM's log-probabilities of the step recorded beside it."""
+        return self.uses_srm and self.needs in ("nothing", "score")
 
     @property
     def all_triggers(self) -> tuple[str, ...]:
@@ -231,8 +244,8 @@ def _check(policy: Policy[Any]) -> None:
         raise TypeError(f"policy {policy.name} primes but has no priming_steps parameter")
     if policy.uses_srm and policy.on_step is None:
         raise TypeError(f"policy {policy.name} uses the SRM but has no on_step")
-    if policy.needs == "judge" and policy.on_judged is None:
-        raise TypeError(f"policy {policy.name} needs a judge but has no on_judged")
+    if policy.needs != "nothing" and policy.on_judged is None:
+        raise TypeError(f"policy {policy.name} needs an LRM {policy.needs} call but has no on_judged")
     if not policy.uses_lrm and (policy.primes or policy.needs != "nothing" or not policy.uses_srm):
         raise TypeError(f"policy {policy.name} never calls the LRM, yet primes, judges or has no SRM")
 

@@ -2,7 +2,7 @@
 
 from ._factory import BackendProtocol, detect_protocol, make_backend
 from ._http import BackendSettings
-from ._interface import Backend, Generation, GenerationRequest, JudgeResult
+from ._interface import Backend, Generation, GenerationRequest, JudgeResult, ScoreResult
 from ._openai import OpenAIBackend
 from ._pool import PoolStats, ReplicaPool, ReplicaSource, ReplicaStats, parse_backend_url
 from ._routing import Router, RouterSettings, rendezvous_order
@@ -22,6 +22,7 @@ __all__ = [
     "ReplicaStats",
     "Router",
     "RouterSettings",
+    "ScoreResult",
     "TgiBackend",
     "detect_protocol",
     "make_backend",

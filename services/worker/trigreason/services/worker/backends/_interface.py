@@ -8,7 +8,7 @@ from msgspec import Struct
 
 from trigreason.proto import BackendTimings, GeneratedStep, TokenLogprob
 
-__all__ = ["Backend", "Generation", "GenerationRequest", "JudgeResult"]
+__all__ = ["Backend", "Generation", "GenerationRequest", "JudgeResult", "ScoreResult"]
 
 
 class GenerationRequest(Struct, kw_only=True, frozen=True):
@@ -37,9 +37,18 @@ class JudgeResult(Struct, kw_only=True, frozen=True):
     timings: BackendTimings = BackendTimings()
 
 
+class ScoreResult(Struct, kw_only=True, frozen=True):
+    """A scoring call's answer: the continuation's tokens (as the server splits them) and the server's
+    log-probability of each, read after the prompt in one prefill."""
+
+    tokens: tuple[TokenLogprob, ...]
+    timings: BackendTimings = BackendTimings()
+
+
 @runtime_checkable
 class Backend(Protocol):
-    """Generate one step of raw-text continuation, or score one token for a judge."""
+    """Generate one step of raw-text continuation, score one token for a judge, or score a given
+    continuation's tokens."""
 
     name: str
 
@@ -53,5 +62,14 @@ class Backend(Protocol):
         headers: dict[str, str] | None = None,
         affinity_key: str | None = None,
     ) -> JudgeResult: ...
+
+    async def score(
+        self,
+        prompt: str,
+        continuation: str,
+        *,
+        headers: dict[str, str] | None = None,
+        affinity_key: str | None = None,
+    ) -> ScoreResult: ...
 
     async def aclose(self) -> None: ...

@@ -11,8 +11,8 @@ import msgspec
 from trigreason.proto import BackendError, BackendTimings, FinishReason, GeneratedStep, TokenLogprob
 
 from ._http import BackendSettings, HttpClient, trace_headers
-from ._interface import Generation, GenerationRequest, JudgeResult
-from ._tgi import cut_at_stop
+from ._interface import Generation, GenerationRequest, JudgeResult, ScoreResult
+from ._tgi import continuation_tokens, cut_at_stop
 
 __all__ = ["OpenAIBackend"]
 
@@ -168,6 +168,42 @@ class OpenAIBackend:
         top = sorted(lp.top_logprobs[0].items(), key=lambda kv: kv[1], reverse=True)[:top_n]
         return JudgeResult(
             top_logprobs=tuple(TokenLogprob(text, logprob) for text, logprob in top),
+            timings=self._timings(completion, reply.elapsed_s),
+        )
+
+    async def score(
+        self,
+        prompt: str,
+        continuation: str,
+        *,
+        headers: dict[str, str] | None = None,
+        affinity_key: str | None = None,  # one server: nothing to choose
+    ) -> ScoreResult:
+        """The prompt log-probabilities of ``prompt + continuation`` through ``echo`` with ``logprobs``
+        (vLLM has it; llama.cpp's server and hosted OpenAI do not: a clear error)."""
+        body = {
+            "model": await self.model(),
+            "prompt": prompt + continuation,
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "logprobs": 1,
+            "echo": True,
+            "stream": False,
+        }
+        reply = await self._http.request("POST", "/v1/completions", json=body, headers=trace_headers(headers))
+        completion: _Completion = reply.json(_Completion)
+        lp = self._choice(completion).logprobs
+        # Echoed: the prompt's tokens, then the one generated. Without echo only the generated one comes.
+        if lp is None or len(lp.tokens) < 2 or len(lp.tokens) != len(lp.token_logprobs):
+            raise BackendError(
+                f"{self.name}: the server returned no prompt log-probabilities: a scoring call (the "
+                "likelihood policy) needs /v1/completions with echo and logprobs (vLLM), or a TGI server",
+                code="backend_unsupported",
+                retryable=False,
+            )
+        prompt_lps = list(zip(lp.tokens[:-1], lp.token_logprobs[:-1], strict=True))
+        return ScoreResult(
+            tokens=continuation_tokens(prompt_lps, len(continuation)),
             timings=self._timings(completion, reply.elapsed_s),
         )
 

@@ -30,13 +30,13 @@ from trigreason.proto import BackendError, BackendTimings, ConfigError
 
 from ._detect import detect_protocol
 from ._http import BackendSettings, HttpClient
-from ._interface import Backend, Generation, GenerationRequest, JudgeResult
+from ._interface import Backend, Generation, GenerationRequest, JudgeResult, ScoreResult
 from ._routing import Router, RouterSettings, rendezvous_order
 
 __all__ = ["PoolStats", "ReplicaPool", "ReplicaSource", "ReplicaStats", "parse_backend_url"]
 
 _log = structlog.get_logger("trigreason.backends")
-_T = TypeVar("_T", Generation, JudgeResult)
+_T = TypeVar("_T", Generation, JudgeResult, ScoreResult)
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 
@@ -242,6 +242,17 @@ class ReplicaPool:
     ) -> JudgeResult:
         return await self._route(affinity_key, lambda b: b.judge(prompt, top_n=top_n, headers=headers))
 
+    async def score(
+        self,
+        prompt: str,
+        continuation: str,
+        *,
+        headers: dict[str, str] | None = None,
+        affinity_key: str | None = None,
+    ) -> ScoreResult:
+        # Routed by the session like its steps: the replica holding the session's prefix reads the step.
+        return await self._route(affinity_key, lambda b: b.score(prompt, continuation, headers=headers))
+
     async def _route(self, key: str | None, call: Callable[[Backend], Awaitable[_T]]) -> _T:
         await self._wait_for_replicas()
         failed: set[str] = set()
@@ -280,7 +291,7 @@ class ReplicaPool:
                 self.router.finished(replica, self._clock())  # cancelled: says nothing of the replica
                 raise
             self.router.finished(replica, self._clock())
-            step = getattr(result, "step", None)  # a Generation; a judge call scores one token
+            step = getattr(result, "step", None)  # a Generation; a judge or scoring call generates one token
             self._served(key, replica, result.timings, step.tokens if step is not None else 1)
             return result
         assert last is not None

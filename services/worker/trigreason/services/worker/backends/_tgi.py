@@ -9,9 +9,9 @@ from trigreason.proto import BackendError, BackendTimings, FinishReason, Generat
 from trigreason.services.runtime import TgiDetails, TgiResponse
 
 from ._http import BackendSettings, HttpClient, trace_headers
-from ._interface import Generation, GenerationRequest, JudgeResult
+from ._interface import Generation, GenerationRequest, JudgeResult, ScoreResult
 
-__all__ = ["TgiBackend", "cut_at_stop"]
+__all__ = ["TgiBackend", "continuation_tokens", "cut_at_stop"]
 
 
 _FINISH: dict[str, FinishReason] = {
@@ -26,6 +26,17 @@ def cut_at_stop(text: str, stops: tuple[str, ...]) -> str:
     ``generated_text``; the interface returns the step without it."""
     hits = [i for i in (text.find(s) for s in stops if s) if i >= 0]
     return text[: min(hits)] if hits else text
+
+
+def continuation_tokens(prompt: list[tuple[str, float | None]], chars: int) -> tuple[TokenLogprob, ...]:
+    """The last prompt tokens whose texts cover the last ``chars`` characters, with their
+    log-probabilities (a token without one, the very first, is left out)."""
+    covered = 0
+    start = len(prompt)
+    while start > 0 and covered < chars:
+        start -= 1
+        covered += len(prompt[start][0])
+    return tuple(TokenLogprob(text, lp) for text, lp in prompt[start:] if lp is not None)
 
 
 class TgiBackend:
@@ -118,6 +129,35 @@ class TgiBackend:
         top = sorted(details.top_tokens[0], key=lambda t: t.logprob, reverse=True)[:top_n]
         return JudgeResult(
             top_logprobs=tuple(TokenLogprob(t.text, t.logprob) for t in top),
+            timings=self._timings(details, reply.headers, reply.elapsed_s),
+        )
+
+    async def score(
+        self,
+        prompt: str,
+        continuation: str,
+        *,
+        headers: dict[str, str] | None = None,
+        affinity_key: str | None = None,  # one server: nothing to choose
+    ) -> ScoreResult:
+        """The prompt log-probabilities of ``prompt + continuation`` (``decoder_input_details``, one new
+        token), of the tokens that cover ``continuation``: a token straddling the boundary counts."""
+        params = {"max_new_tokens": 1, "do_sample": False, "details": True, "decoder_input_details": True}
+        reply = await self._http.request(
+            "POST",
+            "/generate",
+            json={"inputs": prompt + continuation, "parameters": params},
+            headers=trace_headers(headers),
+        )
+        details = self._details(reply.json(TgiResponse))
+        if not details.prefill:
+            raise BackendError(
+                f"{self.name}: no prefill in the response (does the server support decoder_input_details?)",
+                code="backend_bad_response",
+                retryable=False,
+            )
+        return ScoreResult(
+            tokens=continuation_tokens([(t.text, t.logprob) for t in details.prefill], len(continuation)),
             timings=self._timings(details, reply.headers, reply.elapsed_s),
         )
 
