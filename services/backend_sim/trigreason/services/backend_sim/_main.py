@@ -38,9 +38,10 @@ def main(env: Mapping[str, str] | None = None, **overrides: Any) -> int:
     if level not in _LEVELS:
         print(f"error: TRIGREASON_LOG_LEVEL={level!r}: use {', '.join(_LEVELS)}", file=sys.stderr)
         return 2
-    configure_logging(service="backend-sim", level=level)
     try:
+        # Settings first: a bad one is reported before logging or signals are set up (nothing to undo).
         settings = SimSettings.from_env(env, **overrides)
+        configure_logging(service="backend-sim", level=level)
         run_event_loop(lambda: _serve(settings), env=env)
     except TrigReasonError as exc:
         print(f"error: {exc.message}", file=sys.stderr)

@@ -53,6 +53,12 @@ def main(env: Mapping[str, str] | None = None, **overrides: Any) -> int:
     if level not in _LEVELS:
         print(f"error: TRIGREASON_LOG_LEVEL={level!r}: use {', '.join(_LEVELS)}", file=sys.stderr)
         return 2
+    try:
+        # Settings first: a bad one is reported before logging or signals are set up (nothing to undo).
+        settings = TgiCpuSettings.from_env(env, **overrides)
+    except TrigReasonError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
     configure_logging(service="tgi-cpu", level=level)
     log = structlog.get_logger("trigreason.tgi_cpu").bind(service="tgi-cpu")
     # As PID 1 in a container a signal without a handler does nothing: until the event loop takes over,
@@ -61,7 +67,6 @@ def main(env: Mapping[str, str] | None = None, **overrides: Any) -> int:
         signal.signal(sig, _stop_now)
     engine: LlamaEngine | None = None
     try:
-        settings = TgiCpuSettings.from_env(env, **overrides)
         log.info("resolving model", model=settings.model)
         path = resolve_model_path(settings.model)
         model_id = path.name if Path(settings.model).expanduser().is_file() else settings.model
