@@ -10,6 +10,7 @@ import json
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -213,6 +214,16 @@ def _stages(text: str) -> dict[str, list[str]]:
     return stages
 
 
+def _workspace_dependencies(member: str) -> list[str]:
+    """The workspace members (``trigreason-*``) that ``member``'s pyproject.toml depends on, in its order."""
+    for path in (ROOT / "services").glob("*/pyproject.toml"):
+        project = tomllib.loads(path.read_text())["project"]
+        if project["name"] == member:
+            names = (re.split(r"[<>=!~\[ ;]", d, maxsplit=1)[0] for d in project["dependencies"])
+            return [n for n in names if n.startswith("trigreason-")]
+    raise AssertionError(f"no workspace member {member}")
+
+
 def test_one_image_per_service_built_from_its_own_package() -> None:
     text = DOCKERFILE.read_text()
     stages = _stages(text)
@@ -222,11 +233,14 @@ def test_one_image_per_service_built_from_its_own_package() -> None:
         extras = "".join(f" --extra {e}" for e in image.extras)
         # Dependencies first (a layer that changes with uv.lock only), then the members, as wheels.
         syncs = [" ".join(line.split()) for line in build if "uv sync" in line]
+        # Every workspace member the image holds is reinstalled from the checkout (the service, runtime,
+        # proto, and the members the service depends on, e.g. the gateway's policy registry).
+        reinstall = [image.member, "trigreason-runtime", "trigreason-proto"]
+        reinstall += [m for m in _workspace_dependencies(image.member) if m not in reinstall]
         assert [s.removeprefix("RUN --mount=type=cache,target=/root/.cache/uv ") for s in syncs] == [
             f"uv sync --frozen --no-dev --no-install-workspace --package {image.member}{extras}",
             f"uv sync --frozen --no-dev --no-editable --package {image.member}{extras}"
-            f" --reinstall-package {image.member} --reinstall-package trigreason-runtime"
-            " --reinstall-package trigreason-proto",
+            + "".join(f" --reinstall-package {m}" for m in reinstall),
         ]
         assert final[0] == f"FROM runtime AS {image.target}"
         assert f"COPY --from=build-{image.target} /app/.venv /app/.venv" in final
