@@ -23,7 +23,7 @@ from trigreason.services.worker.backends import Generation, GenerationRequest
 pytestmark = pytest.mark.timeout(60)
 
 TOKEN = "sdk-token"
-POLICIES = ["trigreason", "specreason", "lrm-only", "srm-only", "random"]
+POLICIES = ["trigreason", "specreason", "lrm-only", "srm-only", "random", "likelihood"]
 FINAL = step("So \\boxed{7}.")
 NO_PRIMING = {"trigreason": {"params": {"priming_steps": 0, "rho": 1.0}}}
 
@@ -187,6 +187,19 @@ async def test_models_lists_the_policies_and_selects_one(gateway: Served) -> Non
     assert resp.model == "lrm-only"
     stats = (resp.model_extra or {})["trigreason"]["stats"]
     assert (stats["srm_steps"], stats["lrm_steps"] > 0) == (0, True), "lrm-only: the LRM wrote every step"
+
+
+async def test_likelihood_through_the_openai_api_counts_its_scoring_calls(gateway: Served) -> None:
+    resp = await gateway.client.chat.completions.create(
+        model="likelihood", messages=_question(), extra_body={"trigreason": {"params": {"priming_steps": 0}}}
+    )
+    assert resp.model == "likelihood"
+    assert resp.choices[0].message.content == "So \\boxed{7}."
+    stats = (resp.model_extra or {})["trigreason"]["stats"]
+    # Each SRM step was read by the LRM once (the scripted LRM finds every step likely).
+    assert stats["score_calls"] == stats["srm_steps"] == 2
+    assert stats["lrm_steps"] == 0
+    assert stats["lrm_calls"] == 2
 
 
 async def test_the_profile_is_a_model_and_the_default(cluster: Cluster) -> None:

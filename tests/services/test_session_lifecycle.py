@@ -142,6 +142,23 @@ async def test_a_rejected_judge_call_fails_the_session(cluster: Cluster, strict_
     assert isinstance(_terminal(await _events(cluster.server.url, "j2")), SessionFinished)
 
 
+async def test_likelihood_on_the_simulator_scores_each_srm_step(cluster: Cluster, sim: str) -> None:
+    # The scoring call over real HTTP: decoder_input_details on the simulator's TGI protocol.
+    await _start(cluster, sim)
+    params = SessionParams(policy="likelihood", priming_steps=1, policy_params={"threshold": -1.0})
+    await _request(cluster.server.url, "lk-sim", params)
+    events = await _events(cluster.server.url, "lk-sim")
+    end = _terminal(events)
+    assert isinstance(end, SessionFinished), end
+    verdicts = [e for e in events if isinstance(e, Verdict)]
+    assert verdicts
+    assert all(v.score_stat is not None and v.scored_tokens > 0 for v in verdicts)
+    assert all((v.decision == "replace") == (v.score_stat < -1.0) for v in verdicts)  # type: ignore[operator]
+    assert end.stats.score_calls == len(verdicts)
+    assert end.stats.score_prompt_tokens > 0
+    assert end.stats.judge_calls == 0
+
+
 async def test_a_session_past_its_deadline_fails(cluster: Cluster, slow_sim: str) -> None:
     await _start(cluster, slow_sim)
     started = asyncio.get_running_loop().time()
