@@ -137,3 +137,36 @@ async def test_a_matched_run_through_the_runner(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, [*args[:-6], "--out", str(tmp_path / "empty")])
     assert result.exit_code == 2
     assert "has no problem with every run done" in result.output
+
+
+async def test_likelihood_matched_to_random_through_the_runner(tmp_path: Path) -> None:
+    """eval --matched-random --matched-to likelihood: random runs at likelihood's replaced share (its
+    'unlikely' steps), and the summary's vs_random.likelihood compares them pairwise."""
+    from trigreason.eval import evaluate
+
+    final = step("So \\boxed{7}.")
+    problems = [Problem(id=f"l/{i}", question="What is 3 + 4?", gold="7", grade="numeric") for i in range(4)]
+
+    class Executor:
+        async def solve(self, question: str, params: SessionParams, session_id: str) -> Any:
+            srm = ScriptedBackend("srm", [step("We add."), final], default=final)
+            # The LRM finds the first SRM step unlikely, the answer likely.
+            lrm = ScriptedBackend("lrm", default=step("Adding."), score_logprobs=[-3.0, -0.1, -0.1])
+            return await InProcessExecutor(srm, lrm).solve(question, params, session_id)
+
+    params = SessionParams(priming_steps=0, max_steps=12, policy_params={"threshold": -1.0})
+    rows = await evaluate(
+        problems, ["likelihood"], samples=1, params=params, executor=Executor(), out_dir=tmp_path,
+        matched_random=True, matched_to="likelihood",
+    )  # fmt: skip
+    p = replaced_share(r.stats for r in rows if r.policy == "likelihood")
+    assert p == pytest.approx(1 / 2)  # one of two SRM steps replaced in each run
+    assert all(r.stats.score_calls == 2 for r in rows if r.policy == "likelihood")
+    summary = summarize(rows, EdgeCloudModel())
+    assert summary.trigreason_vs_random is None
+    versus = summary.vs_random["likelihood"]
+    assert (versus.policy, versus.pairs, versus.trigreason_accuracy) == ("likelihood", 4, 1.0)
+    assert versus.random_offload_p == pytest.approx(p)
+    assert 0.0 <= versus.mcnemar_p <= 1.0
+    # Its scoring calls are in the edge-cloud cost: one generated token each, as a judge call.
+    assert summary.policies["likelihood"].edge_cloud.api_cost_usd > 0

@@ -192,6 +192,13 @@ def eval_(
             "and seeds, and compare them pairwise (summary: trigreason_vs_random)"
         ),
     ] = False,
+    matched_to: Annotated[
+        str,
+        typer.Option(
+            help="the policy whose replaced share --matched-random gives the random baseline (summary: "
+            "vs_random.<policy> unless trigreason)"
+        ),
+    ] = "trigreason",
 ) -> None:
     """Run problems under every policy with the same seeds; grade; write results, summary and report.
 
@@ -201,6 +208,7 @@ def eval_(
             [p.strip() for p in policies.split(",") if p.strip()],
             matched_random=matched_random,
             policies=cli_policies(),
+            matched_to=matched_to,
         )
     except ConfigError as exc:
         raise typer.BadParameter(exc.message, param_hint="--policies") from exc
@@ -221,7 +229,7 @@ def eval_(
         async with executor(via, srm_model, lrm_model, srm_url, lrm_url, console) as ex:
             return await evaluate(
                 problems, wanted, samples=samples, params=params, executor=ex, out_dir=out,
-                concurrency=concurrency, matched_random=matched_random, label=dataset,
+                concurrency=concurrency, matched_random=matched_random, matched_to=matched_to, label=dataset,
                 progress=progress_bars(console), say=console.print,
             )  # fmt: skip
 
@@ -242,11 +250,12 @@ def eval_(
     with console.status("writing the report..."):
         write_report(out / "report.html", rows, summary, plots_dir=out / "plots", policies=cli_policies())
     stdout_console().print(_summary_table(summary))
-    versus = summary.trigreason_vs_random
-    if versus is not None:
+    for versus in (summary.trigreason_vs_random, *summary.vs_random.values()):
+        if versus is None:
+            continue
         low, high = versus.accuracy_difference_ci95
         console.print(
-            f"trigreason vs random over {versus.pairs} pairs: {versus.trigreason_accuracy:.3f} against "
+            f"{versus.policy} vs random over {versus.pairs} pairs: {versus.trigreason_accuracy:.3f} against "
             f"{versus.random_accuracy:.3f}, difference {versus.accuracy_difference:+.3f} "
             f"[{low:+.3f}, {high:+.3f}] (exact 95%): {versus.verdict}"
         )

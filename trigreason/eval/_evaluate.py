@@ -39,7 +39,11 @@ def default_policies(policies: PolicyRegistry) -> tuple[str, ...]:
 
 
 def check_policies(
-    wanted: Sequence[str], *, matched_random: bool, policies: PolicyRegistry | None = None
+    wanted: Sequence[str],
+    *,
+    matched_random: bool,
+    policies: PolicyRegistry | None = None,
+    matched_to: str = "trigreason",
 ) -> list[str]:
     """``wanted`` when every name is a registered policy (ConfigError otherwise, with a suggestion)."""
     registry = policies or PolicyRegistry.from_env()
@@ -47,8 +51,8 @@ def check_policies(
     if unknown or not wanted:
         hint = did_you_mean(unknown[0], registry.names()) if unknown else ""
         raise ConfigError(f"unknown policy {unknown}{hint}; use {', '.join(registry.names())}")
-    if matched_random and "trigreason" not in wanted:
-        raise ConfigError("--matched-random compares with trigreason: add it")
+    if matched_random and matched_to not in wanted:
+        raise ConfigError(f"--matched-random compares with {matched_to}: add it")
     return list(wanted)
 
 
@@ -110,12 +114,14 @@ async def evaluate(
     out_dir: Path,
     concurrency: int = 1,
     matched_random: bool = False,
+    matched_to: str = "trigreason",
     label: str = "eval",
     progress: Progress = no_progress,
     say: Callable[[str], None] = lambda _m: None,
 ) -> list[Row]:
     """Every policy's runs; with ``matched_random``, then the random baseline on the same problems and
-    seeds at the share of SRM steps TrigReason replaced on them (its ``offload_p``)."""
+    seeds at the share of SRM steps ``matched_to`` (TrigReason by default) replaced on them (its
+    ``offload_p``)."""
     with progress(label) as on_progress:
         rows = await run_eval(
             problems, policies, samples=samples, params=params, executor=executor, out_dir=out_dir,
@@ -123,9 +129,9 @@ async def evaluate(
         )  # fmt: skip
     if not matched_random:
         return rows
-    # The baseline hands the LRM as many SRM steps as TrigReason did on this data set.
-    p = replaced_share(r.stats for r in rows if r.policy == "trigreason")
-    say(f"random baseline at offload_p {p:.3f} (the share of SRM steps TrigReason replaced)")
+    # The baseline hands the LRM as many SRM steps as the matched policy did on this data set.
+    p = replaced_share(r.stats for r in rows if r.policy == matched_to)
+    say(f"random baseline at offload_p {p:.3f} (the share of SRM steps {matched_to} replaced)")
     matched = msgspec.structs.replace(params, offload_p=p)
     with progress(f"{label} random") as on_progress:
         return rows + await run_eval(

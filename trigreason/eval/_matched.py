@@ -34,11 +34,12 @@ __all__ = [
 ]
 
 # The triggers that discard an SRM step and hand it to the LRM (priming replaces nothing).
-REPLACING_TRIGGERS = ("offload", "intervention", "judge_reject", "random")
+REPLACING_TRIGGERS = ("offload", "intervention", "judge_reject", "random", "unlikely")
 
 
 class MatchedComparison(msgspec.Struct, kw_only=True, frozen=True):
-    """``summary.json``'s ``trigreason_vs_random`` (fields in docs/evaluation.md)."""
+    """``summary.json``'s ``trigreason_vs_random`` and each entry of ``vs_random`` (fields in
+    docs/evaluation.md). The ``trigreason_*`` fields are those of ``policy`` (the compared policy)."""
 
     pairs: int
     trigreason_accuracy: float
@@ -58,6 +59,8 @@ class MatchedComparison(msgspec.Struct, kw_only=True, frozen=True):
     discordant_pairs_needed: int | None = None
     verdict_rule: str = VERDICT_RULE
     accuracy_difference_ci95_method: str = INTERVAL_METHOD
+    # The policy compared with random (eval --matched-random --matched-to; added with likelihood).
+    policy: str = "trigreason"
 
 
 def replaced_share(stats: Iterable[SessionStats]) -> float:
@@ -69,21 +72,21 @@ def replaced_share(stats: Iterable[SessionStats]) -> float:
     return replaced / (replaced + committed) if replaced + committed else 0.0
 
 
-def matched_comparison(rows: list[Row]) -> MatchedComparison | None:
-    """TrigReason against random over the (problem, sample) pairs both ran; None when there are none."""
-    by_key: dict[str, dict[tuple[str, int], bool]] = {"trigreason": {}, "random": {}}
+def matched_comparison(rows: list[Row], policy: str = "trigreason") -> MatchedComparison | None:
+    """``policy`` against random over the (problem, sample) pairs both ran; None when there are none."""
+    by_key: dict[str, dict[tuple[str, int], bool]] = {policy: {}, "random": {}}
     for row in rows:
         if row.policy in by_key:
             by_key[row.policy][(row.problem_id, row.sample)] = row.correct
-    pairs = sorted(set(by_key["trigreason"]) & set(by_key["random"]))
+    pairs = sorted(set(by_key[policy]) & set(by_key["random"]))
     if not pairs:
         return None
-    outcomes = [(by_key["trigreason"][k], by_key["random"][k]) for k in pairs]
+    outcomes = [(by_key[policy][k], by_key["random"][k]) for k in pairs]
     n = len(outcomes)
-    b = sum(1 for t, r in outcomes if t and not r)  # TrigReason right, random wrong
+    b = sum(1 for t, r in outcomes if t and not r)  # the policy right, random wrong
     c = sum(1 for t, r in outcomes if r and not t)  # the opposite
-    verdict = paired_verdict(b, c, first="trigreason", second="random", setting="at the same replaced share")
-    tr_rows = [r for r in rows if r.policy == "trigreason"]
+    verdict = paired_verdict(b, c, first=policy, second="random", setting="at the same replaced share")
+    tr_rows = [r for r in rows if r.policy == policy]
     rnd_rows = [r for r in rows if r.policy == "random"]
     return MatchedComparison(
         pairs=n,
@@ -100,4 +103,5 @@ def matched_comparison(rows: list[Row]) -> MatchedComparison | None:
         verdict=verdict.text,
         significant=verdict.significant,
         discordant_pairs_needed=verdict.discordant_pairs_needed,
+        policy=policy,
     )

@@ -87,6 +87,7 @@ def write_report(
         f"{summary.runs} runs.</p>",
         _table(summary),
         _matched(summary.trigreason_vs_random),
+        *(_matched(m) for m in summary.vs_random.values()),
         _model_note(summary),
     ]
     body += [_figure(title, png) for title, png in figures if png is not None]
@@ -164,13 +165,14 @@ def _matched(m: MatchedComparison | None) -> str:
     if m is None:
         return ""
     low, high = m.accuracy_difference_ci95
+    name = "TrigReason" if m.policy == "trigreason" else html.escape(m.policy)
     rows = [
         ("pairs (problem, sample) both ran", str(m.pairs)),
-        ("accuracy: TrigReason / random", f"{m.trigreason_accuracy:.3f} / {m.random_accuracy:.3f}"),
-        ("SRM steps replaced: TrigReason / random",
+        (f"accuracy: {name} / random", f"{m.trigreason_accuracy:.3f} / {m.random_accuracy:.3f}"),
+        (f"SRM steps replaced: {name} / random",
          f"{m.trigreason_replaced_share:.3f} / {m.random_replaced_share:.3f}"),
-        ("TrigReason right, random wrong", str(m.trigreason_right_random_wrong)),
-        ("random right, TrigReason wrong", str(m.random_right_trigreason_wrong)),
+        (f"{name} right, random wrong", str(m.trigreason_right_random_wrong)),
+        (f"random right, {name} wrong", str(m.random_right_trigreason_wrong)),
         ("accuracy difference (exact 95% interval, a description)",
          f"{m.accuracy_difference:+.3f} [{low:+.3f}, {high:+.3f}]"),
         ("exact McNemar p (two-sided)", f"{m.mcnemar_p:.3g}"),
@@ -181,13 +183,14 @@ def _matched(m: MatchedComparison | None) -> str:
     p = m.random_offload_p
     intro = (
         "<p>The random baseline ran the same problems and seeds, replacing each SRM step with an LRM step "
-        f"with probability {'?' if p is None else f'{p:.3f}'}: the share TrigReason replaced. Paired by "
+        f"with probability {'?' if p is None else f'{p:.3f}'} (eval --matched-random gives it the share "
+        "of the matched policy; compare the replaced shares above). Paired by "
         f"problem. The verdict follows the {html.escape(m.verdict_rule)}: a side wins only when p &lt; "
         f"{m.alpha:g}. The interval describes the difference "
         f"({html.escape(m.accuracy_difference_ci95_method)}).</p>"
     )
     table = "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in rows)
-    return f"<h2>TrigReason against random at the same replaced share</h2>{intro}<table>{table}</table>"
+    return f"<h2>{name} against random at the same replaced share</h2>{intro}<table>{table}</table>"
 
 
 def _calibration_table(c: Calibration) -> str:

@@ -61,6 +61,9 @@ class Summary(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
     trigreason_vs_random: MatchedComparison | None = None
     dataset: str | None = None
     params: SessionParams | None = None
+    # Every other policy that ran beside random, against it pairwise (eval --matched-random --matched-to
+    # likelihood matches random's share to that policy's; compare the two replaced shares in each entry).
+    vs_random: dict[str, MatchedComparison] = {}
 
 
 def summarize(
@@ -87,6 +90,11 @@ def summarize(
         trigreason_vs_random=matched_comparison(rows),
         dataset=dataset,
         params=params,
+        vs_random={
+            name: m
+            for name in sorted(by_policy)
+            if name not in ("trigreason", "random") and (m := matched_comparison(rows, name)) is not None
+        },
     )
 
 
