@@ -15,21 +15,37 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import trustme
 
 from trigreason.proto import (
     CLOUD_DOMAIN,
     FLOW_CONTROL_SUBJECTS,
+    KV_STREAM,
+    LRM_OUTBOX_STREAM,
+    BusService,
+    event_filter,
+    js_api,
+    service_permissions,
     site_deliver_prefix,
     site_events,
     site_js_api,
     site_ping,
 )
 
-__all__ = ["CLOUD_DOMAIN", "EdgeServer", "HubServer", "TlsFiles", "TlsMaterial", "edge_config", "hub_config"]
+__all__ = [
+    "CLOUD_DOMAIN",
+    "EdgeServer",
+    "HubServer",
+    "TlsFiles",
+    "TlsMaterial",
+    "edge_config",
+    "edge_service_permissions",
+    "hub_config",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +89,45 @@ def _tls_block(tls: TlsFiles, *, verify: bool, handshake_first: bool) -> str:
     )
 
 
-def _users(users: Mapping[str, str]) -> str:
-    return ", ".join(f"{{user: {_q(u)}, password: {_q(p)}}}" for u, p in users.items())
+def _users(users: Mapping[str, str], permissions: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+    """Users and passwords; a user in ``permissions`` gets that NATS ``permissions`` block."""
+    out = []
+    for user, password in users.items():
+        perms = (permissions or {}).get(user)
+        extra = f", permissions: {json.dumps(perms)}" if perms is not None else ""
+        out.append(f"{{user: {_q(user)}, password: {_q(password)}{extra}}}")
+    return ", ".join(out)
+
+
+def edge_service_permissions(service: BusService, site: str) -> dict[str, Any]:
+    """An edge service's NATS permissions: the generator's (``service_permissions``) and what the edge
+    placement adds: the LRM outbox in the layout, and for the orchestrator the cloud's ping, its notices (a
+    failed step, the SRM's turn) and the sessions' snapshots it looks through when the cloud goes away.
+    Both API prefixes: the client names its domain (``$JS.<site>.API``), which the server maps to its
+    local ``$JS.API`` before it checks the permission."""
+    allow: list[str] = []
+    for api in (js_api(site), js_api()):
+        allow += service_permissions(service, api=api)["publish"]["allow"]
+        allow += [f"{api}.STREAM.CREATE.{LRM_OUTBOX_STREAM}", f"{api}.STREAM.UPDATE.{LRM_OUTBOX_STREAM}"]
+        if service == "orchestrator":
+            allow += [
+                f"{api}.STREAM.NAMES",
+                f"{api}.STREAM.INFO.{KV_STREAM}",
+                f"{api}.CONSUMER.CREATE.{KV_STREAM}",
+                f"{api}.CONSUMER.CREATE.{KV_STREAM}.>",
+                f"{api}.CONSUMER.DELETE.{KV_STREAM}.>",
+                f"{api}.CONSUMER.INFO.{KV_STREAM}.>",
+            ]
+    if service == "orchestrator":
+        allow += [
+            site_ping(site),
+            event_filter("step_failed"),
+            event_filter("cloud_unavailable"),
+            f"$JS.FC.{KV_STREAM}.>",
+        ]
+    perms = service_permissions(service)
+    perms["publish"]["allow"] = list(dict.fromkeys(allow))
+    return perms
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -95,7 +148,9 @@ class EdgeServer:
     port: int
     store_dir: Path
     tls: TlsFiles
-    users: Mapping[str, str]  # the site's services
+    users: Mapping[str, str]  # the site's users (its services, a harness) and their passwords
+    # Per user, a NATS permissions block (``edge_service_permissions``); a user without one may do anything.
+    permissions: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     hub_leaf_url: str  # where the leaf connection dials (the hub's leaf port, or a WAN in between)
     leaf_password: str
     handshake_first: bool = True
@@ -169,7 +224,7 @@ listen: "{edge.host}:{edge.port}"
 tls {_tls_block(edge.tls, verify=True, handshake_first=edge.handshake_first)}
 jetstream {{ domain: {_q(edge.site)}, store_dir: {_q(str(edge.store_dir))} }}
 accounts {{
-  SITE: {{ jetstream: enabled, users: [{_users(edge.users)}] }}
+  SITE: {{ jetstream: enabled, users: [{_users(edge.users, edge.permissions)}] }}
 }}
 leafnodes {{
   reconnect: "1s"

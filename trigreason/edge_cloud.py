@@ -44,11 +44,19 @@ from trigreason._site_config import (
     TlsFiles,
     TlsMaterial,
     edge_config,
+    edge_service_permissions,
     hub_config,
 )
 from trigreason.host import ServiceName, ServiceSettings, run_service
 from trigreason.nats_server import LocalNatsServer
-from trigreason.proto import LRM_COMMAND_STREAM, ConfigError, Role, TrigReasonError, site_js_api
+from trigreason.proto import (
+    LRM_COMMAND_STREAM,
+    ConfigError,
+    Role,
+    TrigReasonError,
+    inbox_prefix,
+    site_js_api,
+)
 from trigreason.services.runtime import BusSettings
 from trigreason.services.worker.backends import Backend, BackendSettings, make_backend
 from trigreason.stack import StackSpec, inference_servers
@@ -63,6 +71,7 @@ __all__ = [
     "TlsMaterial",
     "edge_cloud_stack",
     "edge_config",
+    "edge_service_permissions",
     "hub_config",
 ]
 
@@ -110,6 +119,7 @@ class RunningSite:
     server: LocalNatsServer
     bus: BusSettings  # what a client at this edge uses
     gateway_url: str | None = None
+    service_passwords: dict[str, str] = field(default_factory=dict, repr=False)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -231,7 +241,7 @@ async def _wait_for_sources(bus: BusSettings, sites: tuple[str, ...], timeout_s:
 
 async def _start_services(
     names: tuple[ServiceName, ...],
-    settings: ServiceSettings,
+    settings_for: Callable[[ServiceName], ServiceSettings],
     *,
     stop: asyncio.Event,
     tracer_provider: TracerProvider,
@@ -245,7 +255,7 @@ async def _start_services(
         task = asyncio.create_task(
             run_service(
                 name,
-                settings,
+                settings_for(name),
                 stop=stop,
                 tracer_provider=tracer_provider,
                 backend_factory=backend_factory,
@@ -371,6 +381,9 @@ async def edge_cloud_stack(
             site_dir.mkdir()
             edge_tls = tls.issue(f"edge-{site}")
             password = secrets.token_urlsafe(16)
+            # One NATS user per edge service, allowed only its own subjects (the permission generator's,
+            # in this site's domain); the site's own user (tests, the chaos harness) may do anything.
+            service_passwords: dict[str, str] = {name: secrets.token_urlsafe(16) for name in _EDGE_SERVICES}
             leaf_host, target_port = leaf_targets[site]
             leaf_url = f"tls://{leaf_host}:{target_port}"
             server = LocalNatsServer(
@@ -383,7 +396,8 @@ async def edge_cloud_stack(
                         port=port,
                         store_dir=site_dir / "js",
                         tls=edge_tls,
-                        users={site: password},
+                        users={site: password, **service_passwords},
+                        permissions={name: edge_service_permissions(name, site) for name in _EDGE_SERVICES},
                         hub_leaf_url=leaf_url,
                         leaf_password=leaf_passwords[site],
                         handshake_first=spec.handshake_first,
@@ -404,7 +418,7 @@ async def edge_cloud_stack(
                 nats_domain=site,
                 edge_sites=(),
             )
-            sites[site] = RunningSite(name=site, server=server, bus=bus)
+            sites[site] = RunningSite(name=site, server=server, bus=bus, service_passwords=service_passwords)
             say(f"started edge site {site!r} (leaf node, JetStream domain {site}) on {server.url}")
         for site in spec.sites:
             target = f"hub_leaf_url={spec.hub_leaf_url}" if spec.hub_leaf_url else f"port {leaf_port}"
@@ -444,12 +458,25 @@ async def edge_cloud_stack(
             if spec.gateway_port is not None:
                 site_host["port"] = spec.gateway_port if i == 0 else 0
             names = _EDGE_SERVICES if spec.gateway_port is not None else _EDGE_SERVICES[1:]
-            settings = dataclasses.replace(
-                base, bus=running_site.bus, host=dataclasses.replace(base.host, **site_host)
-            )
+            site_settings = dataclasses.replace(base, host=dataclasses.replace(base.host, **site_host))
+
+            def settings_for(
+                name: ServiceName,
+                running_site: RunningSite = running_site,
+                site_settings: Any = site_settings,
+            ) -> ServiceSettings:
+                bus = dataclasses.replace(
+                    running_site.bus,
+                    nats_user=name,
+                    nats_password=running_site.service_passwords[name],
+                    inbox_prefix=inbox_prefix(name),
+                )
+                settings: ServiceSettings = dataclasses.replace(site_settings, bus=bus)
+                return settings
+
             running_site.gateway_url = await _start_services(
                 names,
-                settings,
+                settings_for,
                 stop=running_site.stop,
                 tracer_provider=tracer_provider,
                 backend_factory=backend_factory,
@@ -464,7 +491,7 @@ async def edge_cloud_stack(
         for _ in range(spec.lrm_workers):
             await _start_services(
                 ("lrm-worker",),
-                cloud_settings,
+                lambda _name: cloud_settings,
                 stop=running.cloud_stop,
                 tracer_provider=tracer_provider,
                 backend_factory=backend_factory,

@@ -14,7 +14,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 
 from tests.sites.support import start_session, wait_session
 from trigreason.edge_cloud import EdgeCloud
-from trigreason.proto import LRM_COMMAND_STREAM, site_js_api
+from trigreason.proto import LRM_COMMAND_STREAM, command_subject, site_js_api
 
 
 async def test_two_edge_sites_share_the_cloud_lrm_pool_and_see_only_their_own_sessions(
@@ -116,3 +116,22 @@ async def test_killing_one_site_leaves_the_others_sessions_untouched(two_sites: 
             doc = await wait_session(http, a.gateway_url, session_id)
             assert doc["status"] == "finished", doc
             assert any(step["role"] == "lrm" for step in doc["steps"]), doc
+
+
+async def test_each_edge_service_has_its_own_user_allowed_only_its_subjects(two_sites: EdgeCloud) -> None:
+    site = two_sites.sites["a"]
+    errors: list[str] = []
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(str(exc))
+
+    options = site.bus.connect_options()
+    options.update(user="gateway", password=site.service_passwords["gateway"], inbox_prefix="_INBOX.gateway")
+    gateway = await nats.connect(site.bus.nats_url, error_cb=on_error, allow_reconnect=False, **options)
+    try:
+        await gateway.publish(command_subject("srm"), b"{}")  # the gateway never commands a worker
+        await gateway.flush()
+        await asyncio.sleep(0.5)
+    finally:
+        await gateway.close()
+    assert any("permissions violation" in e and "trig.cmd.srm" in e for e in errors), errors
