@@ -123,7 +123,7 @@ def edge_service_permissions(service: BusService, site: str) -> dict[str, Any]:
             site_ping(site),
             event_filter("step_failed"),
             event_filter("cloud_unavailable"),
-            f"$JS.FC.{KV_STREAM}.>",
+            FLOW_CONTROL_SUBJECTS,  # the snapshot scan's flow-control replies
         ]
     perms = service_permissions(service)
     perms["publish"]["allow"] = list(dict.fromkeys(allow))
