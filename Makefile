@@ -103,7 +103,7 @@ eval-local: setup models
 replay-sample: setup
 	$(RUN) trigreason triggers replay examples/srm_steps.jsonl
 
-# Every benchmark, full runs (about 35 min on 2 cores; bench/README.md).
+# Every benchmark, full runs (about an hour on 2 idle cores; bench/README.md).
 bench: setup models-tiny
 	@for b in bench/bench_*.py; do $(RUN) python $$b || exit 1; done
 
