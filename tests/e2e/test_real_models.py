@@ -15,7 +15,7 @@ from aiohttp import web
 
 from tests.services.cluster import Cluster, start_all
 from trigreason.nats_server import LocalNatsServer
-from trigreason.proto import decode_message, session_events
+from trigreason.proto import SessionFinished, Verdict, decode_message, session_events
 from trigreason.services.gateway import GatewaySettings, make_app
 from trigreason.services.runtime import Bus, BusSettings
 from trigreason.services.tgi_cpu import LlamaEngine, TgiCpuSettings, start_server
@@ -124,3 +124,60 @@ async def test_session_through_the_gateway_on_a_real_model(tgi_url: str) -> None
             await nc.close()
         assert [(e["id"], e["event"], e["data"]) for e in sse] == history
         assert all(decode_message(d) for _i, _k, d in history)
+
+
+async def test_likelihood_session_through_the_gateway_on_a_real_model(tgi_url: str) -> None:
+    """The likelihood policy's scoring calls on the real CPU server (decoder_input_details): each SRM
+    step gets the model's log-probabilities and a verdict against the threshold."""
+    async with LocalNatsServer() as server:
+        cluster = Cluster(server, BusSettings(nats_url=server.url, storage="memory"))
+        srm, lrm = await make_backend(tgi_url), await make_backend(tgi_url)
+        await start_all(cluster, srm, lrm)
+        bus = await Bus.connect(cluster.settings, name="gateway")
+        runner = web.AppRunner(make_app(bus, GatewaySettings()))
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        body = {
+            "question": "Natalia sold 48 clips in April and half as many in May. How many in all?",
+            "params": {
+                "policy": "likelihood",
+                "priming_steps": 1,
+                "threshold": -1.5,
+                "max_tokens": 120,
+                "step_max_tokens": 30,
+                "temperature": 0,
+            },
+        }
+        nc = await nats.connect(server.url)
+        try:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(f"http://127.0.0.1:{port}/v1/sessions", json=body) as resp,
+            ):
+                assert resp.status == 202, await resp.text()
+                sid = (await resp.json())["session_id"]
+            sub = await nc.jetstream().subscribe(session_events(sid), ordered_consumer=True)
+            events = []
+            async for msg in sub.messages:
+                events.append(decode_message(msg.data))
+                if msg.subject.endswith((".finished", ".failed")):
+                    break
+        finally:
+            await nc.close()
+            await runner.cleanup()
+            await bus.close()
+            await cluster.close()
+            await srm.aclose()
+            await lrm.aclose()
+    end = events[-1]
+    assert isinstance(end, SessionFinished), end
+    verdicts = [e for e in events if isinstance(e, Verdict)]
+    assert verdicts, "no SRM step was judged"
+    for v in verdicts:
+        assert v.score_stat is not None
+        assert v.scored_tokens > 0
+        assert (v.decision == "replace") == (v.score_stat < -1.5)
+    assert end.stats.score_calls == len(verdicts)
+    assert end.stats.score_prompt_tokens > 0
