@@ -23,6 +23,7 @@ import trustme
 
 from trigreason.proto import (
     CLOUD_DOMAIN,
+    EVENT_STREAM,
     FLOW_CONTROL_SUBJECTS,
     KV_STREAM,
     LRM_OUTBOX_STREAM,
@@ -109,6 +110,9 @@ def edge_service_permissions(service: BusService, site: str) -> dict[str, Any]:
     for api in (js_api(site), js_api()):
         allow += service_permissions(service, api=api)["publish"]["allow"]
         allow += [f"{api}.STREAM.CREATE.{LRM_OUTBOX_STREAM}", f"{api}.STREAM.UPDATE.{LRM_OUTBOX_STREAM}"]
+        if service == "gateway":
+            # its ordered consumers (SSE replay) ask for their own info when they resume after a restart
+            allow += [f"{api}.CONSUMER.INFO.{EVENT_STREAM}.>"]
         if service == "orchestrator":
             allow += [
                 f"{api}.STREAM.NAMES",
