@@ -75,6 +75,7 @@ fmt: setup
 # Regenerate the JSON Schemas in proto/trigreason/proto/schema and the state diagram in docs/.
 schemas: setup
 	$(RUN) python -m trigreason.proto
+	$(RUN) python -m trigreason.services.trigger_evaluator.policies
 	$(RUN) python -c "from trigreason.services.orchestrator import render_diagram; print(render_diagram(), end='')" > docs/state-machine.md
 
 # Regenerate the NATS users and permissions (infra/nats/auth.conf, the nats section of the chart's values)

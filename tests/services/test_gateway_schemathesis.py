@@ -67,4 +67,4 @@ async def test_schemathesis_finds_nothing(cluster: Cluster, tmp_path: Path) -> N
     report = out.decode(errors="replace")
     print(report)
     assert proc.returncode == 0, report
-    assert "Tested: 12" in report, report  # 7 API operations, 5 of the session browser
+    assert "Tested: 13" in report, report  # 8 API operations, 5 of the session browser

@@ -29,6 +29,7 @@ from trigreason.services.orchestrator import decide
 from trigreason.services.trigger_evaluator import evaluate
 from trigreason.services.trigger_evaluator.policies import (
     POLICY_MODULES_ENV,
+    POLICY_SCHEMA,
     Policy,
     PolicyError,
     PolicyRegistry,
@@ -37,6 +38,7 @@ from trigreason.services.trigger_evaluator.policies import (
     SrmStep,
     StepVerdict,
     TrigReasonParams,
+    render_policy_schema,
 )
 
 BUILTIN = PolicyRegistry.builtin()
@@ -313,3 +315,11 @@ def test_random_reports_the_same_signals_as_trigreason_with_its_own_tau() -> Non
     verdict = evaluate(msgspec.structs.replace(generated, context=TriggerContext(params=params)))
     assert isinstance(verdict, Verdict)
     assert (verdict.decision, verdict.r_s, verdict.hesitates) == ("accept", 1.0, True)
+
+
+def test_the_policy_schema_is_up_to_date() -> None:
+    assert POLICY_SCHEMA.read_text(encoding="utf-8") == render_policy_schema(BUILTIN), (
+        "the policies changed: run `make schemas` and commit the result"
+    )
+    schema = msgspec.json.decode(POLICY_SCHEMA.read_bytes())
+    assert [b["properties"]["policy"]["const"] for b in schema["oneOf"]] == list(BUILTIN.names())

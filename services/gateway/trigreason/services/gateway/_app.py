@@ -178,6 +178,7 @@ class Gateway:
         self.streams = _Streams(settings.max_streams, self.metrics.open_streams)
         self.tokens = tuple(t.encode() for t in settings.api_tokens)
         self.model_ids = model_ids(settings, self.policies.names())
+        self.policy_infos = tuple(p.info() for p in self.policies)
         self.document = openapi_document(
             auth=bool(self.tokens), models=self.model_ids, policies=self.policies
         )
@@ -190,6 +191,7 @@ class Gateway:
         router.add_get("/v1/sessions/{session_id}/events", self.session_events, allow_head=False)
         router.add_post("/v1/chat/completions", self.chat_completions)
         router.add_get("/v1/models", self.models, allow_head=False)
+        router.add_get("/v1/policies", self.list_policies, allow_head=False)
         router.add_get("/healthz", self.healthz, allow_head=False)
         router.add_get("/readyz", self.readyz, allow_head=False)
         router.add_get("/metrics", self.metrics_endpoint, allow_head=False)
@@ -255,6 +257,10 @@ class Gateway:
     async def models(self, _request: web.Request) -> web.Response:
         """``GET /v1/models``: the profile (if the gateway has one) and the policies, as model ids."""
         return json_response(model_list(self.model_ids))
+
+    async def list_policies(self, _request: web.Request) -> web.Response:
+        """``GET /v1/policies``: the registered policies with their parameters (``trigreason policies``)."""
+        return json_response({"policies": msgspec.to_builtins(self.policy_infos)})
 
     async def healthz(self, _request: web.Request) -> web.Response:
         return json_response({"status": "ok"})

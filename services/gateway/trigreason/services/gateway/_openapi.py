@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 
 from trigreason.proto import MAX_QUESTION_CHARS, MAX_STOP_SEQUENCES, V1_FLAT_PARAMS, Message, SessionParams
-from trigreason.services.trigger_evaluator.policies import PolicyRegistry
+from trigreason.services.trigger_evaluator.policies import PolicyInfo, PolicyRegistry
 
 __all__ = [
     "IDEMPOTENCY_KEY_PATTERN",
@@ -88,7 +88,7 @@ def openapi_document(
     registry = policies or PolicyRegistry.builtin()
     kinds = [policy.params for policy in registry]
     (_, message_ref, *_), components = msgspec.json.schema_components(
-        [SessionParams, Message, *kinds], ref_template="#/components/schemas/{name}"
+        [SessionParams, Message, PolicyInfo, *kinds], ref_template="#/components/schemas/{name}"
     )
     components["RequestParams"] = _request_params(components, registry)
     policy = {"anyOf": [{"enum": list(registry.names())}, {"type": "null"}]}  # null: unset
@@ -532,6 +532,24 @@ def openapi_document(
                                     "object": {"const": "list"},
                                     "data": {"type": "array", "items": _ref("Model")},
                                 },
+                            },
+                        ),
+                        **v1_errors,
+                    },
+                }
+            },
+            "/v1/policies": {
+                "get": {
+                    "operationId": "listPolicies",
+                    "summary": "The registered trigger policies with their parameters, defaults and bounds "
+                    "(trigreason policies --json)",
+                    "responses": {
+                        "200": _ok(
+                            "the policies",
+                            {
+                                "type": "object",
+                                "required": ["policies"],
+                                "properties": {"policies": {"type": "array", "items": _ref("PolicyInfo")}},
                             },
                         ),
                         **v1_errors,

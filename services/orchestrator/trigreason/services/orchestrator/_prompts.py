@@ -92,5 +92,6 @@ def render_judge_prompt(
     )
     turns = [*system, ChatTurn(role="user", content=user_head + "\x00" + user_tail)]
     full = _chat_head(family, turns, thinking=False) + "Score: "
-    head, tail = full.split("\x00")
+    # The marker is the last NUL: the question or a step may hold NULs of their own, the fixed tail never.
+    head, _, tail = full.rpartition("\x00")
     return head, tail

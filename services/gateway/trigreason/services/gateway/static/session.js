@@ -6,7 +6,7 @@
   const sessionId = decodeURIComponent(location.pathname.split("/").pop());
   const $ = (id) => document.getElementById(id);
   const state = {
-    lastId: "", ended: false, requestedAt: 0, params: null, hesitation: null,
+    lastId: "", ended: false, requestedAt: 0, params: null, hesitation: null, policies: {},
     steps: new Map(),       // index -> <li>
     accepted: new Map(),    // step index -> accepted verdict
     drafts: new Map(),      // step index -> [replace verdicts]
@@ -61,22 +61,30 @@
     return "LRM " + (p.statistic || "score") + " " + stat + op + v.score_threshold + (verdict === "unlikely" ? ": unlikely" : "");
   }
 
+  // Badge texts are the policy registry's templates (GET /v1/policies): "{name}" or "{name:.2f}" of the
+  // verdict's fields (r_s, judge_score, run) and the session's parameters.
+  function fill(template, v) {
+    const values = Object.assign({}, state.params || {}, { r_s: v.r_s, judge_score: v.judge_score, run: runOf(v) });
+    return template.replace(/\{(\w+)(?::\.(\d+)f)?\}/g, (_m, name, digits) => {
+      const x = values[name];
+      if (x === undefined || x === null) return "?";
+      if (name === "judge_score" && x < 0) return "no score";
+      return digits !== undefined && typeof x === "number" ? x.toFixed(Number(digits)) : String(x);
+    });
+  }
+
+  function policyInfo() {
+    return (state.params && state.policies[state.params.policy]) || {};
+  }
+
   // The badge that says why a verdict replaced an SRM draft.
   function reasonBadge(v) {
-    const p = state.params || {};
-    if (v.reason === "offload") {
-      return badge("offload", "offload r_s " + v.r_s.toFixed(2) + " > ρ " + p.rho, "share of confident tokens above rho");
+    const template = (policyInfo().badges || {})[v.reason];
+    if (template) return badge(String(v.reason), fill(template, v));
+    if (v.score_stat !== null && v.score_stat !== undefined) {  // a scoring policy's statistic
+      return badge(String(v.reason), scoreText(v, "unlikely"), "LRM log-probabilities of the step's " + v.scored_tokens + " tokens");
     }
-    if (v.reason === "intervention") {
-      return badge("intervention", "intervention: hesitation run " + runOf(v) + " ≥ k " + p.k, "consecutive hesitating SRM steps");
-    }
-    if (v.reason === "judge_reject") {
-      return badge("judge_reject", "judge " + (v.judge_score < 0 ? "no score" : v.judge_score.toFixed(1)) + " < " + p.judge_threshold + ": reject");
-    }
-    if (v.reason === "unlikely" && v.score_stat !== null && v.score_stat !== undefined) {
-      return badge("unlikely", scoreText(v, "unlikely"), "LRM log-probabilities of the step's " + v.scored_tokens + " tokens");
-    }
-    return badge("rs", String(v.reason));
+    return badge(String(v.reason), String(v.reason));
   }
 
   function heatStrip(candidate) {
@@ -126,14 +134,10 @@
       meta.append(badge(c.trigger, c.trigger));  // the later steps of an LRM run
     }
     if (c.role === "srm" && v) {
-      if (v.judge_score !== null && v.judge_score !== undefined) {
-        meta.append(badge("judge", "judge " + v.judge_score.toFixed(1) + " ≥ " + state.params.judge_threshold));
-      }
+      const accept = policyInfo().accept_badge;
+      if (accept) meta.append(badge(accept[0], fill(accept[1], v)));
       if (v.score_stat !== null && v.score_stat !== undefined) {
         meta.append(badge("likely", scoreText(v, "likely"), "LRM log-probabilities of the step's " + v.scored_tokens + " tokens"));
-      }
-      if (state.params && state.params.policy === "trigreason") {
-        meta.append(badge("rs", "r_s " + v.r_s.toFixed(2) + " ≤ ρ " + state.params.rho));
       }
       if (v.hesitates) meta.append(badge("rs", "hesitation run " + runOf(v)));
     }
@@ -192,7 +196,10 @@
         });
         $("conversation").hidden = !(data.messages || []).length;
         $("policy").textContent = "policy " + state.params.policy;
-        $("params").textContent = "· τ " + state.params.tau + " · ρ " + state.params.rho + " · k " + state.params.k + " · m " + state.params.m + " · priming " + state.params.priming_steps;
+        // The policy's own parameters, as the registry lists them.
+        $("params").textContent = ((policyInfo().params) || [])
+          .filter((p) => !Array.isArray(state.params[p.name]))
+          .map((p) => "· " + p.name + " " + state.params[p.name]).join(" ");
         setStatus("queued");
         break;
       case "srm_step":
@@ -297,7 +304,13 @@
     if (t.url) { const a = $("trace"); a.href = t.url; a.title = "trace " + t.trace_id; a.hidden = false; }
   }
 
+  async function policies() {
+    const resp = await TR.api("/v1/policies");
+    if (!resp.ok) return;
+    for (const p of (await resp.json()).policies) state.policies[p.name] = p;
+  }
+
   setInterval(() => { if (!state.ended && state.requestedAt) { state.lastAt = Math.max(state.lastAt, Date.now() / 1000); totals(); } }, 1000);
-  run();
+  policies().finally(run);  // the badges need the registry's templates before the first event
   trace();
 })();

@@ -22,12 +22,14 @@ from ._registry import (
     StepVerdict,
     did_you_mean,
 )
+from ._schema import POLICY_SCHEMA, render_policy_schema
 from ._signals import Hesitation, TriggerDecision, confident_share, hesitates
 from ._specreason import SpecReasonParams, judge_score
 from ._trigreason import TrigReasonParams, decide_trigreason
 
 __all__ = [
     "POLICY_MODULES_ENV",
+    "POLICY_SCHEMA",
     "Hesitation",
     "JudgeRequest",
     "LikelihoodParams",
@@ -54,4 +56,5 @@ __all__ = [
     "likelihood_replaces",
     "likelihood_statistic",
     "random_offload",
+    "render_policy_schema",
 ]

@@ -158,6 +158,11 @@ POLICY = Policy(
     on_judged=_on_scored,
     triggers=("unlikely", "offload", "intervention"),
     in_default_eval=False,
+    # "unlikely" has no template: the browser shows the statistic against its threshold from the verdict.
+    badges={
+        "offload": "offload r_s {r_s:.2f} > ρ {rho}",
+        "intervention": "intervention: hesitation run {run} ≥ k {k}",
+    },
     colour="#2a9d8f",
     marker="D",
     param_help={

@@ -67,6 +67,7 @@ POLICY = Policy(
     in_default_eval=False,
     colour="#6c757d",
     marks={"random": "X"},
+    badges={"random": "random (offload_p {offload_p})"},
     marker="X",
     param_help={
         "priming_steps": "n: LRM steps at the start",

@@ -136,6 +136,9 @@ class PolicyInfo(msgspec.Struct, frozen=True, kw_only=True):
     triggers: tuple[str, ...]
     colour: str
     marker: str
+    marks: dict[str, str]
+    badges: dict[str, str]
+    accept_badge: tuple[str, str] | None
     params: tuple[ParamInfo, ...]
     # The JSON Schema of its parameters object (``policy_params``).
     params_schema: dict[str, Any]
@@ -169,6 +172,11 @@ class Policy(Generic[P]):
     colour: str = "#6c757d"
     marker: str = "o"
     marks: Mapping[str, str] | None = None
+    # The session browser's badges: per replace reason, and for an accepted SRM step (kind, text), as
+    # templates of the verdict's fields (r_s, judge_score, run: the hesitation run) and the session's
+    # parameters, e.g. "offload r_s {r_s:.2f} > ρ {rho}". A reason with none shows its name.
+    badges: Mapping[str, str] | None = None
+    accept_badge: tuple[str, str] | None = None
     # Help per parameter name (CLI flags, listings); the Struct's field comments are not introspectable.
     param_help: Mapping[str, str] | None = None
 
@@ -217,6 +225,9 @@ class Policy(Generic[P]):
             triggers=self.all_triggers,
             colour=self.colour,
             marker=self.marker,
+            marks=self.trigger_marks(),
+            badges=dict(self.badges or {}),
+            accept_badge=self.accept_badge,
             params=self.param_info(),
             params_schema=components[self.params.__name__],
         )

@@ -88,6 +88,11 @@ POLICY = Policy(
     primes=True,
     on_step=_on_step,
     triggers=("offload", "intervention"),
+    badges={
+        "offload": "offload r_s {r_s:.2f} > ρ {rho}",
+        "intervention": "intervention: hesitation run {run} ≥ k {k}",
+    },
+    accept_badge=("rs", "r_s {r_s:.2f} ≤ ρ {rho}"),
     colour="#e63946",
     marker="o",
     param_help={
