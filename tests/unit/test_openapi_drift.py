@@ -1,0 +1,52 @@
+"""The OpenAPI document against what the gateway serves: its paths and methods are the route table's, the
+request bodies name exactly the fields the gateway's msgspec types decode, and the parameters are the
+policy registry's."""
+
+from __future__ import annotations
+
+from typing import Any
+from unittest import mock
+
+import msgspec
+from aiohttp import web
+
+from trigreason.services.gateway import ChatBody, Gateway, GatewaySettings, make_app
+from trigreason.services.trigger_evaluator.policies import PolicyRegistry
+
+
+def _app() -> web.Application:
+    return make_app(mock.MagicMock(), GatewaySettings())  # nothing is connected
+
+
+def _document(app: web.Application | None = None) -> dict[str, Any]:
+    gateway = next(v for v in (app or _app()).values() if isinstance(v, Gateway))
+    doc: dict[str, Any] = gateway.document  # the browser adds its routes to it
+    return doc
+
+
+def test_the_paths_are_the_route_table() -> None:
+    app = _app()
+    routes = set()
+    for route in app.router.routes():
+        info = route.resource.get_info() if route.resource is not None else {}
+        routes.add((route.method, info.get("path") or info.get("formatter")))
+    documented = {(m.upper(), path) for path, ops in _document(app)["paths"].items() for m in ops}
+    assert routes == documented
+
+
+def test_the_chat_request_is_the_chat_body_struct() -> None:
+    schema = _document()["components"]["schemas"]["ChatRequest"]
+    fields = {f.encode_name for f in msgspec.structs.fields(ChatBody)}
+    assert set(schema["properties"]) == fields
+
+
+def test_the_request_parameters_are_the_registrys() -> None:
+    doc = _document()["components"]["schemas"]
+    params = doc["RequestParams"]
+    registry = PolicyRegistry.builtin()
+    assert params["additionalProperties"] is False
+    assert set(params["properties"]["policy_params"]["properties"]) == registry.param_names()
+    assert registry.param_names() <= set(params["properties"])
+    assert params["properties"]["policy"]["anyOf"][0]["enum"] == list(registry.names())
+    for policy in registry:  # each policy's own Struct, as msgspec renders it
+        assert doc[policy.params.__name__] == policy.info().params_schema
