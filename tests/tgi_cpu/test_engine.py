@@ -100,6 +100,35 @@ def test_prompt_logprobs_equal_llama_cpp_scores(engine: LlamaEngine, reference: 
     np.testing.assert_allclose(mine, expected, atol=1e-4, rtol=0)
 
 
+def test_prompt_logprobs_reuse_the_prefix_and_equal_a_cold_read(engine: LlamaEngine) -> None:
+    # The likelihood policy's scoring calls: each reads the session so far plus a step. The prefix read
+    # with logprobs before is reused (its logprobs kept), and the values equal a cold read.
+    details = SamplingParams(max_new_tokens=1, decoder_input_details=True)
+    longer = MATH + " Then we add the two numbers."
+    engine.reset_cache()
+    cold = engine.generate(longer, details)
+    engine.reset_cache()
+    engine.generate(MATH, details)
+    warm = engine.generate(longer, details)
+    assert warm.cached_tokens > 0
+    assert [t.id for t in warm.prefill] == [t.id for t in cold.prefill]
+    np.testing.assert_allclose(
+        [np.nan if t.logprob is None else t.logprob for t in warm.prefill],
+        [np.nan if t.logprob is None else t.logprob for t in cold.prefill],
+        atol=1e-5,
+        rtol=0,
+    )
+    again = engine.generate(longer, details)  # all of it cached: only the last token is evaluated
+    assert again.cached_tokens == len(cold.prefill) - 1
+    assert [t.logprob for t in again.prefill] == [t.logprob for t in warm.prefill]
+    # A prefix read without logprobs has none to give: it is evaluated again.
+    engine.reset_cache()
+    engine.generate(MATH, SamplingParams(max_new_tokens=1))
+    plain = engine.generate(longer, details)
+    assert plain.cached_tokens == 0
+    assert all(t.logprob is not None for t in plain.prefill[1:])
+
+
 def test_seed_reproduces_a_sampled_run(engine: LlamaEngine) -> None:
     def run(seed: int) -> list[int]:
         gen = engine.generate(

@@ -146,6 +146,13 @@ class _Slot:
     tokens: list[int] = field(default_factory=list)  # tokens whose K/V it holds, at positions 0..len-1
     prompt_len: int = 0  # the last prompt evaluated in it (what a continuing request shares)
     used: int = 0  # when a request last used it (engine clock; 0: never)
+    # Prompt log-probabilities computed for it (decoder_input_details), by position: valid while the
+    # tokens up to that position stay, so a later request reuses the prefix and still has them.
+    known: dict[int, float] = field(default_factory=dict)
+
+    def truncate(self, n: int) -> None:
+        del self.tokens[n:]
+        self.known = {q: lp for q, lp in self.known.items() if q < n}
 
 
 def available_cpus() -> int:
@@ -435,24 +442,37 @@ class LlamaEngine:
     ) -> tuple[int, tuple[PrefillToken, ...]]:
         """Bring a slot to exactly ``tokens`` and leave the last position's logits ready.
         Returns how many prompt tokens were reused, and the prompt's logprobs when asked for."""
-        # Prompt logprobs need every position's logits: nothing is reused then.
-        slot, reuse = self._choose_slot(tokens, reuse=self.prefix_reuse and not with_logprobs)
+        slot, shared = self._choose_slot(tokens, reuse=self.prefix_reuse)
+        reuse = shared
         self._active = slot
         if reuse == len(tokens):
             reuse -= 1  # logits are kept for the last decoded position only: decode it again
+        if with_logprobs:
+            # Prompt logprobs need the logits before each position: the reused prefix keeps those it
+            # has from earlier requests (with flash attention a cached prefix gives bit-identical
+            # logits); from the first position without one on, the prompt is evaluated again.
+            missing = next((q for q in range(1, reuse + 1) if q not in slot.known), reuse + 1)
+            reuse = max(0, missing - 1)
+        # The token decoded again at ``reuse`` is the one the slot held there when it is in the shared
+        # prefix: its known logprob stays valid.
+        again = slot.known.get(reuse) if reuse < shared else None
         if reuse < len(slot.tokens):
             if reuse == 0 or not self._c.llama_memory_seq_rm(self._memory, slot.seq, reuse, -1):
                 self._drop(slot)
                 reuse = 0
             else:
-                del slot.tokens[reuse:]
+                slot.truncate(reuse)
+                if again is not None:
+                    slot.known[reuse] = again
         prompt_logprobs = self._decode(tokens[reuse:], all_logits=with_logprobs, cancel=cancel)
         if not with_logprobs:
             return reuse, ()
         assert prompt_logprobs is not None
+        for i, lp in enumerate(prompt_logprobs.tolist()):
+            slot.known[reuse + 1 + i] = float(lp)
         prefill = tuple(
-            PrefillToken(t, self.token_text(t), None if i == 0 else float(prompt_logprobs[i - 1]))
-            for i, t in enumerate(tokens)
+            PrefillToken(t, self.token_text(t), None if q == 0 else slot.known[q])
+            for q, t in enumerate(tokens)
         )
         return reuse, prefill
 
@@ -479,6 +499,7 @@ class LlamaEngine:
                 self._c.llama_memory_seq_cp(self._memory, donor, slot.seq, 0, shared[donor])
                 n = shared[donor]
                 slot.tokens = slots[donor].tokens[:n]
+                slot.known = {q: lp for q, lp in slots[donor].known.items() if q < n}
         slot.used = self._clock
         slot.prompt_len = len(tokens)
         return slot, n
@@ -566,12 +587,14 @@ class LlamaEngine:
         else:
             self._c.llama_memory_clear(self._memory, True)
         slot.tokens = []
+        slot.known = {}
         slot.prompt_len = 0
 
     def _clear(self) -> None:
         self._c.llama_memory_clear(self._memory, True)
         for slot in self._slots:
             slot.tokens = []
+            slot.known = {}
             slot.prompt_len = 0
 
 
