@@ -128,6 +128,18 @@ async def judge_site(cluster: Cluster) -> AsyncIterator[Site]:
         yield s
 
 
+@pytest.fixture
+async def likelihood_site(cluster: Cluster) -> AsyncIterator[Site]:
+    """Likelihood: the LRM finds the first SRM step likely (-0.2 a token), the second unlikely (-3)."""
+    await start_all(
+        cluster,
+        SlowBackend("srm", 0.5, steps=[step("We add 3 and 4."), step("That makes 8.")]),
+        SlowBackend("lrm", 0.5, steps=[step("So \\boxed{7}.")], score_logprobs=[-0.2, -3.0]),
+    )
+    async for s in _site(cluster):
+        yield s
+
+
 async def _site(cluster: Cluster) -> AsyncIterator[Site]:
     bus = await Bus.connect(cluster.settings, name="gateway")
     settings = GatewaySettings(
@@ -374,3 +386,25 @@ async def test_specreason_judge_badges(judge_site: Site, page: Any) -> None:
     assert rejected == "judge 3.0 < 7: reject"
     assert await page.text_content("li.step[data-index='1'] .drafts del") == "That makes 8."
     assert await page.get_attribute("li.step[data-index='1']", "data-role") == "lrm"
+
+
+async def test_likelihood_badges_show_the_statistic_against_the_threshold(
+    likelihood_site: Site, page: Any
+) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    body = {"question": "What is 3 + 4?", "policy": "likelihood", "params": {"priming_steps": 0}}
+    async with likelihood_site.http.post(
+        likelihood_site.url + "/v1/sessions", json=body, headers=auth
+    ) as resp:
+        session_id = (await resp.json())["session_id"]
+    await page.goto(f"{likelihood_site.url}/sessions/{session_id}")
+    await page.fill("#token", TOKEN)
+    await page.click("#auth button")
+    await page.wait_for_selector("#status.finished", timeout=30_000)
+    events = await likelihood_site.events(session_id)
+    verdicts = [e["data"] for e in events if e["event"] == "verdict"]
+    assert [(v["decision"], v["score_stat"]) for v in verdicts] == [("accept", -0.2), ("replace", -3.0)]
+    accepted = await page.text_content("li.step[data-index='0'] .body .badge[data-badge='likely']")
+    assert accepted == "LRM mean -0.200 ≥ -1"
+    rejected = await page.text_content("li.step[data-index='1'] .drafts .badge[data-badge='unlikely']")
+    assert rejected == "LRM mean -3.000 < -1: unlikely"
