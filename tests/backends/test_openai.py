@@ -262,6 +262,25 @@ async def test_score_through_echo_with_prompt_logprobs() -> None:
     assert read.timings.prompt_tokens == 7
 
 
+async def test_score_echo_without_the_generated_token_and_a_wrong_echo() -> None:
+    # llama-cpp-python's server echoes the prompt's tokens without the generated one.
+    answer = _completion("Q: We add 3.", ["Q", ":", " We", " add"], "length")
+    answer["choices"][0]["logprobs"]["token_logprobs"] = [None, -1.0, -0.2, -0.4]
+    wrong = _completion("Q: We add 3.", ["Q", ";", " We", " add", " 3"], "length")
+    fake = _Fake(answer, wrong)
+    async with serve_app(fake.app) as url:
+        backend = OpenAIBackend(url)
+        try:
+            read = await backend.score("Q:", " We add")
+            with pytest.raises(BackendError) as caught:
+                await backend.score("Q:", " We add")
+        finally:
+            await backend.aclose()
+    assert [(t.text, t.logprob) for t in read.tokens] == [(" We", -0.2), (" add", -0.4)]
+    assert caught.value.code == "backend_unsupported"
+    assert "do not spell the prompt" in caught.value.message
+
+
 async def test_score_without_echo_is_a_clear_error() -> None:
     # llama.cpp's server ignores echo: only the generated token comes back.
     fake = _Fake(_completion(" 3", [" 3"], "length"))

@@ -201,7 +201,19 @@ class OpenAIBackend:
                 code="backend_unsupported",
                 retryable=False,
             )
-        prompt_lps = list(zip(lp.tokens[:-1], lp.token_logprobs[:-1], strict=True))
+        # The echoed prompt's tokens are the first ones: with the generated token after them (vLLM), or
+        # without it (llama-cpp-python's server); what they spell says which, and a server whose echo
+        # does not spell the prompt is refused rather than read at the wrong offset.
+        full = prompt + continuation
+        n = next((k for k in (len(lp.tokens) - 1, len(lp.tokens)) if "".join(lp.tokens[:k]) == full), None)
+        if n is None:
+            raise BackendError(
+                f"{self.name}: the echoed tokens do not spell the prompt: cannot tell the continuation's "
+                "log-probabilities (a scoring call needs vLLM's echo, or a TGI server)",
+                code="backend_unsupported",
+                retryable=False,
+            )
+        prompt_lps = list(zip(lp.tokens[:n], lp.token_logprobs[:n], strict=True))
         return ScoreResult(
             tokens=continuation_tokens(prompt_lps, len(continuation)),
             timings=self._timings(completion, reply.elapsed_s),
