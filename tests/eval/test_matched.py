@@ -168,5 +168,7 @@ async def test_likelihood_matched_to_random_through_the_runner(tmp_path: Path) -
     assert (versus.policy, versus.pairs, versus.trigreason_accuracy) == ("likelihood", 4, 1.0)
     assert versus.random_offload_p == pytest.approx(p)
     assert 0.0 <= versus.mcnemar_p <= 1.0
-    # Its scoring calls are in the edge-cloud cost: one generated token each, as a judge call.
+    # Its scoring calls are in the summary and the edge-cloud cost: one generated token each.
+    assert summary.policies["likelihood"].score_calls == 2
+    assert summary.policies["random"].score_calls == 0
     assert summary.policies["likelihood"].edge_cloud.api_cost_usd > 0

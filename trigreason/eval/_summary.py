@@ -48,6 +48,9 @@ class PolicySummary(msgspec.Struct, kw_only=True, frozen=True):
     backend_s: float
     edge_cloud: EdgeCloudFigures
     accuracy_vs_lrm: float | None = None
+    # Scoring calls per run (likelihood) and the LRM prompt tokens they read per run (also in lrm_calls).
+    score_calls: float = 0.0
+    score_prompt_tokens: float = 0.0
 
 
 class Summary(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
@@ -131,6 +134,8 @@ def _one(runs: list[Row], model: EdgeCloudModel) -> PolicySummary:
         lrm_tokens=lrm,
         srm_wasted_tokens=sum(s.srm_wasted_tokens for s in stats),
         lrm_calls=statistics.fmean(s.lrm_calls for s in stats),
+        score_calls=statistics.fmean(s.score_calls for s in stats),
+        score_prompt_tokens=statistics.fmean(s.score_prompt_tokens for s in stats),
         triggers=dict(sorted(triggers.items())),
         failed=sum(1 for r in runs if r.failed),
         end_reasons=_counts(r.end_reason for r in runs),
