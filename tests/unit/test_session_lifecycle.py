@@ -240,6 +240,23 @@ def test_runner_and_cluster_paths_agree_on_a_failed_judge() -> None:
     assert "judge" in result.error
 
 
+def test_a_server_without_prompt_logprobs_fails_a_likelihood_session_clearly() -> None:
+    backend: Backend = _RejectingJudge()  # its scoring call says backend_unsupported, as OpenAI's would
+    result = asyncio.run(
+        run_session(
+            Q,
+            SessionParams(policy="likelihood", priming_steps=0),
+            srm=backend,
+            lrm=backend,
+            session_id="s",
+        )
+    )
+    assert result.failed
+    assert result.error is not None
+    assert result.error.startswith("backend_unsupported")
+    assert "no prompt log-probabilities" in result.error
+
+
 def test_runner_fails_a_session_past_its_deadline() -> None:
     class _Slow(_RejectingJudge):
         async def generate(self, request: GenerationRequest) -> Generation:
