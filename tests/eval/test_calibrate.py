@@ -23,12 +23,16 @@ from trigreason.eval import (
     beats_random,
     choose,
     grid,
+    grid_axes,
     pareto_front,
     pareto_summary,
+    plan_calibration,
+    point_slug,
     random_accuracy_at,
 )
 from trigreason.profiles import load_profile
 from trigreason.proto import ConfigError, SessionParams
+from trigreason.services.trigger_evaluator.policies import PolicyRegistry
 
 
 def _p(rho: float, acc: float, ratio: float) -> GridPoint:
@@ -280,3 +284,82 @@ def test_calibrate_writes_the_front_the_random_baseline_and_the_verdict(
     result = CliRunner().invoke(app, [*args[:-1], str(again), "--report-only"])
     assert result.exit_code == 2
     assert "srm-only" in result.output
+
+
+# -- grid axes from the policy registry ------------------------------------------------------------------
+
+
+def test_grid_axes_take_any_numeric_parameter_of_the_policy() -> None:
+    reg = PolicyRegistry.builtin()
+    axes = grid_axes(reg, "specreason", {"judge_threshold": [5, 7.5], "judge_top_n": [10.0, 20.0]})
+    assert axes == {"judge_threshold": [5, 7.5], "judge_top_n": [10, 20]}
+    assert all(isinstance(v, int) for v in axes["judge_top_n"])  # an integer parameter's values are ints
+
+
+@pytest.mark.parametrize(
+    ("policy", "axes", "message"),
+    [
+        ("trigreason", {"rhoo": [0.5]}, r"'rhoo' is not one of its parameters \(did you mean 'rho'\?\)"),
+        ("trigreason", {"rho": [0.5, 1.5]}, r"rho=1\.5 is above its maximum 1"),
+        ("trigreason", {"tau": [0.0]}, r"tau=0 is not above its exclusive minimum 0"),
+        ("trigreason", {"k": [0]}, r"k=0 is below its minimum 1"),
+        ("trigreason", {"k": [2.5]}, r"k=2\.5 is not an integer"),
+        ("specreason", {"judge_mode": [1]}, r"'judge_mode' is not numeric"),
+        ("specreason", {"rho": [0.5]}, r"numeric parameters: judge_threshold, judge_top_n"),
+        ("trigreasn", {"rho": [0.5]}, r"did you mean 'trigreason'"),
+    ],
+)
+def test_grid_axes_are_checked_against_the_registry(
+    policy: str, axes: dict[str, list[float]], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        grid_axes(PolicyRegistry.builtin(), policy, axes)
+
+
+def test_a_plan_for_another_policy_puts_its_grid_in_policy_params() -> None:
+    base = SessionParams(policy_params={"rho": 0.7})  # another policy's value: kept, not used
+    plan = plan_calibration(
+        base, {"judge_threshold": [6.0, 8.0]}, [0.5], policy="specreason", registry=PolicyRegistry.builtin()
+    )
+    assert plan.policy == "specreason"
+    assert [p.policy for p in plan.grid_params] == ["specreason", "specreason"]
+    assert [p.policy_params["judge_threshold"] for p in plan.grid_params] == [6.0, 8.0]
+    assert plan.point_dir(plan.points[0]) == "specreason-judge_threshold6.0"
+    # specreason does not prime: the random baseline primes as it does by default
+    assert plan.random_points == [{"offload_p": 0.5, "priming_steps": 20}]
+    assert plan.random_params[0].policy_params["offload_p"] == 0.5
+
+
+def test_a_plan_overrides_a_v1_flat_knob_of_the_base() -> None:
+    reg = PolicyRegistry.builtin()
+    plan = plan_calibration(SessionParams(rho=0.3), {"rho": [0.6]}, [], registry=reg)
+    assert plan.point_dir(plan.points[0]) == "rho0.6"  # TrigReason's directories keep their names
+    assert reg.resolve(plan.grid_params[0])[1].rho == 0.6
+
+
+def test_calibrate_takes_grid_axes_and_its_shorthands_alike(monkeypatch: pytest.MonkeyPatch) -> None:
+    plans: list[Any] = []
+
+    def capture(*args: Any, **kwargs: Any) -> Any:
+        plans.append(plan_calibration(*args, **kwargs))
+        raise ConfigError("planned")  # stop before anything loads or runs
+
+    monkeypatch.setattr("trigreason.cli._calibrate.plan_calibration", capture)
+    shorthand = ["calibrate", "--rho", "0.5,0.9", "--m", "2", "--priming-steps", "1"]
+    long = ["calibrate", "--grid", "rho=0.5,0.9", "--grid", "m=2", "--priming-steps", "1"]
+    default = ["calibrate", "--tau", "1.1"]
+    for args in (shorthand, long, default):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2
+        assert "planned" in result.output
+    a, b, c = plans
+    assert a.points == [
+        {"rho": 0.5, "priming_steps": 1, "m": 2},
+        {"rho": 0.9, "priming_steps": 1, "m": 2},
+    ]
+    assert b.points == a.points
+    assert [p.policy_params["rho"] for p in b.grid_params] == [0.5, 0.9]
+    # rho's default values and TrigReason's priming, in the order its run directories are named
+    assert [point_slug(p) for p in c.points] == [
+        f"rho{r}-tau1.1-priming_steps20" for r in (0.8, 0.9, 0.95, 0.99)
+    ]

@@ -67,3 +67,32 @@ def test_solve_grades_against_the_reference_as_eval_grades() -> None:
     assert graded("1,000", "1000")["correct"] is True  # numbers as numbers
     assert graded("\\frac{1}{2}", "0.5")["correct"] is True
     assert graded(None, "540")["correct"] is False
+
+
+def test_calibrate_offers_the_policy_and_grid_axes() -> None:
+    result = CliRunner().invoke(app, ["calibrate", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "--grid" in result.output
+    assert "--policy" in result.output
+    assert "--rho" in result.output  # TrigReason's shorthands stay
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--grid", "rhoo=0.5"], "did you mean 'rho'"),
+        (["--grid", "rho=0.5,1.5"], "rho=1.5 is above its maximum 1"),
+        (["--rho", "0.5", "--grid", "rho=0.7"], "'rho' given twice"),
+        (["--grid", "rho"], "expected NAME=V1,V2"),
+        (
+            ["--policy", "specreason", "--grid", "judge_threshold=10"],
+            "judge_threshold=10 is above its maximum 9",
+        ),
+        (["--policy", "specreason", "--rho", "0.5"], "numeric parameters: judge_threshold, judge_top_n"),
+        (["--policy", "specreason"], "give --grid NAME=V1,V2"),
+    ],
+)
+def test_calibrate_grid_axes_are_checked_before_anything_runs(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(app, ["calibrate", *args], env={"COLUMNS": "200"})
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split())  # rich wraps the usage error's box

@@ -31,12 +31,17 @@ from trigreason.proto import ConfigError, SessionParams
 from ._app import app
 from ._eval import Model, Url, checked_via, executor, progress_bars, run_async, stdout_console
 from ._params import session_params
-from ._policy_flags import cli_policies
+from ._policy_flags import cli_policies, policy_option
 
 __all__: list[str] = []
 
 _D = SessionParams()
 _TEST_SPLITS = ("gsm8k", "math500", "aime24", "aime25")
+
+
+# TrigReason's grid shorthands (--rho ...), in the order its run directories name them.
+_SHORTHANDS = ("rho", "tau", "k", "priming_steps", "m")
+_DEFAULT_RHO = "0.8,0.9,0.95,0.99"
 
 
 def _floats(raw: str | None, name: str) -> list[float] | None:
@@ -48,19 +53,56 @@ def _floats(raw: str | None, name: str) -> list[float] | None:
         raise typer.BadParameter("comma-separated numbers", param_hint=name) from exc
 
 
+def _grid_specs(shorthands: dict[str, str | None], specs: list[str]) -> dict[str, list[float]]:
+    """The axes as given: TrigReason's shorthand flags first, then each ``--grid NAME=V1,V2``."""
+    axes: dict[str, list[float]] = {}
+    for axis, raw in shorthands.items():
+        values = _floats(raw, f"--{axis.replace('_', '-')}")
+        if values:
+            axes[axis] = values
+    for spec in specs:
+        name, sep, raw = spec.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or not name:
+            raise typer.BadParameter(f"{spec!r}: expected NAME=V1,V2,...", param_hint="--grid")
+        if name in axes:
+            raise typer.BadParameter(f"axis {name!r} given twice", param_hint="--grid")
+        axes[name] = _floats(raw, "--grid") or []
+    return axes
+
+
 @app.command()
 def calibrate(
     ctx: typer.Context,
     dataset: Annotated[str, typer.Option(help="calibration split (never a test split)")] = "gsm8k-train",
     limit: Annotated[int, typer.Option(min=1, help="problems")] = 20,
-    rho: Annotated[str, typer.Option(help="rho values to try, comma-separated")] = "0.8,0.9,0.95,0.99",
-    tau: Annotated[str | None, typer.Option(help="tau values to try")] = None,
-    k: Annotated[str | None, typer.Option(help="k values to try")] = None,
+    policy: policy_option(  # type: ignore[valid-type]
+        only=lambda p: p.uses_srm and p.uses_lrm and bool(p.params.__struct_fields__),
+        help="the policy whose parameters to calibrate",
+    ) = "trigreason",
+    grid: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--grid",
+            metavar="NAME=V1,V2,...",
+            help="a grid axis: one of the policy's numeric parameters (`trigreason policies`) and the "
+            "values to try; repeatable",
+        ),
+    ] = None,
+    rho: Annotated[
+        str | None,
+        typer.Option(help="shorthand for --grid rho=...", show_default=f"{_DEFAULT_RHO} for trigreason"),
+    ] = None,
+    tau: Annotated[str | None, typer.Option(help="shorthand for --grid tau=...")] = None,
+    k: Annotated[str | None, typer.Option(help="shorthand for --grid k=...")] = None,
     priming_steps: Annotated[
         str | None,
-        typer.Option(help="n values to try [default: the base's]; the random baseline uses the first"),
+        typer.Option(
+            help="shorthand for --grid priming_steps=... (default: the base's); the random baseline "
+            "uses the first"
+        ),
     ] = None,
-    m: Annotated[str | None, typer.Option(help="m values to try")] = None,
+    m: Annotated[str | None, typer.Option(help="shorthand for --grid m=...")] = None,
     random_p: Annotated[
         str,
         typer.Option(
@@ -96,8 +138,9 @@ def calibrate(
         typer.Option(help="run nothing: the profile and report from the runs under --out (all must be done)"),
     ] = False,
 ) -> None:
-    """Grid-search the trigger thresholds: the most SRM tokens at accuracy >= a fraction of LRM-only;
-    the Pareto front against the random baseline and the LRM-only and SRM-only end points."""
+    """Grid-search a policy's parameters (TrigReason's thresholds by default): the most SRM tokens at
+    accuracy >= a fraction of LRM-only; the Pareto front against the random baseline and the LRM-only
+    and SRM-only end points."""
     if dataset in _TEST_SPLITS:
         raise typer.BadParameter("calibrate on a calibration split (e.g. gsm8k-train), never a test split")
     base = session_params(
@@ -105,19 +148,22 @@ def calibrate(
         {"max_tokens": max_tokens, "step_max_tokens": step_max_tokens, "temperature": temperature,
          "top_p": top_p, "seed": seed},
     )  # fmt: skip
-    # The grid is TrigReason's; its base values are the base parameters' (a profile's), else its defaults.
-    own = msgspec.to_builtins(cli_policies().resolve(msgspec.structs.replace(base, policy="trigreason"))[1])
-    # rho and priming_steps always (the run directories are named after them: rho0.9-priming_steps2).
-    axes: dict[str, list[ParamValue]] = {"rho": list(_floats(rho, "--rho") or [own["rho"]])}
-    for axis, raw, cast in (("tau", tau, float), ("k", k, int), ("priming_steps", priming_steps, int),
-                            ("m", m, int)):  # fmt: skip
-        values = _floats(raw, f"--{axis}")
-        if values:
-            axes[axis] = [cast(v) for v in values]
-        elif axis == "priming_steps":
-            axes[axis] = [own["priming_steps"]]
+    shorthands = dict(zip(_SHORTHANDS, (rho, tau, k, priming_steps, m), strict=True))
+    on_grid = {g.partition("=")[0].strip().replace("-", "_") for g in grid or []}
+    if policy == "trigreason":
+        # rho and priming_steps always (the run directories are named after them: rho0.9-priming_steps2);
+        # rho's values by default, else the base parameters' (a profile's), else TrigReason's defaults.
+        own = cli_policies().resolve(msgspec.structs.replace(base, policy="trigreason"))[1]
+        for axis, fallback in (("rho", own.rho), ("priming_steps", own.priming_steps)):
+            if axis not in on_grid and not _floats(shorthands[axis], f"--{axis.replace('_', '-')}"):
+                shorthands[axis] = _DEFAULT_RHO if axis == "rho" and rho is None else str(fallback)
+    axes: dict[str, list[ParamValue]] = {
+        name: list(values) for name, values in _grid_specs(shorthands, grid or []).items()
+    }
     try:
-        plan = plan_calibration(base, axes, _floats(random_p, "--random-p") or [])
+        plan = plan_calibration(
+            base, axes, _floats(random_p, "--random-p") or [], policy=policy, registry=cli_policies()
+        )
     except ConfigError as exc:
         raise typer.BadParameter(exc.message) from exc
     via = checked_via(via)

@@ -1,5 +1,6 @@
 """``trigreason calibrate`` without the command line: run the end points, the random baseline and the
-TrigReason grid (each point in its own resumable directory), then choose a point and build the profile.
+grid of one policy's parameters (each point in its own resumable directory), then choose a point and build
+the profile. The grid's axes are any numeric parameters of the policy, checked against the registry.
 
 The plan is checked before anything runs; the profile is a pure function of the measured points."""
 
@@ -9,11 +10,12 @@ import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
 from trigreason.proto import ConfigError, SessionParams
-from trigreason.services.trigger_evaluator.policies import PolicyRegistry
+from trigreason.services.trigger_evaluator.policies import PolicyError, PolicyRegistry, did_you_mean
 
 from ._calibrate import GridPoint, ParamValue, Point, choose, grid, point_slug
 from ._cost import EdgeCloudModel
@@ -31,6 +33,7 @@ __all__ = [
     "Profile",
     "Progress",
     "calibration_profile",
+    "grid_axes",
     "no_progress",
     "plan_calibration",
     "run_calibration",
@@ -49,49 +52,119 @@ def no_progress(_label: str) -> AbstractContextManager[OnProgress]:
     return contextlib.nullcontext(lambda _row, _done, _total: None)
 
 
+def grid_axes(
+    registry: PolicyRegistry, policy: str, axes: Mapping[str, Sequence[float]]
+) -> dict[str, list[ParamValue]]:
+    """``axes`` checked against ``policy``'s registered parameters: each name one of its numeric
+    parameters (else a "did you mean"), each value within the parameter's bounds (else an error naming
+    the bound), integers for an integer parameter. Raises ``ConfigError``."""
+    try:
+        chosen = registry.get(policy)
+    except PolicyError as exc:
+        raise ConfigError(exc.message) from None
+    numeric = {p.name: p.schema for p in chosen.param_info() if p.schema.get("type") in ("integer", "number")}
+    out: dict[str, list[ParamValue]] = {}
+    for name, values in axes.items():
+        if name not in numeric:
+            others = set(chosen.params.__struct_fields__) - set(numeric)
+            why = "is not numeric" if name in others else "is not one of its parameters"
+            raise ConfigError(
+                f"policy {policy!r}: grid axis {name!r} {why}{did_you_mean(name, numeric)}; its numeric "
+                f"parameters: {', '.join(numeric) or 'none'}"
+            )
+        if not values:
+            raise ConfigError(f"grid axis {name!r} has no values")
+        out[name] = [_in_bounds(policy, name, numeric[name], v) for v in values]
+    return out
+
+
+def _in_bounds(policy: str, name: str, schema: Mapping[str, Any], value: float) -> ParamValue:
+    where = f"policy {policy!r}: {name}={value:g}"
+    if schema.get("type") == "integer":
+        if not float(value).is_integer():
+            raise ConfigError(f"{where} is not an integer")
+        value = int(value)
+    low, high = schema.get("minimum"), schema.get("maximum")
+    xlow, xhigh = schema.get("exclusiveMinimum"), schema.get("exclusiveMaximum")
+    if low is not None and value < low:
+        raise ConfigError(f"{where} is below its minimum {low}")
+    if xlow is not None and value <= xlow:
+        raise ConfigError(f"{where} is not above its exclusive minimum {xlow}")
+    if high is not None and value > high:
+        raise ConfigError(f"{where} is above its maximum {high}")
+    if xhigh is not None and value >= xhigh:
+        raise ConfigError(f"{where} is not below its exclusive maximum {xhigh}")
+    return value
+
+
 class CalibrationPlan(msgspec.Struct, kw_only=True, frozen=True):
-    """What to run: the base parameters, the TrigReason grid and the random baseline's points."""
+    """What to run: the base parameters, the policy's grid and the random baseline's points."""
 
     base: SessionParams
-    points: list[Point]  # the TrigReason grid, in order
+    points: list[Point]  # the policy's grid, in order
     grid_params: list[SessionParams]
     random_points: list[Point]  # offload_p and the priming they share with the grid's first value
     random_params: list[SessionParams]
+    policy: str = "trigreason"  # the policy calibrated
+
+    def point_dir(self, point: Mapping[str, ParamValue]) -> str:
+        """A grid point's run directory: TrigReason's unprefixed (``rho0.9-priming_steps2``, as before),
+        another policy's prefixed with its name (two policies may share a parameter name)."""
+        slug = point_slug(point)
+        return slug if self.policy == "trigreason" else f"{self.policy}-{slug}"
 
 
 def plan_calibration(
-    base: SessionParams, axes: Mapping[str, Sequence[ParamValue]], offload_ps: Sequence[float]
+    base: SessionParams,
+    axes: Mapping[str, Sequence[ParamValue]],
+    offload_ps: Sequence[float],
+    *,
+    policy: str = "trigreason",
+    registry: PolicyRegistry | None = None,
 ) -> CalibrationPlan:
-    """The grid of ``axes`` over ``base`` and the random baseline at each ``offload_p``, primed like the
-    grid's first ``priming_steps``; every parameter set range-checked (ConfigError)."""
+    """The grid of ``axes`` (parameters of ``policy``) over ``base`` and the random baseline at each
+    ``offload_p``, primed like the grid's first ``priming_steps`` (else as the policy primes, else as
+    the random baseline does); every parameter set checked by the registry (ConfigError)."""
+    registry = registry or PolicyRegistry.from_env()
+    axes = grid_axes(registry, policy, {k: [float(v) for v in vs] for k, vs in axes.items()})
+    if not axes:
+        raise ConfigError(f"no grid axes for policy {policy!r}: give --grid NAME=V1,V2,...")
     points = grid(axes)
-    if "priming_steps" in axes:
-        priming = axes["priming_steps"][0]
-    else:  # the grid is TrigReason's: its priming as the base parameters give it, else its default
-        priming = PolicyRegistry.from_env().resolve(msgspec.structs.replace(base, policy="trigreason"))[1]
-        priming = priming.priming_steps
     try:
-        random_base = msgspec.structs.replace(base, priming_steps=priming)
-        grid_params = [_checked(msgspec.structs.replace(base, **pt)) for pt in points]
-        random_params = [_checked(msgspec.structs.replace(random_base, offload_p=p)) for p in offload_ps]
-    except (TypeError, msgspec.ValidationError) as exc:
-        raise ConfigError(str(exc)) from exc
+        if "priming_steps" in axes:
+            priming = axes["priming_steps"][0]
+        else:
+            primer = policy if registry.get(policy).primes else "random"
+            priming = registry.resolve(msgspec.structs.replace(base, policy=primer))[1].priming_steps
+        grid_params = [_with(registry, base, policy, pt) for pt in points]
+        random_params = [
+            _with(registry, base, "random", {"priming_steps": priming, "offload_p": p}) for p in offload_ps
+        ]
+    except PolicyError as exc:
+        raise ConfigError(exc.message) from None
     return CalibrationPlan(
         base=base,
         points=points,
         grid_params=grid_params,
         random_points=[{"offload_p": p, "priming_steps": priming} for p in offload_ps],
         random_params=random_params,
+        policy=policy,
     )
 
 
-def _checked(params: SessionParams) -> SessionParams:
-    # structs.replace does not check bounds: a round trip through the decoder does.
-    return msgspec.convert(msgspec.to_builtins(params), SessionParams)
+def _with(registry: PolicyRegistry, base: SessionParams, policy: str, point: Point) -> SessionParams:
+    # The point's values go into policy_params; a v1 flat knob of the same name would win there, so it
+    # is cleared. Checked by the registry (bounds) before anything runs.
+    flat = {k: msgspec.UNSET for k in point if k in SessionParams.__struct_fields__ and k != "policy"}
+    params = msgspec.structs.replace(
+        base, policy=policy, policy_params={**base.policy_params, **point}, **flat
+    )
+    registry.resolve(params)
+    return params
 
 
 class CalibrationRuns(msgspec.Struct, kw_only=True, frozen=True):
-    """The measured points: the two end points, the random baseline and the TrigReason grid."""
+    """The measured points: the two end points, the random baseline and the policy's grid."""
 
     lrm_only: GridPoint
     srm_only: GridPoint
@@ -133,7 +206,7 @@ async def run_calibration(
     n = len(plan.points)
     for i, (pt, gp) in enumerate(zip(plan.points, plan.grid_params, strict=True)):
         slug = point_slug(pt)
-        results.append(await point(f"{i + 1}/{n} {slug}", "trigreason", gp, slug, pt))
+        results.append(await point(f"{i + 1}/{n} {slug}", plan.policy, gp, plan.point_dir(pt), pt))
     return CalibrationRuns(lrm_only=lrm, srm_only=srm, random=randoms, grid=results)
 
 
@@ -166,6 +239,7 @@ class Calibration(msgspec.Struct, kw_only=True, frozen=True):
     srm_model: str = ""
     lrm_model: str = ""
     seconds: float = 0.0
+    policy: str = "trigreason"  # the policy whose grid was searched
     # beats_random and margin_vs_random (here and per grid point) describe; they do not test.
     beats_random_rule: str = BEATS_RANDOM_RULE
 
@@ -199,7 +273,9 @@ def calibration_profile(
         runs.grid, runs.random, lrm_only=runs.lrm_only, srm_only=runs.srm_only
     )
     entry = next(g for g, r in zip(versus.grid, runs.grid, strict=True) if r is best)
-    params = msgspec.to_builtins(msgspec.structs.replace(plan.base, **best.params))
+    chosen = plan.grid_params[next(i for i, r in enumerate(runs.grid) if r is best)]
+    params = msgspec.to_builtins(chosen)
+    params.update(best.params)  # flat too, as profiles always held them (policy_params holds them as well)
     params.pop("policy", None)
     params.pop("seed", None)
     calibration = Calibration(
@@ -208,6 +284,6 @@ def calibration_profile(
         chosen=best.params, beats_random=entry.beats_random,
         random_accuracy_at_ratio=entry.random_accuracy_at_ratio, margin_vs_random=entry.margin_vs_random,
         grid=versus.grid, front=versus.front, random=versus.random, end_points=versus.end_points,
-        srm_model=srm_model, lrm_model=lrm_model, seconds=seconds,
+        srm_model=srm_model, lrm_model=lrm_model, seconds=seconds, policy=plan.policy,
     )  # fmt: skip
     return Profile(name=name, params=params, calibration=calibration), feasible

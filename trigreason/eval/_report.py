@@ -109,7 +109,8 @@ def write_calibration_report(
     verdict = "is above" if c.beats_random else "is not above"
     body = [
         "<h1>TrigReason calibration</h1>",
-        f"<p>Dataset <b>{html.escape(c.dataset)}</b>, {c.problems} problems. LRM-only accuracy "
+        f"<p>Policy <b>{html.escape(c.policy)}</b>; dataset <b>{html.escape(c.dataset)}</b>, "
+        f"{c.problems} problems. LRM-only accuracy "
         f"{c.lrm_only_accuracy:.3f}, SRM-only {c.srm_only_accuracy:.3f}. The chosen point "
         f"<b>{html.escape(_slug(c.chosen))}</b> {verdict} the random baseline at its SRM token ratio: "
         f"{c.chosen_entry().accuracy:.3f} against {c.random_accuracy_at_ratio:.3f} "
@@ -202,7 +203,7 @@ def _calibration_table(c: Calibration) -> str:
         out.append("<tr>" + "".join(f"<td>{html.escape(x)}</td>" for x in cells) + "</tr>")
 
     for g in c.grid:
-        row(["trigreason", _slug(g.params), f"{g.accuracy:.3f}", f"{g.srm_token_ratio:.3f}",
+        row([c.policy, _slug(g.params), f"{g.accuracy:.3f}", f"{g.srm_token_ratio:.3f}",
              f"{g.random_accuracy_at_ratio:.3f}", f"{g.margin_vs_random:+.3f}",
              "yes" if g.on_front else "", "yes" if g.params == c.chosen else ""])  # fmt: skip
     for r in c.random:
@@ -265,15 +266,16 @@ def _pareto(c: Calibration, look: _Look) -> str:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    colour, marker = look.style("trigreason")
+    colour, marker = look.style(c.policy)
+    who = "TrigReason" if c.policy == "trigreason" else c.policy
     ax.scatter(
         [g.srm_token_ratio for g in c.grid], [g.accuracy for g in c.grid], color=colour,
-        marker=marker, alpha=0.35, label="TrigReason grid points",
+        marker=marker, alpha=0.35, label=f"{who} grid points",
     )  # fmt: skip
     front = c.front
     ax.step(
         [f.srm_token_ratio for f in front], [f.accuracy for f in front], where="pre", color=colour,
-        marker=marker, label="TrigReason Pareto front",
+        marker=marker, label=f"{who} Pareto front",
     )  # fmt: skip
     ends = c.end_points
     line = sorted([ends["lrm-only"], *c.random, ends["srm-only"]], key=lambda e: e.srm_token_ratio)
