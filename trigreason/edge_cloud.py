@@ -59,7 +59,7 @@ from trigreason.proto import (
 )
 from trigreason.services.runtime import BusSettings
 from trigreason.services.worker.backends import Backend, BackendSettings, make_backend
-from trigreason.stack import StackSpec, inference_servers
+from trigreason.stack import StackSpec, inference_servers, services_ready
 
 __all__ = [
     "EdgeCloud",
@@ -264,22 +264,7 @@ async def _start_services(
         )
         own.append(task)
         tasks.append(task)
-    gateway_url = None
-    for _ in names:
-        getter = asyncio.ensure_future(ready.get())
-        try:
-            done, _pending = await asyncio.wait([getter, *own], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not getter.done():
-                getter.cancel()
-        if getter not in done:
-            for t in done:
-                t.result()  # a service died while starting: raise its error
-            raise TrigReasonError("a service stopped while starting", code="service_start")
-        item = getter.result()
-        if item.startswith("http://"):
-            gateway_url = item
-    return gateway_url
+    return await services_ready(ready, own, len(names))
 
 
 async def _stop_tasks(stop: asyncio.Event, tasks: list[asyncio.Task[None]], drain_s: float) -> None:

@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,7 @@ from trigreason.proto import Role, TrigReasonError
 from trigreason.services.runtime import die_with_parent, stop_processes
 from trigreason.services.worker.backends import Backend, BackendSettings, make_backend
 
-__all__ = ["StackSpec", "embedded_stack", "inference_servers"]
+__all__ = ["RunningStack", "StackSpec", "embedded_stack", "inference_servers", "services_ready"]
 
 _DRAIN_S = 2.0  # unless TRIGREASON_DRAIN_S says otherwise: work in flight on our own NATS is lost anyway
 _CHILD_STOP_S = 2.0
@@ -146,6 +146,30 @@ def service_settings(
     return dataclasses.replace(base, bus=bus, host=dataclasses.replace(base.host, **host))
 
 
+async def services_ready(
+    ready: asyncio.Queue[str], tasks: Sequence[asyncio.Task[None]], count: int
+) -> str | None:
+    """Wait for ``count`` services to report ready on ``ready`` (each puts its name, the gateway its
+    URL) and return the gateway's URL, if one started. A service task that ends first raises its error
+    (else ``TrigReasonError`` code ``service_start``)."""
+    gateway_url = None
+    for _ in range(count):
+        getter = asyncio.ensure_future(ready.get())
+        try:
+            done, _pending = await asyncio.wait([getter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not getter.done():
+                getter.cancel()
+        if getter not in done:
+            for t in done:
+                t.result()  # a service died while starting: raise its error
+            raise TrigReasonError("a service stopped while starting", code="service_start")
+        item = getter.result()
+        if item.startswith("http://"):
+            gateway_url = item
+    return gateway_url
+
+
 @contextlib.asynccontextmanager
 async def embedded_stack(
     spec: StackSpec,
@@ -193,21 +217,7 @@ async def embedded_stack(
                     )
                 )
             )
-        gateway_url = None
-        for _ in names:
-            getter = asyncio.ensure_future(ready.get())
-            try:
-                done, _pending = await asyncio.wait([getter, *tasks], return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                if not getter.done():
-                    getter.cancel()
-            if getter not in done:
-                for t in done:
-                    t.result()  # a service died while starting: raise its error
-                raise TrigReasonError("a service stopped while starting", code="service_start")
-            item = getter.result()
-            if item.startswith("http://"):
-                gateway_url = item
+        gateway_url = await services_ready(ready, tasks, len(names))
         say("services up: " + ", ".join(names))
         yield RunningStack(
             nats_url=nats_url, srm_url=urls["srm"], lrm_url=urls["lrm"], gateway_url=gateway_url

@@ -8,16 +8,19 @@ import signal
 import sys
 import time
 import uuid
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 import nats
 import typer
+from opentelemetry.sdk.trace import TracerProvider
 from rich.console import Console
 from rich.markup import escape
 
-from trigreason.edge_cloud import EdgeCloudSpec, edge_cloud_stack
+from trigreason.edge_cloud import EdgeCloud, EdgeCloudSpec, edge_cloud_stack
 from trigreason.eval import grade, numeric_value
 from trigreason.host import ServiceSettings
 from trigreason.profiles import load_profile
@@ -39,7 +42,7 @@ from trigreason.services.runtime import (
     run_event_loop,
     shutdown_tracing,
 )
-from trigreason.stack import StackSpec, embedded_stack
+from trigreason.stack import RunningStack, StackSpec, embedded_stack
 
 from ._app import app
 from ._params import session_params
@@ -48,6 +51,7 @@ from ._policy_flags import policy_option, with_policy_flags
 __all__ = ["graded"]
 
 _D = SessionParams()
+_S = TypeVar("_S")  # a running stack, either topology
 Topology = Literal["single", "edge-cloud"]
 
 
@@ -323,8 +327,6 @@ def up(
             ),
         )
         return
-    configure_logging(service="up", level=env.get("TRIGREASON_LOG_LEVEL", "INFO"))
-    provider = configure_tracing(service="up", env=env)
     spec = StackSpec(
         nats_url=nats_url or env.get("TRIGREASON_NATS_URL"),
         srm_url=srm_url or env.get("TRIGREASON_SRM_URL"),
@@ -333,17 +335,35 @@ def up(
         lrm_model=lrm_model,
         gateway_port=gateway_port,
     )
+
+    def ready(stack: RunningStack) -> None:
+        err.print(f"[bold green]ready[/]: gateway {stack.gateway_url}, NATS {stack.nats_url} (Ctrl-C stops)")
+
+    _run_until_interrupted(
+        env,
+        err,
+        lambda provider, say: embedded_stack(spec, tracer_provider=provider, env=env, say=say),
+        ready,
+    )
+
+
+def _run_until_interrupted(
+    env: dict[str, str],
+    err: Console,
+    open_stack: Callable[[TracerProvider, Callable[[str], None]], AbstractAsyncContextManager[_S]],
+    ready: Callable[[_S], None],
+) -> None:
+    """``up``'s lifetime, either topology: logging and tracing, the stack until Ctrl-C or SIGTERM
+    ("stopped"), a TrigReasonError as a usage error (exit 2)."""
+    configure_logging(service="up", level=env.get("TRIGREASON_LOG_LEVEL", "INFO"))
+    provider = configure_tracing(service="up", env=env)
     interrupt = _Interrupt()
 
     async def main() -> None:
         interrupt.install()
         try:
-            async with embedded_stack(
-                spec, tracer_provider=provider, env=env, say=lambda m: err.print(f"[dim]{m}[/]")
-            ) as stack:
-                err.print(
-                    f"[bold green]ready[/]: gateway {stack.gateway_url}, NATS {stack.nats_url} (Ctrl-C stops)"
-                )
+            async with open_stack(provider, lambda m: err.print(f"[dim]{m}[/]")) as stack:
+                ready(stack)
                 await asyncio.Event().wait()
         except asyncio.CancelledError:
             if interrupt.signal is None:
@@ -396,36 +416,18 @@ def _up_edge_cloud(env: dict[str, str], err: Console, args: EdgeCloudArgs) -> No
     except TrigReasonError as exc:
         err.print(f"[red]error:[/] {exc.message}")
         raise typer.Exit(2) from exc
-    configure_logging(service="up", level=env.get("TRIGREASON_LOG_LEVEL", "INFO"))
-    provider = configure_tracing(service="up", env=env)
-    interrupt = _Interrupt()
 
-    async def main() -> None:
-        interrupt.install()
-        try:
-            async with edge_cloud_stack(
-                spec, tracer_provider=provider, env=env, say=lambda m: err.print(f"[dim]{m}[/]")
-            ) as stack:
-                for site in stack.sites.values():
-                    err.print(
-                        f"[bold green]ready[/]: edge site {site.name}: gateway {site.gateway_url}, "
-                        f"NATS {site.nats_url} (leaf node, JetStream domain {site.name})"
-                    )
-                err.print(
-                    f"cloud hub: NATS {stack.hub.url}; TLS material in {stack.tls.directory} (Ctrl-C stops)"
-                )
-                await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            if interrupt.signal is None:
-                raise
+    def ready(stack: EdgeCloud) -> None:
+        for site in stack.sites.values():
+            err.print(
+                f"[bold green]ready[/]: edge site {site.name}: gateway {site.gateway_url}, "
+                f"NATS {site.nats_url} (leaf node, JetStream domain {site.name})"
+            )
+        err.print(f"cloud hub: NATS {stack.hub.url}; TLS material in {stack.tls.directory} (Ctrl-C stops)")
 
-    try:
-        run_event_loop(main, env=env)
-        err.print("stopped")
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        err.print("stopped")
-    except TrigReasonError as exc:
-        err.print(f"[red]error:[/] {exc.message}")
-        raise typer.Exit(2) from exc
-    finally:
-        shutdown_tracing(provider)
+    _run_until_interrupted(
+        env,
+        err,
+        lambda provider, say: edge_cloud_stack(spec, tracer_provider=provider, env=env, say=say),
+        ready,
+    )
