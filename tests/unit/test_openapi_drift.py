@@ -11,7 +11,10 @@ import msgspec
 from aiohttp import web
 
 from trigreason.services.gateway import ChatBody, Gateway, GatewaySettings, make_app
+from trigreason.services.gateway._openapi import ROUTES
 from trigreason.services.trigger_evaluator.policies import PolicyRegistry
+
+REF = "#/components/schemas/{name}"
 
 
 def _app() -> web.Application:
@@ -50,3 +53,37 @@ def test_the_request_parameters_are_the_registrys() -> None:
     assert params["properties"]["policy"]["anyOf"][0]["enum"] == list(registry.names())
     for policy in registry:  # each policy's own Struct, as msgspec renders it
         assert doc[policy.params.__name__] == policy.info().params_schema
+
+
+def test_the_answers_are_the_structs_the_handlers_encode() -> None:
+    """Each JSON answer of the route table is msgspec's rendering of the Struct its handler encodes, and
+    every error is the Error Struct."""
+    doc = _document()
+    schemas = doc["components"]["schemas"]
+    checked = 0
+    for op in ROUTES:
+        responses = doc["paths"][op.path][op.method.lower()]["responses"]
+        assert set(responses) >= {str(status) for status in op.replies}
+        for status, reply in op.replies.items():
+            for media, body in reply.content:
+                if not isinstance(body, type):
+                    continue
+                (ref,), rendered = msgspec.json.schema_components([body], ref_template=REF)
+                assert responses[str(status)]["content"][media]["schema"] == ref
+                for name, schema in rendered.items():
+                    assert schemas[name] == schema, name
+                checked += 1
+    assert checked > len(ROUTES)  # the errors and the 2xx answers
+
+
+def test_the_request_bodies_are_the_structs_the_handlers_decode() -> None:
+    """Each request body is its Struct's rendering, narrowed field by field (never a field it lacks)."""
+    doc = _document()
+    schemas = doc["components"]["schemas"]
+    for op in ROUTES:
+        if op.body is None:
+            continue
+        ref = doc["paths"][op.path][op.method.lower()]["requestBody"]["content"]["application/json"]["schema"]
+        schema = schemas[ref["$ref"].rsplit("/", 1)[1]]
+        assert set(schema["properties"]) == {f.encode_name for f in msgspec.structs.fields(op.body)}
+        assert schema["additionalProperties"] is False  # forbid_unknown_fields

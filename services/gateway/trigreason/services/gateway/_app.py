@@ -17,20 +17,18 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 import nats.errors
 import structlog
 from aiohttp import web
-from msgspec import UNSET, UnsetType
 from nats.js.errors import NotFoundError
 from prometheus_client import Counter, Gauge, Histogram
 
 from trigreason.proto import (
     EVENT_STREAM,
     BackendLimits,
-    PolicyName,
     Role,
     SessionParams,
     SessionRequested,
@@ -43,15 +41,12 @@ from trigreason.services.trigger_evaluator.policies import PolicyError, PolicyRe
 from ._browser import install_browser
 from ._chat import (
     ChatBody,
-    ChatMessage,
     Conversation,
     chat_blocking,
     chat_request,
     chat_stream,
-    conversation,
     model_ids,
     model_list,
-    stop_sequences,
 )
 from ._feed import decode_event, last_sequence, read_to
 from ._http import (
@@ -65,8 +60,11 @@ from ._http import (
     read_json,
 )
 from ._limits import check_limits
-from ._openapi import MAX_QUESTION_CHARS, NOT_BLANK_PATTERN, openapi_document
+from ._openapi import ROUTES, openapi_document
+from ._patterns import NOT_BLANK_PATTERN
 from ._projection import session_view
+from ._requests import SessionBody
+from ._responses import PolicyList, SessionAccepted, Status
 from ._settings import GatewaySettings
 from ._sse import stream_events
 
@@ -82,26 +80,6 @@ log = structlog.get_logger("trigreason.gateway")
 def idempotent_session_id(token: str, key: str) -> str:
     """The session id of a request with an ``Idempotency-Key``: the same token and key give the same id."""
     return hashlib.sha256(f"{token}\n{key}".encode()).hexdigest()[:32]
-
-
-class _SessionBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    # The question, or in its place a conversation (chat's messages) that ends with it.
-    question: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_QUESTION_CHARS)] | UnsetType = UNSET
-    messages: Annotated[list[ChatMessage], msgspec.Meta(min_length=1)] | UnsetType = UNSET
-    stop: str | list[str] | None = None
-    policy: PolicyName | None = None
-    params: dict[str, Any] = {}
-
-    def conversation(self) -> Conversation:
-        if isinstance(self.question, str):
-            if not isinstance(self.messages, UnsetType):
-                raise HttpError(
-                    422, "invalid_request", "give question or messages (a conversation), not both"
-                )
-            return Conversation(question=self.question, stop=stop_sequences(self.stop))
-        if isinstance(self.messages, UnsetType):
-            raise HttpError(422, "invalid_request", "give question or messages (a conversation)")
-        return conversation(self.messages, self.stop)
 
 
 class _Metrics:
@@ -186,27 +164,20 @@ class Gateway:
         self._limits_at = -_LIMITS_MAX_AGE_S
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
-        router.add_post("/v1/sessions", self.create_session)
-        router.add_get("/v1/sessions/{session_id}", self.get_session, allow_head=False)
-        router.add_get("/v1/sessions/{session_id}/events", self.session_events, allow_head=False)
-        router.add_post("/v1/chat/completions", self.chat_completions)
-        router.add_get("/v1/models", self.models, allow_head=False)
-        router.add_get("/v1/policies", self.list_policies, allow_head=False)
-        router.add_get("/healthz", self.healthz, allow_head=False)
-        router.add_get("/readyz", self.readyz, allow_head=False)
-        router.add_get("/metrics", self.metrics_endpoint, allow_head=False)
-        router.add_get("/openapi.json", self.openapi, allow_head=False)
+        """The route table the OpenAPI document describes (``ROUTES``); no implicit HEAD routes."""
+        for op in ROUTES:
+            router.add_route(op.method, op.path, getattr(self, op.handler))
 
     # -- routes ------------------------------------------------------------------------------------
 
     async def create_session(self, request: web.Request) -> web.Response:
         """``POST /v1/sessions``: 202 with the session id (the same again for a repeated Idempotency-Key)."""
-        body: _SessionBody = await read_json(request, _SessionBody)
+        body: SessionBody = await read_json(request, SessionBody)
         conv = body.conversation()
         params = self._params(body.policy, body.params, "params")
         await self._check_limits(params, "params")
         session_id, replayed = await self._submit(request, conv, params)
-        resp = json_response({"session_id": session_id}, status=202)
+        resp = json_response(SessionAccepted(session_id=session_id), status=202)
         resp.headers["Location"] = f"/v1/sessions/{session_id}"
         if replayed:
             resp.headers["Idempotent-Replayed"] = "true"
@@ -260,15 +231,15 @@ class Gateway:
 
     async def list_policies(self, _request: web.Request) -> web.Response:
         """``GET /v1/policies``: the registered policies with their parameters (``trigreason policies``)."""
-        return json_response({"policies": msgspec.to_builtins(self.policy_infos)})
+        return json_response(PolicyList(policies=list(self.policy_infos)))
 
     async def healthz(self, _request: web.Request) -> web.Response:
-        return json_response({"status": "ok"})
+        return json_response(Status(status="ok"))
 
     async def readyz(self, _request: web.Request) -> web.Response:
         if not self.bus.nc.is_connected:
             raise HttpError(503, "not_ready", "not connected to NATS")
-        return json_response({"status": "ready"})
+        return json_response(Status(status="ready"))
 
     async def metrics_endpoint(self, request: web.Request) -> web.Response:
         body, content_type = exposition(self.metrics.registry, request.headers.get("Accept"))

@@ -57,7 +57,17 @@ from trigreason.services.trigger_evaluator.policies import PolicyRegistry
 
 from ._feed import TICK_S, ClientGone, Feed, Seen, Writer, decode_event, next_event
 from ._http import HttpError, json_response
-from ._openapi import MAX_QUESTION_CHARS, NOT_BLANK_PATTERN
+from ._patterns import MAX_QUESTION_CHARS, NOT_BLANK_PATTERN
+from ._responses import (
+    ChatCompletion,
+    CompletionChoice,
+    CompletionMessage,
+    FinishReason,
+    Model,
+    ModelList,
+    TrigReasonResult,
+    Usage,
+)
 from ._settings import GatewaySettings
 
 __all__ = [
@@ -102,6 +112,11 @@ class ContentPart(msgspec.Struct, kw_only=True):
 
 
 class ChatMessage(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A turn: system (or developer) messages, user and assistant turns; the session answers the last user
+    turn, earlier assistant turns are context. content: a string or text parts (joined by newlines, at most
+    the question's length in all: beyond it a 422; another part type is a 422 unsupported_content). name:
+    accepted, no effect. Tool calls and audio are refused."""
+
     role: str
     content: str | list[ContentPart] | None = None
     name: str | None = None  # no effect: the templates have no speaker names
@@ -112,11 +127,15 @@ class ChatMessage(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class ChatExtension(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """TrigReason's own parameters, over model and OpenAI's members."""
+
     policy: PolicyName | None = None
     params: dict[str, Any] = {}
 
 
 class StreamOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """include_usage: a last chunk with empty choices carries the usage."""
+
     include_usage: bool = False
     include_obfuscation: bool | None = None  # no effect: chunks carry no obfuscation padding
 
@@ -196,11 +215,10 @@ def model_ids(settings: GatewaySettings, policies: tuple[str, ...]) -> tuple[str
     return profile + policies
 
 
-def model_list(models: tuple[str, ...]) -> dict[str, Any]:
-    return {
-        "object": "list",
-        "data": [{"id": m, "object": "model", "created": 0, "owned_by": "trigreason"} for m in models],
-    }
+def model_list(models: tuple[str, ...]) -> ModelList:
+    return ModelList(
+        object="list", data=[Model(id=m, object="model", created=0, owned_by="trigreason") for m in models]
+    )
 
 
 def _refuse(field: str, why: str) -> HttpError:
@@ -375,22 +393,17 @@ class _Usage:
         elif isinstance(msg, Verdict):
             self.prompt_tokens = msg.candidate.timings.prompt_tokens
 
-    def usage(self, stats: SessionStats) -> dict[str, int]:
+    def usage(self, stats: SessionStats) -> Usage:
         completion = stats.srm_tokens + stats.lrm_tokens
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": completion,
-            "total_tokens": self.prompt_tokens + completion,
-        }
+        return Usage(
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=completion,
+            total_tokens=self.prompt_tokens + completion,
+        )
 
 
-def _extension(session_id: str, end: SessionFinished) -> dict[str, Any]:
-    return {
-        "session_id": session_id,
-        "answer": end.answer,
-        "end_reason": end.reason,
-        "stats": msgspec.to_builtins(end.stats),
-    }
+def _extension(session_id: str, end: SessionFinished) -> TrigReasonResult:
+    return TrigReasonResult(session_id=session_id, answer=end.answer, end_reason=end.reason, stats=end.stats)
 
 
 async def chat_blocking(
@@ -435,25 +448,25 @@ async def chat_blocking(
         raise HttpError(502, "session_failed", f"session {session_id}: {message}")
     steps = seen_usage.steps
     return json_response(
-        {
-            "id": f"chatcmpl-{session_id}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": chat.model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {
-                        "role": "assistant",
-                        "content": answer_text(end.answer, steps),
-                        "reasoning_content": "\n\n".join(steps),
-                    },
-                    "finish_reason": _finish_reason(end),
-                }
+        ChatCompletion(
+            id=f"chatcmpl-{session_id}",
+            object="chat.completion",
+            created=int(time.time()),
+            model=chat.model,
+            choices=[
+                CompletionChoice(
+                    index=0,
+                    message=CompletionMessage(
+                        role="assistant",
+                        content=answer_text(end.answer, steps),
+                        reasoning_content="\n\n".join(steps),
+                    ),
+                    finish_reason=_finish_reason(end),
+                )
             ],
-            "usage": seen_usage.usage(end.stats),
-            "trigreason": _extension(session_id, end),
-        }
+            usage=seen_usage.usage(end.stats),
+            trigreason=_extension(session_id, end),
+        )
     )
 
 
@@ -551,5 +564,5 @@ def answer_text(answer: str | None, steps: list[str]) -> str:
     return answer or ""
 
 
-def _finish_reason(end: SessionFinished) -> str:
+def _finish_reason(end: SessionFinished) -> FinishReason:
     return "stop" if end.reason in ("final_answer", "eos", "stop") else "length"

@@ -11,7 +11,8 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from ._openapi import IDEMPOTENCY_KEY_PATTERN, LAST_EVENT_ID_PATTERN, SESSION_ID_PATTERN
+from ._patterns import IDEMPOTENCY_KEY_PATTERN, LAST_EVENT_ID_PATTERN, SESSION_ID_PATTERN
+from ._responses import Error, ErrorDetail
 
 __all__ = [
     "HttpError",
@@ -35,7 +36,8 @@ class HttpError(web.HTTPException):
         self.status_code = status
         super().__init__(
             headers=headers,
-            text=json.dumps({"error": {"code": code, "message": message}}),
+            # json, not msgspec: a message that quotes the request may hold a lone surrogate (escaped).
+            text=json.dumps(msgspec.to_builtins(Error(error=ErrorDetail(code=code, message=message)))),
             content_type="application/json",
         )
 

@@ -1,30 +1,239 @@
-"""The gateway's OpenAPI 3.1 document: what it accepts and every answer it can give, route by route
-(``tests/services/test_gateway_schemathesis.py`` holds the gateway to it). Parameter and event schemas
-come from the msgspec Structs."""
+"""The gateway's OpenAPI 3.1 document, built rather than written: ``ROUTES`` is the gateway's route table
+(``Gateway.add_routes`` serves it, path, method and handler) and says per operation which msgspec type the
+request body decodes into and, per status code, which type the answer encodes; the schemas are msgspec's
+rendering of those types (``msgspec.json.schema_components``). ``tests/services/test_gateway_schemathesis.py``
+holds the gateway to the result.
+
+Two things are not types: the checks a handler makes beyond its body's type (an allowed role, a value that
+does nothing, a question that is not blank) are refinements of the rendered schemas, each naming a field of
+the type (a field that is no longer there is an error); and the bodies that are no single JSON value (Server-
+Sent Events, Prometheus text) are described by hand.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
-from trigreason.proto import MAX_QUESTION_CHARS, MAX_STOP_SEQUENCES, V1_FLAT_PARAMS, Message, SessionParams
+from trigreason.proto import MAX_STOP_SEQUENCES, V1_FLAT_PARAMS, Message, SessionParams
 from trigreason.services.trigger_evaluator.policies import PolicyInfo, PolicyRegistry
+
+from ._chat import ChatBody, ChatExtension, ChatMessage, ContentPart, StreamOptions
+from ._patterns import (
+    IDEMPOTENCY_KEY_PATTERN,
+    LAST_EVENT_ID_PATTERN,
+    MAX_QUESTION_CHARS,
+    NOT_BLANK_PATTERN,
+    SESSION_ID_PATTERN,
+)
+from ._requests import SessionBody
+from ._responses import ChatCompletion, Error, ModelList, PolicyList, SessionAccepted, SessionView, Status
 
 __all__ = [
     "IDEMPOTENCY_KEY_PATTERN",
     "LAST_EVENT_ID_PATTERN",
     "MAX_QUESTION_CHARS",
     "NOT_BLANK_PATTERN",
+    "ROUTES",
     "SESSION_ID_PATTERN",
+    "Operation",
+    "Reply",
     "openapi_document",
 ]
 
-SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-IDEMPOTENCY_KEY_PATTERN = r"^[!-~]{1,255}$"  # printable ASCII, no spaces
-LAST_EVENT_ID_PATTERN = r"^[0-9]{1,19}$"
-# At least one character that is not (ASCII) white space; spelled out, as \\S differs between regex engines.
-NOT_BLANK_PATTERN = r"[^\t\n\v\f\r ]"
+_REF = "#/components/schemas/{name}"
+# The request types' component names (the document's, older than the Structs').
+_RENAMED = {"ChatBody": "ChatRequest", "SessionBody": "SessionRequest"}
+_JSON = "application/json"
+_SSE = "text/event-stream"
+
+# A body is a msgspec type (rendered into the components) or, for what is no single JSON value, a schema
+# (a dict, or the name of a hand-described component).
+Body = type | dict[str, Any] | str
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    description: str
+    content: tuple[tuple[str, Body], ...] = ((_JSON, Error),)  # (media type, body)
+    headers: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One route: ``Gateway.add_routes`` registers ``handler`` for it, the document describes it."""
+
+    method: str
+    path: str
+    handler: str  # the Gateway method
+    operation_id: str
+    replies: Mapping[int, Reply]
+    summary: str = ""
+    body: type | None = None  # the msgspec type the request body decodes into
+    parameters: tuple[str, ...] = ()  # names in _PARAMETERS
+
+
+def _json(description: str, body: Body, headers: Mapping[str, Any] | None = None) -> Reply:
+    return Reply(description, ((_JSON, body),), headers or {})
+
+
+_RETRY_AFTER = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "string"}}}
+_CREATED_HEADERS = {
+    "Location": {"description": "the session", "schema": {"type": "string"}, "required": True},
+    "Idempotent-Replayed": {
+        "description": "true when an earlier request with this Idempotency-Key made the session",
+        "schema": {"type": "string"},
+    },
+}
+_POST_ERRORS = {
+    400: Reply("body is not JSON, or a bad Idempotency-Key"),
+    409: Reply("Idempotency-Key reused for a different request"),
+    413: Reply("body larger than 1 MiB"),
+    415: Reply("body is not application/json"),
+    422: Reply("invalid request: a field, a parameter (unknown names too), a blank question"),
+    503: Reply("NATS unavailable"),
+}
+_SESSION_ERRORS = {404: Reply("unknown or expired session"), 503: Reply("NATS unavailable")}
+
+ROUTES: tuple[Operation, ...] = (
+    Operation(
+        "POST",
+        "/v1/sessions",
+        "create_session",
+        "createSession",
+        summary="Start a session",
+        body=SessionBody,
+        parameters=("Idempotency-Key",),
+        replies={202: _json("accepted", SessionAccepted, _CREATED_HEADERS), **_POST_ERRORS},
+    ),
+    Operation(
+        "GET",
+        "/v1/sessions/{session_id}",
+        "get_session",
+        "getSession",
+        summary="A session's state: steps, answer, statistics",
+        parameters=("session_id",),
+        replies={200: _json("the session", SessionView), 400: Reply("not a session id"), **_SESSION_ERRORS},
+    ),
+    Operation(
+        "GET",
+        "/v1/sessions/{session_id}/events",
+        "session_events",
+        "sessionEvents",
+        summary="The session's events as Server-Sent Events (id: the event's sequence, event: "
+        "requested|committed|finished|failed, data: the message), replayable from the start, "
+        "resumable with Last-Event-ID, until the terminal event. Each step index comes once. "
+        "An idle stream gets a comment line every TRIGREASON_SSE_KEEPALIVE_S seconds.",
+        parameters=("session_id", "Last-Event-ID", "last_event_id"),
+        replies={
+            200: Reply("the events", ((_SSE, "SessionEvent"),)),
+            400: Reply("not a session id, or a bad Last-Event-ID"),
+            429: Reply("too many open streams", headers=_RETRY_AFTER),
+            **_SESSION_ERRORS,
+        },
+    ),
+    Operation(
+        "POST",
+        "/v1/chat/completions",
+        "chat_completions",
+        "chatCompletions",
+        summary="OpenAI-compatible chat completion (streaming and not); steps come as reasoning_content, the "
+        'answer\'s step as content. A stream ends with data: [DONE]; a failure in it is a chunk {"error": '
+        '{"code", "message"}} before [DONE].',
+        body=ChatBody,
+        parameters=("Idempotency-Key",),
+        replies={
+            200: Reply(
+                "the completion, or with stream: chunks as Server-Sent Events",
+                ((_JSON, ChatCompletion), (_SSE, "ChatChunkEvent")),
+            ),
+            **_POST_ERRORS,
+            404: Reply("model_not_found: not a model of GET /v1/models"),
+            422: Reply(
+                "invalid request: a field, a parameter (unknown names too), a blank turn, a conversation "
+                "without a user turn or with other roles (unsupported_messages), a content part other than "
+                "text (unsupported_content), a conversation beyond the context limit (context_too_long), a "
+                "member asking for what TrigReason does not do (unsupported_field, naming it), a request the "
+                "backend refused (request_refused)"
+            ),
+            429: Reply("too many open streams", headers=_RETRY_AFTER),
+            502: Reply("the session failed (other than request_refused)"),
+            504: Reply("the session did not end within TRIGREASON_SESSION_TIMEOUT_S"),
+        },
+    ),
+    Operation(
+        "GET",
+        "/v1/models",
+        "models",
+        "listModels",
+        summary="The model ids chat completions take: the gateway's profile (if it has one), then each "
+        "policy",
+        replies={200: _json("OpenAI's model list", ModelList)},
+    ),
+    Operation(
+        "GET",
+        "/v1/policies",
+        "list_policies",
+        "listPolicies",
+        summary="The registered trigger policies with their parameters, defaults and bounds "
+        "(trigreason policies --json)",
+        replies={200: _json("the policies", PolicyList)},
+    ),
+    Operation("GET", "/healthz", "healthz", "healthz", replies={200: _json("alive", Status)}),
+    Operation(
+        "GET",
+        "/readyz",
+        "readyz",
+        "readyz",
+        replies={200: _json("connected to NATS", Status), 503: Reply("not connected to NATS")},
+    ),
+    Operation(
+        "GET",
+        "/metrics",
+        "metrics_endpoint",
+        "metrics",
+        replies={200: Reply("Prometheus metrics", (("text/plain", {"type": "string"}),))},
+    ),
+    Operation(
+        "GET",
+        "/openapi.json",
+        "openapi",
+        "openapi",
+        replies={200: _json("this document", {"type": "object"})},
+    ),
+)
+
+_EVENT_ID = {"type": "string", "pattern": LAST_EVENT_ID_PATTERN}
+_PARAMETERS: dict[str, dict[str, Any]] = {
+    "session_id": {
+        "name": "session_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": SESSION_ID_PATTERN},
+    },
+    "Idempotency-Key": {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "description": "A retried request with the same key (and the same bearer token) gets the same "
+        "session, for as long as sessions are kept; the same key with a different question or different "
+        "parameters is a 409.",
+        "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN},
+    },
+    "Last-Event-ID": {"name": "Last-Event-ID", "in": "header", "required": False, "schema": _EVENT_ID},
+    "last_event_id": {"name": "last_event_id", "in": "query", "required": False, "schema": _EVENT_ID},
+}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": _REF.format(name=name)}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
 
 
 def _request_params(components: dict[str, Any], registry: PolicyRegistry) -> dict[str, Any]:
@@ -58,25 +267,140 @@ def _request_params(components: dict[str, Any], registry: PolicyRegistry) -> dic
     }
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
+def _refine(components: dict[str, Any], kind: type, fields: dict[str, dict[str, Any]], **schema: Any) -> None:
+    """Narrow ``kind``'s rendered schema to what its handler accepts: each of ``fields`` (a field of the
+    type) gets the keywords given (a ``$ref`` replaces it); ``schema`` sets keywords of the object."""
+    rendered = components[kind.__name__]
+    props = rendered["properties"]
+    for name, refinement in fields.items():
+        if name not in props:
+            raise ValueError(f"{kind.__name__} has no field {name!r} to refine")
+        props[name] = dict(refinement) if "$ref" in refinement else {**props[name], **refinement}
+    rendered.update(schema)
+    for name in rendered.get("required", ()):
+        props[name].pop("default", None)  # a required member has none
 
 
-def _error(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "description": description,
-        "content": {"application/json": {"schema": _ref("Error")}},
+def _refine_requests(components: dict[str, Any], registry: PolicyRegistry, models: tuple[str, ...]) -> None:
+    """The checks the handlers make beyond the types (``_chat``, ``_app``): each a 422 otherwise."""
+    for kind in (ChatBody, ChatMessage, ChatExtension, StreamOptions, SessionBody):
+        if kind.__struct_config__.forbid_unknown_fields:
+            components[kind.__name__]["additionalProperties"] = False
+    question = {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_QUESTION_CHARS,
+        "pattern": NOT_BLANK_PATTERN,
     }
-    if headers:
-        out["headers"] = headers
-    return out
+    null: dict[str, Any] = {"type": "null"}
+    _refine(components, ContentPart, {"type": {"const": "text"}, "text": question}, required=["type", "text"])
+    _refine(
+        components,
+        ChatMessage,
+        {
+            "role": {"enum": ["system", "developer", "user", "assistant"]},
+            "content": {"anyOf": [question, {"type": "array", "minItems": 1, "items": _ref("ContentPart")}]},
+            "tool_calls": null,
+            "tool_call_id": null,
+            "function_call": null,
+            "audio": null,
+        },
+        required=["role", "content"],
+    )
+    policy = _nullable({"enum": list(registry.names())})  # null: unset
+    params = _ref("RequestParams")
+    _refine(components, ChatExtension, {"policy": policy, "params": params})
+    messages = {
+        "contains": {"type": "object", "properties": {"role": {"const": "user"}}},
+        "description": "the conversation; it has a user turn, and the last one is the question",
+    }
+    stop_seq = {"type": "string", "minLength": 1, "maxLength": 256}
+    stop = {
+        "anyOf": [stop_seq, {"type": "array", "maxItems": MAX_STOP_SEQUENCES, "items": stop_seq}, null],
+        "description": "the session ends at the first stop sequence in its committed text (cut before it), "
+        "finish_reason stop",
+    }
+    _refine(
+        components,
+        SessionBody,
+        {"question": question, "messages": messages, "stop": stop, "policy": policy, "params": params},
+        oneOf=[{"required": ["question"]}, {"required": ["messages"]}],
+    )
+    param = components["SessionParams"]["properties"]
+    nothing = {
+        "frequency_penalty": _nullable({"const": 0}),
+        "presence_penalty": _nullable({"const": 0}),
+        "logit_bias": _nullable({"type": "object", "maxProperties": 0}),
+        "logprobs": {"enum": [False, None]},
+        "top_logprobs": _nullable({"const": 0}),
+        "response_format": _nullable(
+            {
+                "type": "object",
+                "required": ["type"],
+                "properties": {"type": {"const": "text"}},
+                "additionalProperties": False,
+            }
+        ),
+        "tools": _nullable({"type": "array", "maxItems": 0}),
+        "tool_choice": {"enum": ["none", None]},
+        "functions": _nullable({"type": "array", "maxItems": 0}),
+        "function_call": {"enum": ["none", None]},
+        "audio": null,
+        "modalities": _nullable({"type": "array", "items": {"const": "text"}}),
+        "prediction": null,
+        "reasoning_effort": null,
+        "verbosity": null,
+        "web_search_options": null,
+    }
+    _refine(
+        components,
+        ChatBody,
+        {
+            "messages": messages,
+            "model": {
+                "anyOf": [{"enum": list(models)}, null],
+                "description": "one of GET /v1/models; absent or null: the profile (or the default policy)",
+            },
+            "n": _nullable({"const": 1}),
+            **{name: _nullable(param[name]) for name in ("temperature", "top_p", "seed", "max_tokens")},
+            "max_completion_tokens": _nullable(param["max_tokens"]),
+            "stop": stop,
+            **nothing,
+        },
+    )
 
 
-def _ok(description: str, schema: dict[str, Any], media: str = "application/json") -> dict[str, Any]:
-    return {"description": description, "content": {media: {"schema": schema}}}
+def _event_components(message_ref: dict[str, Any]) -> dict[str, Any]:
+    # Open API 3.1 (before itemSchema): the schema of text/event-stream describes one event.
+    return {
+        "ChatChunkEvent": {
+            "type": "object",
+            "description": "data: a chat.completion.chunk (its choices' deltas: the role, then each "
+            "committed step as reasoning_content, then the answer as content with finish_reason stop or "
+            "length and the trigreason member; with stream_options.include_usage every chunk has usage "
+            'null and a last chunk with empty choices the usage), an error object {"error": {"code", '
+            '"message"}} when the session fails or times out, and [DONE] at the end',
+            "properties": {"data": {"type": "string"}, "event": {"type": "string"}},
+            "required": ["data"],
+        },
+        "SessionEvent": {
+            "type": "object",
+            "description": "event: the kind (requested, committed, finished, failed...), id: its sequence, "
+            "data: the message",
+            "properties": {
+                "id": {"type": "string", "pattern": LAST_EVENT_ID_PATTERN},
+                "event": {"type": "string"},
+                "data": {"type": "string", "contentMediaType": _JSON, "contentSchema": message_ref},
+            },
+            "required": ["id", "event", "data"],
+        },
+    }
 
 
-_RETRY_AFTER = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "string"}}}
+def _schema(body: Body, refs: dict[type, dict[str, Any]]) -> dict[str, Any]:
+    if isinstance(body, type):
+        return refs[body]
+    return _ref(body) if isinstance(body, str) else body
 
 
 def openapi_document(
@@ -86,512 +410,57 @@ def openapi_document(
     ``models``: the model ids the chat completion takes (GET /v1/models); ``policies``: the registry
     whose policies and parameters requests may name (the built-in ones when ``None``)."""
     registry = policies or PolicyRegistry.builtin()
-    kinds = [policy.params for policy in registry]
-    (_, message_ref, *_), components = msgspec.json.schema_components(
-        [SessionParams, Message, PolicyInfo, *kinds], ref_template="#/components/schemas/{name}"
-    )
+    bodies = [op.body for op in ROUTES if op.body is not None]
+    answers = [b for op in ROUTES for r in op.replies.values() for _, b in r.content if isinstance(b, type)]
+    kinds: list[type] = list(dict.fromkeys([*bodies, *answers, ContentPart]))
+    extra = [SessionParams, Message, PolicyInfo, *(p.params for p in registry)]
+    rendered, components = msgspec.json.schema_components([*kinds, *extra], ref_template=_REF)
+    refs = dict(zip(kinds, rendered, strict=False))
+    message_ref = rendered[len(kinds) + 1]
     components["RequestParams"] = _request_params(components, registry)
-    policy = {"anyOf": [{"enum": list(registry.names())}, {"type": "null"}]}  # null: unset
-    components["Error"] = {
-        "type": "object",
-        "properties": {
-            "error": {
-                "type": "object",
-                "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
-                "required": ["code", "message"],
+    _refine_requests(components, registry, models)
+    for old, new in _RENAMED.items():
+        components[new] = components.pop(old)
+    for kind in refs:
+        if kind.__name__ in _RENAMED:
+            refs[kind] = _ref(_RENAMED[kind.__name__])
+    components.update(_event_components(message_ref))
+
+    paths: dict[str, Any] = {}
+    for op in ROUTES:
+        v1 = op.path.startswith("/v1/")
+        replies = dict(op.replies)
+        if auth and v1:
+            replies[401] = Reply("missing or bad bearer token")
+        responses: dict[str, Any] = {}
+        for status in sorted(replies):
+            reply = replies[status]
+            out: dict[str, Any] = {
+                "description": reply.description,
+                "content": {media: {"schema": _schema(body, refs)} for media, body in reply.content},
             }
-        },
-        "required": ["error"],
-    }
-    question = {
-        "type": "string",
-        "minLength": 1,
-        "maxLength": MAX_QUESTION_CHARS,
-        "pattern": NOT_BLANK_PATTERN,
-    }
-    components["ChatMessage"] = {
-        "type": "object",
-        "description": "A turn: system (or developer) messages, user and assistant turns; the "
-        "session answers the last user turn, earlier assistant turns are context. content: a string or "
-        "text parts (joined by newlines, at most the question's length in all: beyond it a 422; another "
-        "part type is a 422 unsupported_content). name: accepted, no effect. Tool calls and audio are "
-        "refused.",
-        "required": ["role", "content"],
-        "additionalProperties": False,
-        "properties": {
-            "role": {"enum": ["system", "developer", "user", "assistant"]},
-            "content": {
-                "anyOf": [
-                    question,
-                    {
-                        "type": "array",
-                        "minItems": 1,
-                        "items": {
-                            "type": "object",
-                            "required": ["type", "text"],
-                            "properties": {
-                                "type": {"const": "text"},
-                                "text": question,
-                            },
-                        },
-                    },
-                ]
-            },
-            "name": {"type": ["string", "null"]},
-            "tool_calls": {"type": "null"},
-            "tool_call_id": {"type": "null"},
-            "function_call": {"type": "null"},
-            "audio": {"type": "null"},
-        },
-    }
-    messages = {
-        "type": "array",
-        "minItems": 1,
-        "items": _ref("ChatMessage"),
-        "contains": {"type": "object", "properties": {"role": {"const": "user"}}},
-        "description": "the conversation; it has a user turn, and the last one is the question",
-    }
-    stop_seq = {"type": "string", "minLength": 1, "maxLength": 256}
-    stop = {
-        "anyOf": [
-            stop_seq,
-            {"type": "array", "maxItems": MAX_STOP_SEQUENCES, "items": stop_seq},
-            {"type": "null"},
-        ],
-        "description": "the session ends at the first stop sequence in its committed text (cut before it), "
-        "finish_reason stop",
-    }
-    components["SessionRequest"] = {
-        "type": "object",
-        "description": "question, or in its place messages: a conversation whose last user turn is the "
-        "question",
-        "oneOf": [{"required": ["question"]}, {"required": ["messages"]}],
-        "properties": {
-            "question": question,
-            "messages": messages,
-            "stop": stop,
-            "policy": policy,
-            "params": _ref("RequestParams"),
-        },
-        "additionalProperties": False,
-    }
-    components["SessionAccepted"] = {
-        "type": "object",
-        "properties": {"session_id": {"type": "string", "pattern": SESSION_ID_PATTERN}},
-        "required": ["session_id"],
-    }
-    components["SessionView"] = {
-        "type": "object",
-        "description": "A projection of the session's events up to the last one. Where the session's "
-        "request has expired before its other events, question, policy and params are absent.",
-        "properties": {
-            "session_id": {"type": "string"},
-            "status": {"enum": ["queued", "running", "finished", "failed"]},
-            "question": {"type": "string"},
-            "conversation": {
-                "type": "array",
-                "description": "the conversation apart from the steps: system messages and earlier turns "
-                "(context), the question last",
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "role": {"enum": ["system", "user", "assistant"]},
-                        "content": {"type": "string"},
-                    },
-                    "required": ["role", "content"],
-                },
-            },
-            "policy": {"type": "string"},
-            "answer": {"type": ["string", "null"]},
-            "end_reason": {"type": ["string", "null"]},
-            "steps": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "index": {"type": "integer"},
-                        "role": {"enum": ["srm", "lrm"]},
-                        "text": {"type": "string"},
-                        "tokens": {"type": "integer"},
-                        "trigger": {"type": ["string", "null"]},
-                    },
-                    "required": ["index", "role", "text", "tokens", "trigger"],
-                },
-            },
-            "stats": _ref("SessionStats"),
-            "params": _ref("RequestParams"),
-        },
-        "required": ["session_id", "status"],
-    }
-    param = components["SessionParams"]["properties"]
+            if reply.headers:
+                out["headers"] = dict(reply.headers)
+            responses[str(status)] = out
+        operation: dict[str, Any] = {"operationId": op.operation_id}
+        if op.summary:
+            operation["summary"] = op.summary
+        if auth and not v1:
+            operation["security"] = []
+        if op.parameters:
+            operation["parameters"] = [_PARAMETERS[name] for name in op.parameters]
+        if op.body is not None:
+            operation["requestBody"] = {"required": True, "content": {_JSON: {"schema": refs[op.body]}}}
+        operation["responses"] = responses
+        paths.setdefault(op.path, {})[op.method.lower()] = operation
 
-    def nullable(schema: dict[str, Any]) -> dict[str, Any]:
-        return {"anyOf": [schema, {"type": "null"}]}
-
-    usage = {
-        "type": "object",
-        "description": "prompt_tokens: the prompt the session's first backend call read; completion_tokens: "
-        "the committed steps' tokens; total_tokens: their sum",
-        "required": ["prompt_tokens", "completion_tokens", "total_tokens"],
-        "properties": {
-            "completion_tokens": {"type": "integer"},
-            "prompt_tokens": {"type": "integer"},
-            "total_tokens": {"type": "integer"},
-        },
-    }
-    null: dict[str, Any] = {"type": "null"}
-    components["ChatRequest"] = {
-        "type": "object",
-        "description": "OpenAI's chat completion request. Every member is honoured, refused unless at the "
-        "value that does nothing (a 422 unsupported_field naming it), or accepted with no effect (user, "
-        "metadata, store, service_tier, parallel_tool_calls, prompt_cache_key, safety_identifier, "
-        "stream_options.include_obfuscation, messages[].name); any other member is a 422. model is one of "
-        "GET /v1/models (another is a 404 model_not_found): a policy, or the gateway's profile. temperature, "
-        "top_p, seed and max_tokens (or max_completion_tokens) set the session parameters of those names, "
-        "trigreason.params over them. docs/chat.md has the table.",
-        "required": ["messages"],
-        "additionalProperties": False,
-        "properties": {
-            "messages": messages,
-            "model": {
-                "anyOf": [{"enum": list(models)}, {"type": "null"}],
-                "description": "one of GET /v1/models; absent or null: the profile (or the default policy)",
-            },
-            "stream": {"type": ["boolean", "null"]},
-            "stream_options": nullable(
-                {
-                    "type": "object",
-                    "description": "include_usage: a last chunk with empty choices carries the usage",
-                    "properties": {
-                        "include_usage": {"type": "boolean"},
-                        "include_obfuscation": {"type": ["boolean", "null"]},
-                    },
-                    "additionalProperties": False,
-                }
-            ),
-            "n": nullable({"const": 1}),
-            "temperature": nullable(param["temperature"]),
-            "top_p": nullable(param["top_p"]),
-            "seed": nullable(param["seed"]),
-            "max_tokens": nullable(param["max_tokens"]),
-            "max_completion_tokens": nullable(param["max_tokens"]),
-            "stop": stop,
-            "frequency_penalty": nullable({"const": 0}),
-            "presence_penalty": nullable({"const": 0}),
-            "logit_bias": nullable({"type": "object", "maxProperties": 0}),
-            "logprobs": {"enum": [False, None]},
-            "top_logprobs": nullable({"const": 0}),
-            "response_format": nullable(
-                {
-                    "type": "object",
-                    "required": ["type"],
-                    "properties": {"type": {"const": "text"}},
-                    "additionalProperties": False,
-                }
-            ),
-            "tools": nullable({"type": "array", "maxItems": 0}),
-            "tool_choice": {"enum": ["none", None]},
-            "functions": nullable({"type": "array", "maxItems": 0}),
-            "function_call": {"enum": ["none", None]},
-            "audio": null,
-            "modalities": nullable({"type": "array", "items": {"const": "text"}}),
-            "prediction": null,
-            "reasoning_effort": null,
-            "verbosity": null,
-            "web_search_options": null,
-            "parallel_tool_calls": {"type": ["boolean", "null"]},
-            "user": {"type": ["string", "null"]},
-            "metadata": nullable({"type": "object"}),
-            "store": {"type": ["boolean", "null"]},
-            "service_tier": {"type": ["string", "null"]},
-            "prompt_cache_key": {"type": ["string", "null"]},
-            "safety_identifier": {"type": ["string", "null"]},
-            "trigreason": {
-                "type": "object",
-                "description": "TrigReason's own parameters, over model and OpenAI's members",
-                "properties": {"policy": policy, "params": _ref("RequestParams")},
-                "additionalProperties": False,
-            },
-        },
-    }
-    extension = {
-        "type": "object",
-        "description": "answer: the \\boxed{} value (null without one); end_reason: why the session ended",
-        "properties": {
-            "session_id": {"type": "string"},
-            "answer": {"type": ["string", "null"]},
-            "end_reason": {"type": "string"},
-            "stats": _ref("SessionStats"),
-        },
-        "required": ["session_id", "answer", "end_reason", "stats"],
-    }
-    components["ChatCompletion"] = {
-        "type": "object",
-        "required": ["id", "object", "created", "model", "choices", "usage", "trigreason"],
-        "properties": {
-            "id": {"type": "string"},
-            "object": {"const": "chat.completion"},
-            "created": {"type": "integer"},
-            "model": {"type": "string"},
-            "choices": {
-                "type": "array",
-                "minItems": 1,
-                "maxItems": 1,
-                "items": {
-                    "type": "object",
-                    "required": ["index", "message", "finish_reason"],
-                    "properties": {
-                        "index": {"const": 0},
-                        "message": {
-                            "type": "object",
-                            "required": ["role", "content", "reasoning_content"],
-                            "description": "content: the committed step that holds the final answer, or "
-                            "without one the last committed step; reasoning_content: every committed step",
-                            "properties": {
-                                "role": {"const": "assistant"},
-                                "content": {"type": "string"},
-                                "reasoning_content": {"type": "string"},
-                            },
-                        },
-                        "finish_reason": {"enum": ["stop", "length"]},
-                    },
-                },
-            },
-            "usage": usage,
-            "trigreason": extension,
-        },
-    }
-    components["Model"] = {
-        "type": "object",
-        "required": ["id", "object", "created", "owned_by"],
-        "properties": {
-            "id": {"enum": list(models)},
-            "object": {"const": "model"},
-            "created": {"type": "integer"},
-            "owned_by": {"type": "string"},
-        },
-    }
-    # Open API 3.1 (before itemSchema): the schema of text/event-stream describes one event.
-    components["ChatChunkEvent"] = {
-        "type": "object",
-        "description": "data: a chat.completion.chunk (its choices' deltas: the role, then each committed "
-        "step as reasoning_content, then the answer as content with finish_reason stop or length and the "
-        "trigreason member; with stream_options.include_usage every chunk has usage null and a last chunk "
-        'with empty choices the usage), an error object {"error": {"code", "message"}} when the session '
-        "fails or times out, and [DONE] at the end",
-        "properties": {"data": {"type": "string"}, "event": {"type": "string"}},
-        "required": ["data"],
-    }
-    components["SessionEvent"] = {
-        "type": "object",
-        "description": "event: the kind (requested, committed, finished, failed...), id: its sequence, "
-        "data: the message",
-        "properties": {
-            "id": {"type": "string", "pattern": LAST_EVENT_ID_PATTERN},
-            "event": {"type": "string"},
-            "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": message_ref},
-        },
-        "required": ["id", "event", "data"],
-    }
-    sid = {
-        "name": "session_id",
-        "in": "path",
-        "required": True,
-        "schema": {"type": "string", "pattern": SESSION_ID_PATTERN},
-    }
-    idempotency_key = {
-        "name": "Idempotency-Key",
-        "in": "header",
-        "required": False,
-        "description": "A retried request with the same key (and the same bearer token) gets the same "
-        "session, for as long as sessions are kept; the same key with a different question or different "
-        "parameters is a 409.",
-        "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN},
-    }
-    event_id = {"type": "string", "pattern": LAST_EVENT_ID_PATTERN}
-    v1_errors: dict[str, Any] = {"401": _error("missing or bad bearer token")} if auth else {}
-    post_errors = {
-        "400": _error("body is not JSON, or a bad Idempotency-Key"),
-        **v1_errors,
-        "409": _error("Idempotency-Key reused for a different request"),
-        "413": _error("body larger than 1 MiB"),
-        "415": _error("body is not application/json"),
-        "422": _error("invalid request: a field, a parameter (unknown names too), a blank question"),
-        "503": _error("NATS unavailable"),
-    }
-    created_headers = {
-        "Location": {"description": "the session", "schema": {"type": "string"}, "required": True},
-        "Idempotent-Replayed": {
-            "description": "true when an earlier request with this Idempotency-Key made the session",
-            "schema": {"type": "string"},
-        },
-    }
-    open_route: dict[str, Any] = {"security": []} if auth else {}
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "TrigReason gateway", "version": "1"},
-        "paths": {
-            "/v1/sessions": {
-                "post": {
-                    "operationId": "createSession",
-                    "summary": "Start a session",
-                    "parameters": [idempotency_key],
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": _ref("SessionRequest")}},
-                    },
-                    "responses": {
-                        "202": {**_ok("accepted", _ref("SessionAccepted")), "headers": created_headers},
-                        **post_errors,
-                    },
-                }
-            },
-            "/v1/sessions/{session_id}": {
-                "get": {
-                    "operationId": "getSession",
-                    "summary": "A session's state: steps, answer, statistics",
-                    "parameters": [sid],
-                    "responses": {
-                        "200": _ok("the session", _ref("SessionView")),
-                        "400": _error("not a session id"),
-                        **v1_errors,
-                        "404": _error("unknown or expired session"),
-                        "503": _error("NATS unavailable"),
-                    },
-                }
-            },
-            "/v1/sessions/{session_id}/events": {
-                "get": {
-                    "operationId": "sessionEvents",
-                    "summary": "The session's events as Server-Sent Events (id: the event's sequence, event: "
-                    "requested|committed|finished|failed, data: the message), replayable from the start, "
-                    "resumable with Last-Event-ID, until the terminal event. Each step index comes once. "
-                    "An idle stream gets a comment line every TRIGREASON_SSE_KEEPALIVE_S seconds.",
-                    "parameters": [
-                        sid,
-                        {"name": "Last-Event-ID", "in": "header", "required": False, "schema": event_id},
-                        {"name": "last_event_id", "in": "query", "required": False, "schema": event_id},
-                    ],
-                    "responses": {
-                        "200": _ok("the events", _ref("SessionEvent"), "text/event-stream"),
-                        "400": _error("not a session id, or a bad Last-Event-ID"),
-                        **v1_errors,
-                        "404": _error("unknown or expired session"),
-                        "429": _error("too many open streams", _RETRY_AFTER),
-                        "503": _error("NATS unavailable"),
-                    },
-                }
-            },
-            "/v1/chat/completions": {
-                "post": {
-                    "operationId": "chatCompletions",
-                    "summary": "OpenAI-compatible chat completion (streaming and not); steps come as "
-                    "reasoning_content, the answer's step as content. A stream ends with data: [DONE]; a "
-                    'failure in it is a chunk {"error": {"code", "message"}} before [DONE].',
-                    "parameters": [idempotency_key],
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": _ref("ChatRequest")}},
-                    },
-                    "responses": {
-                        "200": {
-                            "description": "the completion, or with stream: chunks as Server-Sent Events",
-                            "content": {
-                                "application/json": {"schema": _ref("ChatCompletion")},
-                                "text/event-stream": {"schema": _ref("ChatChunkEvent")},
-                            },
-                        },
-                        **post_errors,
-                        "404": _error("model_not_found: not a model of GET /v1/models"),
-                        "422": _error(
-                            "invalid request: a field, a parameter (unknown names too), a blank turn, a "
-                            "conversation without a user turn or with other roles (unsupported_messages), a "
-                            "content part other than text (unsupported_content), a conversation beyond the "
-                            "context limit (context_too_long), a member asking for what "
-                            "TrigReason does not do (unsupported_field, naming it), a request the backend "
-                            "refused (request_refused)"
-                        ),
-                        "429": _error("too many open streams", _RETRY_AFTER),
-                        "502": _error("the session failed (other than request_refused)"),
-                        "504": _error("the session did not end within TRIGREASON_SESSION_TIMEOUT_S"),
-                    },
-                }
-            },
-            "/v1/models": {
-                "get": {
-                    "operationId": "listModels",
-                    "summary": "The model ids chat completions take: the gateway's profile (if it has one), "
-                    "then each policy",
-                    "responses": {
-                        "200": _ok(
-                            "OpenAI's model list",
-                            {
-                                "type": "object",
-                                "required": ["object", "data"],
-                                "properties": {
-                                    "object": {"const": "list"},
-                                    "data": {"type": "array", "items": _ref("Model")},
-                                },
-                            },
-                        ),
-                        **v1_errors,
-                    },
-                }
-            },
-            "/v1/policies": {
-                "get": {
-                    "operationId": "listPolicies",
-                    "summary": "The registered trigger policies with their parameters, defaults and bounds "
-                    "(trigreason policies --json)",
-                    "responses": {
-                        "200": _ok(
-                            "the policies",
-                            {
-                                "type": "object",
-                                "required": ["policies"],
-                                "properties": {"policies": {"type": "array", "items": _ref("PolicyInfo")}},
-                            },
-                        ),
-                        **v1_errors,
-                    },
-                }
-            },
-            "/healthz": {
-                "get": {
-                    "operationId": "healthz",
-                    **open_route,
-                    "responses": {"200": _ok("alive", {"type": "object"})},
-                }
-            },
-            "/readyz": {
-                "get": {
-                    "operationId": "readyz",
-                    **open_route,
-                    "responses": {
-                        "200": _ok("connected to NATS", {"type": "object"}),
-                        "503": _error("not connected to NATS"),
-                    },
-                }
-            },
-            "/metrics": {
-                "get": {
-                    "operationId": "metrics",
-                    **open_route,
-                    "responses": {"200": _ok("Prometheus metrics", {"type": "string"}, "text/plain")},
-                }
-            },
-            "/openapi.json": {
-                "get": {
-                    "operationId": "openapi",
-                    **open_route,
-                    "responses": {"200": _ok("this document", {"type": "object"})},
-                }
-            },
-        },
+        "paths": paths,
         "components": {"schemas": components},
     }
     if auth:
-        components_all: dict[str, Any] = doc["components"]
-        components_all["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
         doc["security"] = [{"bearer": []}]
     return doc

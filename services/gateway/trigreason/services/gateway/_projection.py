@@ -2,7 +2,7 @@
 
 The gateway reads the session's event stream (``trig.evt.<session>.>``), never the orchestrator's private
 state, so the orchestrator can change its snapshot freely. ``session_view`` folds the events, in stream
-order, into the JSON view: pure and synchronous.
+order, into the view (``SessionView``): pure and synchronous.
 
 - the request gives the question, the conversation it ends (system messages and earlier turns, context
   apart from the steps), the policy and the parameters;
@@ -18,9 +18,6 @@ order, into the JSON view: pure and synchronous.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
-
-import msgspec
 
 from trigreason.proto import (
     ChatTurn,
@@ -37,6 +34,8 @@ from trigreason.proto import (
     Verdict,
     flat_params,
 )
+
+from ._responses import SessionStatus, SessionView, ViewStep
 
 __all__ = ["SessionProjection", "session_view"]
 
@@ -70,7 +69,7 @@ class SessionProjection:
         elif isinstance(event, _Timed):
             self.last_at = max(self.last_at, event.at)
 
-    def status(self) -> str:
+    def status(self) -> SessionStatus:
         if isinstance(self.end, SessionFinished):
             return "finished"
         if isinstance(self.end, SessionFailed):
@@ -96,36 +95,39 @@ class SessionProjection:
             wall_s=max(0.0, self.last_at - requested_at) if requested_at else 0.0,
         )
 
-    def view(self) -> dict[str, Any] | None:
-        """The JSON view; None when no event of the session is known (unknown or expired)."""
+    def view(self) -> SessionView | None:
+        """The view; None when no event of the session is known (unknown or expired)."""
         if self.request is None and not self.started:
             return None
-        out: dict[str, Any] = {"session_id": self.session_id, "status": self.status()}
+        view = SessionView(
+            session_id=self.session_id,
+            status=self.status(),
+            answer=self.end.answer if isinstance(self.end, SessionFinished) else None,
+            end_reason=(
+                self.end.reason
+                if isinstance(self.end, SessionFinished)
+                else self.end.code
+                if isinstance(self.end, SessionFailed)
+                else None
+            ),
+            steps=[
+                ViewStep(index=s.index, role=s.role, text=s.text, tokens=s.tokens, trigger=s.trigger)
+                for _, s in sorted(self.steps.items())
+            ],
+            stats=self.stats(),
+        )
         if self.request is not None:  # an expired request leaves the rest of the view
-            out["question"] = self.request.question
+            view.question = self.request.question
             # The conversation apart from the steps: earlier turns are context, the question its last user
             # turn (a lone question is the conversation of one turn).
             turns = self.request.messages or (ChatTurn(role="user", content=self.request.question),)
-            out["conversation"] = [{"role": t.role, "content": t.content} for t in turns]
-            out["policy"] = self.request.params.policy
-        out["answer"] = self.end.answer if isinstance(self.end, SessionFinished) else None
-        if isinstance(self.end, SessionFinished):
-            out["end_reason"] = self.end.reason
-        elif isinstance(self.end, SessionFailed):
-            out["end_reason"] = self.end.code
-        else:
-            out["end_reason"] = None
-        out["steps"] = [
-            {"index": s.index, "role": s.role, "text": s.text, "tokens": s.tokens, "trigger": s.trigger}
-            for _, s in sorted(self.steps.items())
-        ]
-        out["stats"] = msgspec.to_builtins(self.stats())
-        if self.request is not None:
-            out["params"] = flat_params(self.request.params)
-        return out
+            view.conversation = list(turns)
+            view.policy = self.request.params.policy
+            view.params = flat_params(self.request.params)
+        return view
 
 
-def session_view(session_id: str, events: Iterable[Message | None]) -> dict[str, Any] | None:
+def session_view(session_id: str, events: Iterable[Message | None]) -> SessionView | None:
     """The view of ``session_id`` from its events in stream order; None when there is none of them."""
     projection = SessionProjection(session_id)
     for event in events:

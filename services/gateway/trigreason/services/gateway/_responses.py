@@ -1,0 +1,158 @@
+"""The JSON bodies the gateway answers with, as msgspec Structs: the handlers encode these, and the OpenAPI
+document's response schemas are msgspec's rendering of them (``_openapi``), so the two cannot drift.
+
+Fields without defaults are always sent (``required`` in the document); ``UNSET`` ones may be absent.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+
+from trigreason.proto import ChatTurn, Role, SessionStats
+from trigreason.services.trigger_evaluator.policies import PolicyInfo
+
+from ._patterns import SESSION_ID_PATTERN
+
+__all__ = [
+    "ChatCompletion",
+    "CompletionChoice",
+    "CompletionMessage",
+    "Error",
+    "ErrorDetail",
+    "FinishReason",
+    "Model",
+    "ModelList",
+    "PolicyList",
+    "SessionAccepted",
+    "SessionStatus",
+    "SessionView",
+    "Status",
+    "TrigReasonResult",
+    "Usage",
+    "ViewStep",
+]
+
+# The view's and the chat result's ``params``: the flat request parameters (RequestParams is built from the
+# policy registry in ``_openapi``, so it is named here rather than rendered from a type).
+_REQUEST_PARAMS = {"$ref": "#/components/schemas/RequestParams"}
+
+FinishReason = Literal["stop", "length"]
+SessionStatus = Literal["queued", "running", "finished", "failed"]
+
+
+class ErrorDetail(msgspec.Struct, kw_only=True):
+    code: str
+    message: str
+
+
+class Error(msgspec.Struct, kw_only=True):
+    """Every answer that is not a 2xx."""
+
+    error: ErrorDetail
+
+
+class SessionAccepted(msgspec.Struct, kw_only=True):
+    session_id: Annotated[str, Meta(pattern=SESSION_ID_PATTERN)]
+
+
+class Status(msgspec.Struct, kw_only=True):
+    status: str
+
+
+class ViewStep(msgspec.Struct, kw_only=True):
+    index: int
+    role: Role
+    text: str
+    tokens: int
+    trigger: str | None
+
+
+class SessionView(msgspec.Struct, kw_only=True):
+    """A projection of the session's events up to the last one. Where the session's request has expired
+    before its other events, question, conversation, policy and params are absent."""
+
+    session_id: str
+    status: SessionStatus
+    question: str | UnsetType = UNSET
+    conversation: (
+        Annotated[
+            list[ChatTurn],
+            Meta(
+                description="the conversation apart from the steps: system messages and earlier turns "
+                "(context), the question last"
+            ),
+        ]
+        | UnsetType
+    ) = UNSET
+    policy: str | UnsetType = UNSET
+    answer: str | None
+    end_reason: str | None
+    steps: list[ViewStep]
+    stats: SessionStats
+    params: Annotated[dict[str, Any], Meta(extra_json_schema=_REQUEST_PARAMS)] | UnsetType = UNSET
+
+
+class Usage(msgspec.Struct, kw_only=True):
+    """prompt_tokens: the prompt the session's first backend call read; completion_tokens: the committed
+    steps' tokens; total_tokens: their sum."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class TrigReasonResult(msgspec.Struct, kw_only=True):
+    """answer: the \\boxed{} value (null without one); end_reason: why the session ended."""
+
+    session_id: str
+    answer: str | None
+    end_reason: str
+    stats: SessionStats
+
+
+class CompletionMessage(msgspec.Struct, kw_only=True):
+    """content: the committed step that holds the final answer, or without one the last committed step;
+    reasoning_content: every committed step."""
+
+    role: Literal["assistant"]
+    content: str
+    reasoning_content: str
+
+
+class CompletionChoice(msgspec.Struct, kw_only=True):
+    index: Literal[0]
+    message: CompletionMessage
+    finish_reason: FinishReason
+
+
+class ChatCompletion(msgspec.Struct, kw_only=True):
+    """OpenAI's chat completion, with TrigReason's result in ``trigreason``."""
+
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: Annotated[list[CompletionChoice], Meta(min_length=1, max_length=1)]
+    usage: Usage
+    trigreason: TrigReasonResult
+
+
+class Model(msgspec.Struct, kw_only=True):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+
+
+class ModelList(msgspec.Struct, kw_only=True):
+    """OpenAI's model list."""
+
+    object: Literal["list"]
+    data: list[Model]
+
+
+class PolicyList(msgspec.Struct, kw_only=True):
+    policies: list[PolicyInfo]
