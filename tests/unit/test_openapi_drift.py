@@ -12,6 +12,7 @@ from aiohttp import web
 
 from trigreason.services.gateway import ChatBody, Gateway, GatewaySettings, make_app
 from trigreason.services.gateway._openapi import ROUTES
+from trigreason.services.gateway._responses import SessionList, Trace
 from trigreason.services.trigger_evaluator.policies import PolicyRegistry
 
 REF = "#/components/schemas/{name}"
@@ -87,3 +88,12 @@ def test_the_request_bodies_are_the_structs_the_handlers_decode() -> None:
         schema = schemas[ref["$ref"].rsplit("/", 1)[1]]
         assert set(schema["properties"]) == {f.encode_name for f in msgspec.structs.fields(op.body)}
         assert schema["additionalProperties"] is False  # forbid_unknown_fields
+
+
+def test_the_browsers_answers_are_its_structs() -> None:
+    doc = _document()
+    _, rendered = msgspec.json.schema_components([SessionList, Trace], ref_template=REF)
+    for name, schema in rendered.items():
+        assert doc["components"]["schemas"][name] == schema
+    listing = doc["paths"]["/v1/sessions"]["get"]["responses"]["200"]["content"]["application/json"]
+    assert listing["schema"] == {"$ref": REF.format(name="SessionList")}

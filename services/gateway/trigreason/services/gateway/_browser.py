@@ -50,8 +50,11 @@ from trigreason.services.runtime import Bus
 
 from ._http import HttpError, json_response, path_session_id
 from ._openapi import SESSION_ID_PATTERN
+from ._responses import SessionList, SessionSummary, Trace
 
 __all__ = ["RecentSessions", "browser_paths", "install_browser", "trace_id_of"]
+
+_REF = "#/components/schemas/{name}"
 
 log = structlog.get_logger("trigreason.gateway")
 
@@ -171,30 +174,34 @@ class RecentSessions:
         except NotFoundError:
             return None
 
-    async def status(self, entry: _Entry) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "session_id": entry.session_id,
-            "question": entry.question,
-            "policy": entry.policy,
-            "requested_at": entry.requested_at,
-            "status": "queued",
-            "srm_token_ratio": None,
-        }
+    async def status(self, entry: _Entry) -> SessionSummary:
+        out = SessionSummary(
+            session_id=entry.session_id,
+            question=entry.question,
+            policy=entry.policy,
+            requested_at=entry.requested_at,
+            status="queued",
+            srm_token_ratio=None,
+        )
         for kind in ("finished", "failed"):
             msg = await self._last_msg(event_subject(entry.session_id, kind))
             if msg is None or msg.data is None:
                 continue
             with contextlib.suppress(msgspec.DecodeError, ValueError):
                 ev = decode_message(msg.data)
-                if isinstance(ev, SessionFinished | SessionFailed):
-                    out["status"] = kind
-                    out["srm_token_ratio"] = ev.stats.srm_token_ratio
-                    return out
+                if isinstance(ev, SessionFinished):
+                    out.status = "finished"
+                elif isinstance(ev, SessionFailed):
+                    out.status = "failed"
+                else:
+                    continue
+                out.srm_token_ratio = ev.stats.srm_token_ratio
+                return out
         last = await self._last_msg(event_subject(entry.session_id, ">"))
         if last is None:  # expired
-            out["status"] = "expired"
+            out.status = "expired"
         elif last.seq > entry.seq:
-            out["status"] = "running"
+            out.status = "running"
         return out
 
 
@@ -237,15 +244,15 @@ class _Browser:
         policies = self.gateway.policies
         defaults = policies.flat(policies.session_params(settings.default_params))
         return json_response(
-            {
-                "sessions": sessions,
-                "now": time.time(),
-                "policies": list(policies.names()),
-                "default_params": defaults,
+            SessionList(
+                sessions=sessions,
+                now=time.time(),
+                policies=list(policies.names()),
+                default_params=defaults,
                 # the profile's name, where the settings have one (TRIGREASON_PROFILE)
-                "profile": settings.profile or None,
-                "trace_url_template": settings.trace_url_template or None,
-            }
+                profile=settings.profile or None,
+                trace_url_template=settings.trace_url_template or None,
+            )
         )
 
     async def trace(self, request: web.Request) -> web.Response:
@@ -257,7 +264,7 @@ class _Browser:
         trace_id = trace_id_of(msg.headers)
         template = self.gateway.settings.trace_url_template
         url = template.replace("{trace_id}", trace_id) if template and trace_id else None
-        return json_response({"trace_id": trace_id, "url": url})
+        return json_response(Trace(trace_id=trace_id, url=url))
 
 
 def install_browser(app: web.Application, gateway: Any) -> None:
@@ -275,6 +282,9 @@ def install_browser(app: web.Application, gateway: Any) -> None:
     paths = gateway.document["paths"]
     for path, item in browser_paths(auth=bool(gateway.tokens)).items():
         paths.setdefault(path, {}).update(item)
+    # The answers' schemas: msgspec's rendering of the Structs the handlers encode.
+    _, rendered = msgspec.json.schema_components([SessionList, Trace], ref_template=_REF)
+    gateway.document["components"]["schemas"].update(rendered)
 
     async def index_task(_app: web.Application) -> AsyncIterator[None]:
         recent.start()
@@ -288,7 +298,7 @@ def browser_paths(*, auth: bool) -> dict[str, Any]:
     """The OpenAPI path items of the browser's routes."""
 
     def ref(name: str) -> dict[str, str]:
-        return {"$ref": f"#/components/schemas/{name}"}
+        return {"$ref": _REF.format(name=name)}
 
     def error(description: str) -> dict[str, Any]:
         return {"description": description, "content": {"application/json": {"schema": ref("Error")}}}
@@ -301,31 +311,6 @@ def browser_paths(*, auth: bool) -> dict[str, Any]:
         "in": "path",
         "required": True,
         "schema": {"type": "string", "pattern": SESSION_ID_PATTERN},
-    }
-    nullable_str = {"type": ["string", "null"]}
-    summary = {
-        "type": "object",
-        "required": ["session_id", "question", "policy", "requested_at", "status", "srm_token_ratio"],
-        "properties": {
-            "session_id": {"type": "string"},
-            "question": {"type": "string"},
-            "policy": {"type": "string"},
-            "requested_at": {"type": "number"},
-            "status": {"enum": ["queued", "running", "finished", "failed", "expired"]},
-            "srm_token_ratio": {"type": ["number", "null"]},
-        },
-    }
-    listing = {
-        "type": "object",
-        "required": ["sessions", "now", "policies", "default_params", "profile", "trace_url_template"],
-        "properties": {
-            "sessions": {"type": "array", "items": summary},
-            "now": {"type": "number"},
-            "policies": {"type": "array", "items": {"type": "string"}},
-            "default_params": {"type": "object"},
-            "profile": nullable_str,
-            "trace_url_template": nullable_str,
-        },
     }
     return {
         "/": {
@@ -381,7 +366,7 @@ def browser_paths(*, auth: bool) -> dict[str, Any]:
                 "responses": {
                     "200": {
                         "description": "the sessions",
-                        "content": {"application/json": {"schema": listing}},
+                        "content": {"application/json": {"schema": ref("SessionList")}},
                     },
                     "400": error("a bad limit (1 to 200)"),
                     **v1_errors,
@@ -398,15 +383,7 @@ def browser_paths(*, auth: bool) -> dict[str, Any]:
                 "responses": {
                     "200": {
                         "description": "the trace",
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["trace_id", "url"],
-                                    "properties": {"trace_id": nullable_str, "url": nullable_str},
-                                }
-                            }
-                        },
+                        "content": {"application/json": {"schema": ref("Trace")}},
                     },
                     "400": error("not a session id"),
                     **v1_errors,

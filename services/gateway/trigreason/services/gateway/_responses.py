@@ -27,15 +27,18 @@ __all__ = [
     "ModelList",
     "PolicyList",
     "SessionAccepted",
+    "SessionList",
     "SessionStatus",
+    "SessionSummary",
     "SessionView",
     "Status",
+    "Trace",
     "TrigReasonResult",
     "Usage",
     "ViewStep",
 ]
 
-# The view's and the chat result's ``params``: the flat request parameters (RequestParams is built from the
+# The view's ``params``: the flat request parameters (RequestParams is built from the
 # policy registry in ``_openapi``, so it is named here rather than rendered from a type).
 _REQUEST_PARAMS = {"$ref": "#/components/schemas/RequestParams"}
 
@@ -156,3 +159,33 @@ class ModelList(msgspec.Struct, kw_only=True):
 
 class PolicyList(msgspec.Struct, kw_only=True):
     policies: list[PolicyInfo]
+
+
+class SessionSummary(msgspec.Struct, kw_only=True):
+    """A recent session as the browser lists it (expired: its events are gone)."""
+
+    session_id: str
+    question: str
+    policy: str
+    requested_at: float
+    status: Literal["queued", "running", "finished", "failed", "expired"]
+    srm_token_ratio: float | None
+
+
+class SessionList(msgspec.Struct, kw_only=True):
+    """The recent sessions (newest first), the policies, the default parameters, the profile's name (where
+    the settings have one) and the trace URL template."""
+
+    sessions: list[SessionSummary]
+    now: float
+    policies: list[str]
+    default_params: dict[str, Any]
+    profile: str | None
+    trace_url_template: str | None
+
+
+class Trace(msgspec.Struct, kw_only=True):
+    """The session's trace id (from its request's traceparent) and its URL in the trace UI."""
+
+    trace_id: str | None
+    url: str | None
