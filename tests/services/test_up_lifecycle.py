@@ -341,7 +341,8 @@ async def test_up_stops_its_cpu_inference_servers(when: str) -> None:
     model = str(_tiny_model())
     port = _free_port()
     args = ["up", "--port", str(port), "--srm-model", model, "--lrm-model", model]
-    env = {"TRIGREASON_TGI_CPU_THREADS": "1", "TRIGREASON_TGI_CPU_CTX": "512"}
+    # 1,024 tokens of context: the gateway refuses a step budget (512 by default) a server could not fit
+    env = {"TRIGREASON_TGI_CPU_THREADS": "1", "TRIGREASON_TGI_CPU_CTX": "1024"}
     with command(args, env=env) as up:
         if when == "ready":
             await _wait_http(f"http://127.0.0.1:{port}/readyz", up, timeout_s=120)
