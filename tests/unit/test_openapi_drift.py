@@ -10,9 +10,15 @@ from unittest import mock
 import msgspec
 from aiohttp import web
 
-from trigreason.services.gateway import ChatBody, Gateway, GatewaySettings, make_app
-from trigreason.services.gateway._openapi import ROUTES
-from trigreason.services.gateway._responses import SessionList, Trace
+from trigreason.services.gateway import (
+    ROUTES,
+    ChatBody,
+    Gateway,
+    GatewaySettings,
+    SessionList,
+    Trace,
+    make_app,
+)
 from trigreason.services.trigger_evaluator.policies import PolicyRegistry
 
 REF = "#/components/schemas/{name}"

@@ -6,18 +6,23 @@ from ._browser import trace_id_of
 from ._chat import ChatBody, ChatRequest, chat_request
 from ._http import HttpError
 from ._limits import check_limits
+from ._openapi import ROUTES
 from ._projection import SessionProjection, session_view
+from ._responses import SessionList, Trace
 from ._serve import main, serve
 from ._settings import GatewaySettings, profile_file
 
 __all__ = [
     "OPEN_STREAMS",
+    "ROUTES",
     "ChatBody",
     "ChatRequest",
     "Gateway",
     "GatewaySettings",
     "HttpError",
+    "SessionList",
     "SessionProjection",
+    "Trace",
     "chat_request",
     "check_limits",
     "idempotent_session_id",
