@@ -8,12 +8,17 @@ prefix the request shares with a recent prompt (the last ``cache_prompts`` ones)
 cached count is written into the answer's ``details.cached_tokens``, as a provider's usage report carries
 it, so the sessions' own statistics and the bill agree on what they count. Token counts use the
 simulator's tokeniser (about four characters a token). Other routes pass through unbilled.
+
+It also times every request at its front door (``processing_s``: from the request's arrival to its answer,
+the cloud's own share of a call), so the benchmark can take it out of the edge's time of the same calls and
+keep only what the WAN costs.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import time
 from collections import deque
 from typing import Any
 
@@ -46,6 +51,8 @@ class CloudApi:
         self._http: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
         self.port = 0
+        self.processing_s = 0.0  # summed over every request answered (the cloud's own time)
+        self.timed_requests = 0
 
     @property
     def url(self) -> str:
@@ -85,6 +92,15 @@ class CloudApi:
         return best // 4  # whole tokens of the shared prefix (about four characters each)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        assert self._http is not None
+        t0 = time.perf_counter()
+        try:
+            return await self._forward(request)
+        finally:
+            self.processing_s += time.perf_counter() - t0
+            self.timed_requests += 1
+
+    async def _forward(self, request: web.Request) -> web.StreamResponse:
         assert self._http is not None
         body = await request.read()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
