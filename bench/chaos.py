@@ -689,6 +689,7 @@ _EXPECTED_TAG = {
     "verdict": "Verdict.v1",
     "judged": "JudgeScored.v1",
     "step_failed": "StepFailed.v1",
+    "cloud_unavailable": "CloudUnavailable.v1",
 }
 
 
@@ -738,7 +739,11 @@ def _wrong_subject(subject: str, sid: str, marker: str) -> bytes:
 
 
 def _big(tag: str, sid: str, marker: str, size: int) -> bytes:
-    head = json.dumps({"type": tag, "session_id": sid, "command_id": marker, "question": ""}).encode()[:-2]
+    # A wrong-typed ``at`` too: a message whose required fields are all present (CloudUnavailable needs only
+    # its command id) would otherwise be valid, however large, and rightly not dead-lettered.
+    head = json.dumps(
+        {"type": tag, "session_id": sid, "command_id": marker, "at": "malformed", "question": ""}
+    ).encode()[:-2]
     filler = b"x" * max(0, size - len(head) - 2)
     return head + filler + b'"}'
 
