@@ -23,7 +23,7 @@ from trigreason.proto import DEFAULT_HESITATION, TokenLogprob
 
 from ._registry import Policy, ScoreRequest, SrmStep, StepVerdict
 from ._signals import Hesitation
-from ._trigreason import decide_trigreason
+from ._trigreason import srm_triggers, trigger_verdict
 
 __all__ = ["POLICY", "LikelihoodParams", "Statistic", "likelihood_replaces", "likelihood_statistic"]
 
@@ -84,43 +84,15 @@ def likelihood_replaces(stat: float | None, *, statistic: Statistic, threshold: 
 
 
 def _on_step(step: SrmStep, p: LikelihoodParams) -> StepVerdict | ScoreRequest:
-    d = decide_trigreason(
-        text=step.text,
-        token_logprobs=step.token_logprobs,
-        hesitation_run=step.hesitation_run,
-        tau=p.tau,
-        rho=p.rho,
-        k=p.k,
-        m=p.m,
-        hesitation=p.hesitation,
-    )
-    if d.verdict != "accept":
-        return StepVerdict(
-            replace=True,
-            lrm_steps=d.lrm_steps,
-            reason="intervention" if d.verdict == "intervene" else "offload",
-            r_s=d.r_s,
-            hesitates=d.hesitates,
-            hesitation_run=d.next_run,
-            label=d.verdict,
-        )
-    if not step.text:
-        return StepVerdict(r_s=d.r_s, hesitates=d.hesitates, hesitation_run=d.next_run, label="accept")
+    d = srm_triggers(step, p)
+    if d.verdict != "accept" or not step.text:  # a trigger fired, or nothing to score: no LRM call
+        return trigger_verdict(d)
     return ScoreRequest()
 
 
 def _on_scored(step: SrmStep, scored: Sequence[TokenLogprob], p: LikelihoodParams) -> StepVerdict:
     # The SRM-side signals again (pure, cheap): on_step found they did not fire.
-    d = decide_trigreason(
-        text=step.text,
-        token_logprobs=step.token_logprobs,
-        hesitation_run=step.hesitation_run,
-        tau=p.tau,
-        rho=p.rho,
-        k=p.k,
-        m=p.m,
-        hesitation=p.hesitation,
-    )
+    d = srm_triggers(step, p)
     stat = likelihood_statistic(
         [t.logprob for t in scored], statistic=p.statistic, window=p.window, floor=p.floor
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Annotated
+from typing import Annotated, Protocol
 
 import msgspec
 from msgspec import Meta
@@ -13,7 +13,14 @@ from trigreason.proto import DEFAULT_HESITATION
 from ._registry import Policy, SrmStep, StepVerdict
 from ._signals import Hesitation, TriggerDecision, confident_share, hesitates
 
-__all__ = ["POLICY", "TrigReasonParams", "decide_trigreason"]
+__all__ = [
+    "POLICY",
+    "SrmTriggerParams",
+    "TrigReasonParams",
+    "decide_trigreason",
+    "srm_triggers",
+    "trigger_verdict",
+]
 
 
 class TrigReasonParams(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -51,8 +58,24 @@ def decide_trigreason(
     return TriggerDecision(verdict="accept", r_s=r_s, hesitates=hes, run=run, next_run=run, lrm_steps=0)
 
 
-def _on_step(step: SrmStep, p: TrigReasonParams) -> StepVerdict:
-    d = decide_trigreason(
+class SrmTriggerParams(Protocol):
+    """The parameters of TrigReason's SRM-side triggers, which other policies may carry too."""
+
+    @property
+    def tau(self) -> float: ...
+    @property
+    def rho(self) -> float: ...
+    @property
+    def k(self) -> int: ...
+    @property
+    def m(self) -> int: ...
+    @property
+    def hesitation(self) -> tuple[str, ...]: ...
+
+
+def srm_triggers(step: SrmStep, p: SrmTriggerParams) -> TriggerDecision:
+    """TrigReason's offload and intervention triggers on one SRM step, with the parameters of ``p``."""
+    return decide_trigreason(
         text=step.text,
         token_logprobs=step.token_logprobs,
         hesitation_run=step.hesitation_run,
@@ -62,6 +85,10 @@ def _on_step(step: SrmStep, p: TrigReasonParams) -> StepVerdict:
         m=p.m,
         hesitation=p.hesitation,
     )
+
+
+def trigger_verdict(d: TriggerDecision) -> StepVerdict:
+    """The step verdict of a TrigReason decision: replace on offload or intervention, else accept."""
     replace = d.verdict != "accept"
     return StepVerdict(
         replace=replace,
@@ -72,6 +99,10 @@ def _on_step(step: SrmStep, p: TrigReasonParams) -> StepVerdict:
         hesitation_run=d.next_run,
         label=d.verdict,  # accept | offload | intervene
     )
+
+
+def _on_step(step: SrmStep, p: TrigReasonParams) -> StepVerdict:
+    return trigger_verdict(srm_triggers(step, p))
 
 
 POLICY = Policy(
