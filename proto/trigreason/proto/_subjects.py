@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
 from ._v1 import (
     CloudUnavailable,
@@ -94,19 +94,7 @@ EventKind = Literal[
     "dead_lettered",
     "cloud_unavailable",
 ]
-EVENT_KINDS: Final[tuple[EventKind, ...]] = (
-    "requested",
-    "srm_step",
-    "lrm_step",
-    "step_failed",
-    "judged",
-    "verdict",
-    "committed",
-    "finished",
-    "failed",
-    "dead_lettered",
-    "cloud_unavailable",
-)
+EVENT_KINDS: Final[tuple[EventKind, ...]] = get_args(EventKind)  # in declaration order
 
 _EVENT_KINDS: Final[dict[type[Message], EventKind]] = {
     SessionRequested: "requested",
