@@ -129,6 +129,30 @@ def test_prompt_logprobs_reuse_the_prefix_and_equal_a_cold_read(engine: LlamaEng
     assert all(t.logprob is not None for t in plain.prefill[1:])
 
 
+def test_prompt_logprobs_when_the_longer_read_retokenizes_the_prefix_end(engine: LlamaEngine) -> None:
+    # A scoring call after another on the same session where the text read before ends in a token that
+    # the longer text merges with what follows (Qwen's "." + "\n\n" -> ".\n\n"; the tiny model's
+    # " tog" + "ether" -> " together"): the slot's position there holds another token, whose logprob it
+    # knows. That position is evaluated again, and the values equal a cold read.
+    details = SamplingParams(max_new_tokens=1, decoder_input_details=True)
+    first = MATH + " We add them tog"
+    longer = first + "ether to get 5."
+    head, whole = engine.tokenize(first), engine.tokenize(longer)
+    assert whole[: len(head)] != head, "precondition: the longer text retokenizes the end of the first"
+    engine.reset_cache()
+    cold = engine.generate(longer, details)
+    engine.reset_cache()
+    engine.generate(first, details)
+    warm = engine.generate(longer, details)
+    assert 0 < warm.cached_tokens < len(head)
+    np.testing.assert_allclose(
+        [np.nan if t.logprob is None else t.logprob for t in warm.prefill],
+        [np.nan if t.logprob is None else t.logprob for t in cold.prefill],
+        atol=1e-5,
+        rtol=0,
+    )
+
+
 def test_seed_reproduces_a_sampled_run(engine: LlamaEngine) -> None:
     def run(seed: int) -> list[int]:
         gen = engine.generate(

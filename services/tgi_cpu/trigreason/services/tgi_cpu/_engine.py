@@ -450,8 +450,11 @@ class LlamaEngine:
         if with_logprobs:
             # Prompt logprobs need the logits before each position: the reused prefix keeps those it
             # has from earlier requests (with flash attention a cached prefix gives bit-identical
-            # logits); from the first position without one on, the prompt is evaluated again.
-            missing = next((q for q in range(1, reuse + 1) if q not in slot.known), reuse + 1)
+            # logits); from the first position without one on, the prompt is evaluated again. The slot's
+            # logprob at ``shared`` is of its own token there, not the request's: never reused (a step
+            # ending in "." read again followed by "\n\n" changes that token to ".\n\n").
+            limit = min(reuse, shared - 1)
+            missing = next((q for q in range(1, limit + 1) if q not in slot.known), limit + 1)
             reuse = max(0, missing - 1)
         # The token decoded again at ``reuse`` is the one the slot held there when it is in the shared
         # prefix: its known logprob stays valid.
