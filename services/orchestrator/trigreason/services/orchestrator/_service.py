@@ -53,7 +53,6 @@ from trigreason.services.runtime import (
     Defer,
     Delivery,
     ServiceMetrics,
-    trace_exemplar,
 )
 from trigreason.services.trigger_evaluator.policies import PolicyError, PolicyRegistry
 
@@ -239,7 +238,7 @@ class Orchestrator:
                 revision, state = cached
             else:
                 revision, state = await self._load(sid)
-            with self._bus.tracer.start_as_current_span(
+            with self._bus.span(
                 "orchestrator decide",
                 attributes={"trigreason.session_id": sid, "trigreason.event": type(event).__name__},
             ) as span:
@@ -280,7 +279,7 @@ class Orchestrator:
         """The session metrics of one decision: what its counters moved by, and what it emitted."""
         m = self._metrics
         policy = str(after.params.policy)
-        exemplar = trace_exemplar()
+        exemplar = self._bus.exemplar()
         now = self._clock()
         elapsed = max(0.0, now - after.requested_at) if after.requested_at > 0 else None
         if before.phase == "new" and after.phase != "new":
@@ -350,7 +349,10 @@ class Orchestrator:
         commands = [out for out in outputs if isinstance(out, GenerateStep | DeadlineReached)]
         for out in events:
             await self._publish_one(out)
-        await asyncio.gather(*(self._publish_one(c) for c in commands))
+        if len(commands) == 1:  # the usual case: no task to make
+            await self._publish_one(commands[0])
+        elif commands:
+            await asyncio.gather(*(self._publish_one(c) for c in commands))
 
     async def _publish_one(self, out: Output) -> None:
         attrs: dict[str, str | int] = {}

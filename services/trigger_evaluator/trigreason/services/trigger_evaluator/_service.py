@@ -31,7 +31,7 @@ class TriggerEvaluator:
 
     async def handle(self, delivery: Delivery[StepGenerated | JudgeScored]) -> Ack:
         event = delivery.message
-        with self._bus.tracer.start_as_current_span(
+        with self._bus.span(
             "trigger-evaluator evaluate",
             attributes={"trigreason.session_id": event.session_id, "trigreason.step_index": event.step_index},
         ) as span:

@@ -34,7 +34,6 @@ from trigreason.services.runtime import (
     Delivery,
     ServiceMetrics,
     publish_backend_limits,
-    trace_exemplar,
 )
 
 from ._results import judge_scored, step_failed, step_generated
@@ -120,7 +119,7 @@ class Worker:
         # Keep the message ours while the backend works: long generations outlive the ack wait.
         heartbeat = asyncio.create_task(_keep_alive(delivery.keep_alive, self._bus.settings.ack_wait_s / 3))
         try:
-            with self._bus.tracer.start_as_current_span(
+            with self._bus.span(
                 f"{self._backend.name} generate",
                 kind=SpanKind.CLIENT,
                 attributes={
@@ -131,7 +130,8 @@ class Worker:
                 },
             ) as span:
                 headers: dict[str, str] = {}
-                propagate.inject(headers)  # traceparent goes on to the inference server
+                if self._bus.tracing:
+                    propagate.inject(headers)  # traceparent goes on to the inference server
                 result: StepGenerated | JudgeScored | StepFailed
                 try:
                     result = await self._call(command, headers)
@@ -164,7 +164,7 @@ class Worker:
         return "ack"
 
     def _observe(self, result: StepGenerated | JudgeScored) -> None:
-        m, exemplar = self._metrics, trace_exemplar()
+        m, exemplar = self._metrics, self._bus.exemplar()
         m.backend_requests.labels(self.role, "ok").inc()
         backend_s = result.timings.backend_s
         if isinstance(result, JudgeScored):
