@@ -10,9 +10,12 @@ from unittest import mock
 import msgspec
 from aiohttp import web
 
+from trigreason.proto import EVENT_KINDS, Message
 from trigreason.services.gateway import (
     ROUTES,
     ChatBody,
+    ChatChunk,
+    Error,
     Gateway,
     GatewaySettings,
     SessionList,
@@ -103,3 +106,33 @@ def test_the_browsers_answers_are_its_structs() -> None:
         assert doc["components"]["schemas"][name] == schema
     listing = doc["paths"]["/v1/sessions"]["get"]["responses"]["200"]["content"]["application/json"]
     assert listing["schema"] == {"$ref": REF.format(name="SessionList")}
+
+
+def test_the_browsers_routes_are_in_the_route_table() -> None:
+    """The browser's pages and JSON routes come from the same table as the gateway's: one owner each."""
+    owners = {(op.method, op.path): op.owner for op in ROUTES}
+    assert owners[("GET", "/v1/sessions")] == "browser"
+    assert owners[("GET", "/v1/sessions/{session_id}/trace")] == "browser"
+    assert owners[("GET", "/")] == "browser"
+    assert owners[("POST", "/v1/sessions")] == "gateway"
+    limit = _document()["paths"]["/v1/sessions"]["get"]["parameters"]
+    assert [p["name"] for p in limit] == ["limit"]
+
+
+def test_the_event_streams_data_are_the_structs_the_handlers_encode() -> None:
+    """A chat stream's data is a ChatChunk or an Error (or [DONE]); a session stream's is a Message, under
+    one of the event kinds."""
+    doc = _document()
+    schemas = doc["components"]["schemas"]
+    chat = schemas["ChatChunkEvent"]["properties"]["data"]["oneOf"]
+    assert chat[0]["contentSchema"] == {
+        "oneOf": [{"$ref": REF.format(name="ChatChunk")}, {"$ref": REF.format(name="Error")}]
+    }
+    assert {"const": "[DONE]"} in chat
+    _, rendered = msgspec.json.schema_components([ChatChunk, Error], ref_template=REF)
+    for name, schema in rendered.items():
+        assert schemas[name] == schema, name
+    session = schemas["SessionEvent"]["properties"]
+    assert session["event"] == {"enum": list(EVENT_KINDS)}
+    (message,), _ = msgspec.json.schema_components([Message], ref_template=REF)
+    assert session["data"]["contentSchema"] == message

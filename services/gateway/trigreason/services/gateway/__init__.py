@@ -8,7 +8,7 @@ from ._http import HttpError
 from ._limits import check_limits
 from ._openapi import ROUTES
 from ._projection import SessionProjection, session_view
-from ._responses import SessionList, Trace
+from ._responses import ChatChunk, Error, SessionList, Trace
 from ._serve import main, serve
 from ._settings import GatewaySettings, profile_file
 
@@ -16,7 +16,9 @@ __all__ = [
     "OPEN_STREAMS",
     "ROUTES",
     "ChatBody",
+    "ChatChunk",
     "ChatRequest",
+    "Error",
     "Gateway",
     "GatewaySettings",
     "HttpError",

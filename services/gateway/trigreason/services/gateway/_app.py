@@ -164,9 +164,11 @@ class Gateway:
         self._limits_at = -_LIMITS_MAX_AGE_S
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
-        """The route table the OpenAPI document describes (``ROUTES``); no implicit HEAD routes."""
+        """The gateway's routes of the route table the OpenAPI document describes (``ROUTES``; the
+        browser adds its own); no implicit HEAD routes."""
         for op in ROUTES:
-            router.add_route(op.method, op.path, getattr(self, op.handler))
+            if op.owner == "gateway":
+                router.add_route(op.method, op.path, getattr(self, op.handler))
 
     # -- routes ------------------------------------------------------------------------------------
 

@@ -49,27 +49,19 @@ from trigreason.proto import (
 from trigreason.services.runtime import Bus
 
 from ._http import HttpError, json_response, path_session_id
-from ._openapi import SESSION_ID_PATTERN
+from ._openapi import ROUTES
+from ._patterns import SESSION_LIST_MAX, STATIC_FILES
 from ._responses import SessionList, SessionSummary, Trace
 
-__all__ = ["RecentSessions", "browser_paths", "install_browser", "trace_id_of"]
-
-_REF = "#/components/schemas/{name}"
+__all__ = ["RecentSessions", "install_browser", "trace_id_of"]
 
 log = structlog.get_logger("trigreason.gateway")
 
-_STATIC = {
-    "browser.css": "text/css",
-    "common.js": "text/javascript",
-    "index.js": "text/javascript",
-    "session.js": "text/javascript",
-}
 _PAGE_HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
 _CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
     "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
-_MAX_LIMIT = 200
 
 
 def _read_static(name: str) -> bytes:
@@ -228,16 +220,16 @@ class _Browser:
 
     async def static(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        if name not in _STATIC:
+        if name not in STATIC_FILES:
             raise HttpError(404, "not_found", f"no static file {name}")
         return web.Response(
-            body=_read_static(name), content_type=_STATIC[name], charset="utf-8", headers=_PAGE_HEADERS
+            body=_read_static(name), content_type=STATIC_FILES[name], charset="utf-8", headers=_PAGE_HEADERS
         )
 
     async def list_sessions(self, request: web.Request) -> web.Response:
         raw = request.query.get("limit", "20")
-        if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= _MAX_LIMIT:
-            raise HttpError(400, "bad_limit", f"limit is an integer from 1 to {_MAX_LIMIT}")
+        if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= SESSION_LIST_MAX:
+            raise HttpError(400, "bad_limit", f"limit is an integer from 1 to {SESSION_LIST_MAX}")
         entries = list(self.recent.entries.values())[-int(raw) :][::-1]
         sessions = [await self.recent.status(e) for e in entries]
         settings = self.gateway.settings
@@ -268,23 +260,14 @@ class _Browser:
 
 
 def install_browser(app: web.Application, gateway: Any) -> None:
-    """The browser's routes on ``app``, their OpenAPI paths in ``gateway.document``, and the index of
-    recent sessions running while the app does."""
+    """The browser's routes of the route table on ``app``, and the index of recent sessions running while
+    the app does."""
     recent = RecentSessions(gateway.bus, gateway.settings.browser_sessions)
     app[BROWSER] = recent
     browser = _Browser(gateway, recent)
-    router = app.router
-    router.add_get("/", browser.index, allow_head=False)
-    router.add_get("/sessions/{session_id}", browser.session_page, allow_head=False)
-    router.add_get("/static/{name}", browser.static, allow_head=False)
-    router.add_get("/v1/sessions", browser.list_sessions, allow_head=False)
-    router.add_get("/v1/sessions/{session_id}/trace", browser.trace, allow_head=False)
-    paths = gateway.document["paths"]
-    for path, item in browser_paths(auth=bool(gateway.tokens)).items():
-        paths.setdefault(path, {}).update(item)
-    # The answers' schemas: msgspec's rendering of the Structs the handlers encode.
-    _, rendered = msgspec.json.schema_components([SessionList, Trace], ref_template=_REF)
-    gateway.document["components"]["schemas"].update(rendered)
+    for op in ROUTES:  # the route table: the browser's own routes (the document has them)
+        if op.owner == "browser":
+            app.router.add_route(op.method, op.path, getattr(browser, op.handler))
 
     async def index_task(_app: web.Application) -> AsyncIterator[None]:
         recent.start()
@@ -292,104 +275,3 @@ def install_browser(app: web.Application, gateway: Any) -> None:
         await recent.stop()
 
     app.cleanup_ctx.append(index_task)
-
-
-def browser_paths(*, auth: bool) -> dict[str, Any]:
-    """The OpenAPI path items of the browser's routes."""
-
-    def ref(name: str) -> dict[str, str]:
-        return {"$ref": _REF.format(name=name)}
-
-    def error(description: str) -> dict[str, Any]:
-        return {"description": description, "content": {"application/json": {"schema": ref("Error")}}}
-
-    html = {"description": "the page", "content": {"text/html": {"schema": {"type": "string"}}}}
-    open_route: dict[str, Any] = {"security": []} if auth else {}
-    v1_errors = {"401": error("missing or bad bearer token")} if auth else {}
-    sid = {
-        "name": "session_id",
-        "in": "path",
-        "required": True,
-        "schema": {"type": "string", "pattern": SESSION_ID_PATTERN},
-    }
-    return {
-        "/": {
-            "get": {
-                "operationId": "browserIndex",
-                "summary": "The session browser: recent sessions and a form to start one",
-                **open_route,
-                "responses": {"200": html},
-            }
-        },
-        "/sessions/{session_id}": {
-            "get": {
-                "operationId": "browserSession",
-                "summary": "The session browser: one session, live",
-                **open_route,
-                "parameters": [sid],
-                "responses": {"200": html, "400": error("not a session id")},
-            }
-        },
-        "/static/{name}": {
-            "get": {
-                "operationId": "browserStatic",
-                "summary": "The session browser's CSS and JavaScript",
-                **open_route,
-                "parameters": [
-                    {"name": "name", "in": "path", "required": True, "schema": {"enum": sorted(_STATIC)}}
-                ],
-                "responses": {
-                    "200": {
-                        "description": "the file",
-                        "content": {
-                            "text/css": {"schema": {"type": "string"}},
-                            "text/javascript": {"schema": {"type": "string"}},
-                        },
-                    },
-                    "404": error("no such file"),
-                },
-            }
-        },
-        "/v1/sessions": {
-            "get": {
-                "operationId": "listSessions",
-                "summary": "The recent sessions this gateway has seen requested (newest first), the "
-                "policies, the default parameters and the trace URL template",
-                "parameters": [
-                    {
-                        "name": "limit",
-                        "in": "query",
-                        "required": False,
-                        "schema": {"type": "integer", "minimum": 1, "maximum": _MAX_LIMIT},
-                    }
-                ],
-                "responses": {
-                    "200": {
-                        "description": "the sessions",
-                        "content": {"application/json": {"schema": ref("SessionList")}},
-                    },
-                    "400": error("a bad limit (1 to 200)"),
-                    **v1_errors,
-                    "503": error("NATS unavailable"),
-                },
-            }
-        },
-        "/v1/sessions/{session_id}/trace": {
-            "get": {
-                "operationId": "sessionTrace",
-                "summary": "The session's trace id (from its request's traceparent) and its URL in the trace "
-                "UI (TRIGREASON_TRACE_URL_TEMPLATE)",
-                "parameters": [sid],
-                "responses": {
-                    "200": {
-                        "description": "the trace",
-                        "content": {"application/json": {"schema": ref("Trace")}},
-                    },
-                    "400": error("not a session id"),
-                    **v1_errors,
-                    "404": error("unknown or expired session"),
-                    "503": error("NATS unavailable"),
-                },
-            }
-        },
-    }

@@ -38,6 +38,7 @@ from typing import Annotated, Any
 import msgspec
 import structlog
 from aiohttp import web
+from msgspec import UNSET, UnsetType
 
 from trigreason.proto import (
     MAX_CONVERSATION_BYTES,
@@ -59,9 +60,14 @@ from ._feed import TICK_S, ClientGone, Feed, Seen, Writer, decode_event, next_ev
 from ._http import HttpError, json_response
 from ._patterns import MAX_QUESTION_CHARS, NOT_BLANK_PATTERN
 from ._responses import (
+    ChatChunk,
     ChatCompletion,
+    ChunkChoice,
+    ChunkDelta,
     CompletionChoice,
     CompletionMessage,
+    Error,
+    ErrorDetail,
     FinishReason,
     Model,
     ModelList,
@@ -489,30 +495,37 @@ async def chat_stream(
         await resp.prepare(request)
         out = Writer(request, resp)
 
-        async def send(choices: list[dict[str, Any]], **extra: Any) -> None:
-            chunk = {
-                "id": chunk_id,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": chat.model,
-                "choices": choices,
-                **({"usage": None} if include_usage else {}),
-                **extra,
-            }
+        async def send(
+            choices: list[ChunkChoice],
+            usage: Usage | UnsetType | None = UNSET,
+            trigreason: TrigReasonResult | UnsetType = UNSET,
+        ) -> None:
+            chunk = ChatChunk(
+                id=chunk_id,
+                object="chat.completion.chunk",
+                created=created,
+                model=chat.model,
+                choices=choices,
+                usage=None if include_usage and usage is UNSET else usage,
+                trigreason=trigreason,
+            )
             await out.write(b"data: " + msgspec.json.encode(chunk) + b"\n\n")
 
-        async def delta(content: dict[str, Any], finish: str | None = None, **extra: Any) -> None:
-            await send([{"index": 0, "delta": content, "finish_reason": finish}], **extra)
+        async def delta(
+            content: ChunkDelta,
+            finish: FinishReason | None = None,
+            trigreason: TrigReasonResult | UnsetType = UNSET,
+        ) -> None:
+            await send([ChunkChoice(index=0, delta=content, finish_reason=finish)], trigreason=trigreason)
 
         async def error(code: str, message: str) -> None:
-            await out.write(
-                b"data: " + msgspec.json.encode({"error": {"code": code, "message": message}}) + b"\n\n"
-            )
+            body = Error(error=ErrorDetail(code=code, message=message))
+            await out.write(b"data: " + msgspec.json.encode(body) + b"\n\n")
 
         seen_usage = _Usage()
         seen = Seen()
         try:
-            await delta({"role": "assistant", "content": ""})
+            await delta(ChunkDelta(role="assistant", content=""))
             try:
                 while True:
                     ev = await next_event(feed, out, keepalive_s=settings.sse_keepalive_s, deadline=deadline)
@@ -522,10 +535,10 @@ async def chat_stream(
                     seen_usage.saw(msg)
                     if isinstance(msg, StepCommitted):
                         seen_usage.steps.append(msg.text)
-                        await delta({"reasoning_content": msg.text + "\n\n"})
+                        await delta(ChunkDelta(reasoning_content=msg.text + "\n\n"))
                     elif isinstance(msg, SessionFinished):
                         await delta(
-                            {"content": answer_text(msg.answer, seen_usage.steps)},
+                            ChunkDelta(content=answer_text(msg.answer, seen_usage.steps)),
                             finish=_finish_reason(msg),
                             trigreason=_extension(session_id, msg),
                         )

@@ -1,24 +1,25 @@
 """The gateway's OpenAPI 3.1 document, built rather than written: ``ROUTES`` is the gateway's route table
-(``Gateway.add_routes`` serves it, path, method and handler) and says per operation which msgspec type the
-request body decodes into and, per status code, which type the answer encodes; the schemas are msgspec's
-rendering of those types (``msgspec.json.schema_components``). ``tests/services/test_gateway_schemathesis.py``
-holds the gateway to the result.
+(``Gateway.add_routes`` and the session browser serve it: path, method and handler) and says per operation
+which msgspec type the request body decodes into and, per status code, which type the answer encodes; the
+schemas are msgspec's rendering of those types (``msgspec.json.schema_components``).
+``tests/services/test_gateway_schemathesis.py`` holds the gateway to the result.
 
 Two things are not types: the checks a handler makes beyond its body's type (an allowed role, a value that
 does nothing, a question that is not blank) are refinements of the rendered schemas, each naming a field of
-the type (a field that is no longer there is an error); and the bodies that are no single JSON value (Server-
-Sent Events, Prometheus text) are described by hand.
+the type (a field that is no longer there is an error); and the bodies that are no single JSON value are
+described around the types: a Server-Sent Event's data is JSON text of the rendered types (``ChatChunk``,
+``Error``, the event stream's ``Message``), Prometheus text and the browser's pages are strings.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
-from trigreason.proto import MAX_STOP_SEQUENCES, V1_FLAT_PARAMS, Message, SessionParams
+from trigreason.proto import EVENT_KINDS, MAX_STOP_SEQUENCES, V1_FLAT_PARAMS, Message, SessionParams
 from trigreason.services.trigger_evaluator.policies import PolicyInfo, PolicyRegistry
 
 from ._chat import ChatBody, ChatExtension, ChatMessage, ContentPart, StreamOptions
@@ -28,9 +29,22 @@ from ._patterns import (
     MAX_QUESTION_CHARS,
     NOT_BLANK_PATTERN,
     SESSION_ID_PATTERN,
+    SESSION_LIST_MAX,
+    STATIC_FILES,
 )
 from ._requests import SessionBody
-from ._responses import ChatCompletion, Error, ModelList, PolicyList, SessionAccepted, SessionView, Status
+from ._responses import (
+    ChatChunk,
+    ChatCompletion,
+    Error,
+    ModelList,
+    PolicyList,
+    SessionAccepted,
+    SessionList,
+    SessionView,
+    Status,
+    Trace,
+)
 
 __all__ = [
     "IDEMPOTENCY_KEY_PATTERN",
@@ -64,16 +78,17 @@ class Reply:
 
 @dataclass(frozen=True, slots=True)
 class Operation:
-    """One route: ``Gateway.add_routes`` registers ``handler`` for it, the document describes it."""
+    """One route: its owner registers ``handler`` for it, the document describes it."""
 
     method: str
     path: str
-    handler: str  # the Gateway method
+    handler: str  # the owner's method
     operation_id: str
     replies: Mapping[int, Reply]
     summary: str = ""
     body: type | None = None  # the msgspec type the request body decodes into
     parameters: tuple[str, ...] = ()  # names in _PARAMETERS
+    owner: Literal["gateway", "browser"] = "gateway"  # whose method ``handler`` is (browser: ``_browser``)
 
 
 def _json(description: str, body: Body, headers: Mapping[str, Any] | None = None) -> Reply:
@@ -97,6 +112,7 @@ _POST_ERRORS = {
     503: Reply("NATS unavailable"),
 }
 _SESSION_ERRORS = {404: Reply("unknown or expired session"), 503: Reply("NATS unavailable")}
+_PAGE = Reply("the page", (("text/html", {"type": "string"}),))
 
 ROUTES: tuple[Operation, ...] = (
     Operation(
@@ -204,6 +220,67 @@ ROUTES: tuple[Operation, ...] = (
         "openapi",
         replies={200: _json("this document", {"type": "object"})},
     ),
+    # The session browser (_browser): its pages, their files, and the two JSON routes they read.
+    Operation(
+        "GET",
+        "/",
+        "index",
+        "browserIndex",
+        summary="The session browser: recent sessions and a form to start one",
+        replies={200: _PAGE},
+        owner="browser",
+    ),
+    Operation(
+        "GET",
+        "/sessions/{session_id}",
+        "session_page",
+        "browserSession",
+        summary="The session browser: one session, live",
+        parameters=("session_id",),
+        replies={200: _PAGE, 400: Reply("not a session id")},
+        owner="browser",
+    ),
+    Operation(
+        "GET",
+        "/static/{name}",
+        "static",
+        "browserStatic",
+        summary="The session browser's CSS and JavaScript",
+        parameters=("name",),
+        replies={
+            200: Reply(
+                "the file", tuple((media, {"type": "string"}) for media in sorted(set(STATIC_FILES.values())))
+            ),
+            404: Reply("no such file"),
+        },
+        owner="browser",
+    ),
+    Operation(
+        "GET",
+        "/v1/sessions",
+        "list_sessions",
+        "listSessions",
+        summary="The recent sessions this gateway has seen requested (newest first), the policies, the "
+        "default parameters and the trace URL template",
+        parameters=("limit",),
+        replies={
+            200: _json("the sessions", SessionList),
+            400: Reply(f"a bad limit (1 to {SESSION_LIST_MAX})"),
+            503: Reply("NATS unavailable"),
+        },
+        owner="browser",
+    ),
+    Operation(
+        "GET",
+        "/v1/sessions/{session_id}/trace",
+        "trace",
+        "sessionTrace",
+        summary="The session's trace id (from its request's traceparent) and its URL in the trace UI "
+        "(TRIGREASON_TRACE_URL_TEMPLATE)",
+        parameters=("session_id",),
+        replies={200: _json("the trace", Trace), 400: Reply("not a session id"), **_SESSION_ERRORS},
+        owner="browser",
+    ),
 )
 
 _EVENT_ID = {"type": "string", "pattern": LAST_EVENT_ID_PATTERN}
@@ -225,6 +302,13 @@ _PARAMETERS: dict[str, dict[str, Any]] = {
     },
     "Last-Event-ID": {"name": "Last-Event-ID", "in": "header", "required": False, "schema": _EVENT_ID},
     "last_event_id": {"name": "last_event_id", "in": "query", "required": False, "schema": _EVENT_ID},
+    "limit": {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 1, "maximum": SESSION_LIST_MAX},
+    },
+    "name": {"name": "name", "in": "path", "required": True, "schema": {"enum": sorted(STATIC_FILES)}},
 }
 
 
@@ -370,17 +454,31 @@ def _refine_requests(components: dict[str, Any], registry: PolicyRegistry, model
     )
 
 
-def _event_components(message_ref: dict[str, Any]) -> dict[str, Any]:
-    # Open API 3.1 (before itemSchema): the schema of text/event-stream describes one event.
+def _event_components(
+    message_ref: dict[str, Any], chunk_ref: dict[str, Any], error_ref: dict[str, Any]
+) -> dict[str, Any]:
+    # Open API 3.1 (before itemSchema): the schema of text/event-stream describes one event; its data is
+    # JSON text, of the types the handlers encode.
     return {
         "ChatChunkEvent": {
             "type": "object",
             "description": "data: a chat.completion.chunk (its choices' deltas: the role, then each "
             "committed step as reasoning_content, then the answer as content with finish_reason stop or "
             "length and the trigreason member; with stream_options.include_usage every chunk has usage "
-            'null and a last chunk with empty choices the usage), an error object {"error": {"code", '
-            '"message"}} when the session fails or times out, and [DONE] at the end',
-            "properties": {"data": {"type": "string"}, "event": {"type": "string"}},
+            "null and a last chunk with empty choices the usage), an Error when the session fails or times "
+            "out, and [DONE] at the end",
+            "properties": {
+                "data": {
+                    "oneOf": [
+                        {
+                            "type": "string",
+                            "contentMediaType": _JSON,
+                            "contentSchema": {"oneOf": [chunk_ref, error_ref]},
+                        },
+                        {"const": "[DONE]"},
+                    ]
+                }
+            },
             "required": ["data"],
         },
         "SessionEvent": {
@@ -389,7 +487,7 @@ def _event_components(message_ref: dict[str, Any]) -> dict[str, Any]:
             "data: the message",
             "properties": {
                 "id": {"type": "string", "pattern": LAST_EVENT_ID_PATTERN},
-                "event": {"type": "string"},
+                "event": {"enum": list(EVENT_KINDS)},
                 "data": {"type": "string", "contentMediaType": _JSON, "contentSchema": message_ref},
             },
             "required": ["id", "event", "data"],
@@ -413,10 +511,10 @@ def openapi_document(
     bodies = [op.body for op in ROUTES if op.body is not None]
     answers = [b for op in ROUTES for r in op.replies.values() for _, b in r.content if isinstance(b, type)]
     kinds: list[type] = list(dict.fromkeys([*bodies, *answers, ContentPart]))
-    extra = [SessionParams, Message, PolicyInfo, *(p.params for p in registry)]
+    extra = [SessionParams, Message, ChatChunk, PolicyInfo, *(p.params for p in registry)]
     rendered, components = msgspec.json.schema_components([*kinds, *extra], ref_template=_REF)
     refs = dict(zip(kinds, rendered, strict=False))
-    message_ref = rendered[len(kinds) + 1]
+    message_ref, chunk_ref = rendered[len(kinds) + 1], rendered[len(kinds) + 2]
     components["RequestParams"] = _request_params(components, registry)
     _refine_requests(components, registry, models)
     for old, new in _RENAMED.items():
@@ -424,7 +522,7 @@ def openapi_document(
     for kind in refs:
         if kind.__name__ in _RENAMED:
             refs[kind] = _ref(_RENAMED[kind.__name__])
-    components.update(_event_components(message_ref))
+    components.update(_event_components(message_ref, chunk_ref, refs[Error]))
 
     paths: dict[str, Any] = {}
     for op in ROUTES:

@@ -17,7 +17,10 @@ from trigreason.services.trigger_evaluator.policies import PolicyInfo
 from ._patterns import SESSION_ID_PATTERN
 
 __all__ = [
+    "ChatChunk",
     "ChatCompletion",
+    "ChunkChoice",
+    "ChunkDelta",
     "CompletionChoice",
     "CompletionMessage",
     "Error",
@@ -141,6 +144,34 @@ class ChatCompletion(msgspec.Struct, kw_only=True):
     choices: Annotated[list[CompletionChoice], Meta(min_length=1, max_length=1)]
     usage: Usage
     trigreason: TrigReasonResult
+
+
+class ChunkDelta(msgspec.Struct, kw_only=True):
+    """What one chunk adds: the role (first chunk, with empty content), a committed step as
+    reasoning_content, or the answer's step as content."""
+
+    role: Literal["assistant"] | UnsetType = UNSET
+    content: str | UnsetType = UNSET
+    reasoning_content: str | UnsetType = UNSET
+
+
+class ChunkChoice(msgspec.Struct, kw_only=True):
+    index: Literal[0]
+    delta: ChunkDelta
+    finish_reason: FinishReason | None
+
+
+class ChatChunk(msgspec.Struct, kw_only=True):
+    """OpenAI's chat.completion.chunk. ``usage``: with stream_options.include_usage, null in every chunk
+    but the last, which has no choices and the usage; ``trigreason``: on the answer's chunk."""
+
+    id: str
+    object: Literal["chat.completion.chunk"]
+    created: int
+    model: str
+    choices: Annotated[list[ChunkChoice], Meta(max_length=1)]
+    usage: Usage | UnsetType | None = UNSET
+    trigreason: TrigReasonResult | UnsetType = UNSET
 
 
 class Model(msgspec.Struct, kw_only=True):
