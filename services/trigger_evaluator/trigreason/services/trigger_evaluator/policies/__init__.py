@@ -6,7 +6,7 @@ SpecReason, LRM-only, SRM-only, the random baseline and likelihood; more are loa
 """
 
 from ._endpoints import LrmOnlyParams, SrmOnlyParams
-from ._likelihood import LikelihoodParams, likelihood_replaces, likelihood_statistic
+from ._likelihood import LikelihoodParams, Statistic, likelihood_replaces, likelihood_statistic
 from ._random import RandomParams, random_offload
 from ._registry import (
     POLICY_MODULES_ENV,
@@ -45,6 +45,7 @@ __all__ = [
     "SpecReasonParams",
     "SrmOnlyParams",
     "SrmStep",
+    "Statistic",
     "StepVerdict",
     "TrigReasonParams",
     "TriggerDecision",
