@@ -12,7 +12,6 @@ import msgspec
 import nats.errors
 import structlog
 from nats.errors import MaxPayloadError
-from opentelemetry import propagate
 from opentelemetry.trace import SpanKind
 
 from trigreason.proto import (
@@ -130,8 +129,7 @@ class Worker:
                 },
             ) as span:
                 headers: dict[str, str] = {}
-                if self._bus.tracing:
-                    propagate.inject(headers)  # traceparent goes on to the inference server
+                self._bus.inject(headers)  # traceparent goes on to the inference server
                 result: StepGenerated | JudgeScored | StepFailed
                 try:
                     result = await self._call(command, headers)
