@@ -19,6 +19,7 @@ from trigreason.eval import (
     InProcessExecutor,
     Problem,
     Row,
+    Summary,
     matched_comparison,
     mcnemar_exact_p,
     replaced_share,
@@ -62,12 +63,33 @@ def _rows(pairs: list[tuple[bool, bool]]) -> list[Row]:
     return rows
 
 
+def test_a_summary_written_before_the_policy_neutral_names_decodes_with_them() -> None:
+    """docs/results/gsm8k-local/summary.json was written with the trigreason_* names only."""
+    path = Path(__file__).parents[2] / "docs/results/gsm8k-local/summary.json"
+    doc = json.loads(path.read_text())
+    old = doc["trigreason_vs_random"]
+    assert "policy_accuracy" not in old
+    versus = msgspec.json.decode(path.read_bytes(), type=Summary).trigreason_vs_random
+    assert versus is not None
+    assert versus.policy_accuracy == old["trigreason_accuracy"]
+    assert versus.policy_replaced_share == old["trigreason_replaced_share"]
+    assert versus.policy_right_random_wrong == old["trigreason_right_random_wrong"]
+    assert versus.random_right_policy_wrong == old["random_right_trigreason_wrong"]
+    # Written again, it carries both sets of names.
+    again = json.loads(msgspec.json.encode(versus))
+    assert again["policy_accuracy"] == again["trigreason_accuracy"] == old["trigreason_accuracy"]
+
+
 def test_the_paired_comparison() -> None:
     pairs = [(True, False)] * 12 + [(False, True)] * 2 + [(True, True)] * 10 + [(False, False)] * 6
     got = matched_comparison(_rows(pairs))
     assert got is not None
     assert got.pairs == 30
+    assert (got.policy_right_random_wrong, got.random_right_policy_wrong) == (12, 2)
+    assert (got.policy_accuracy, got.policy_replaced_share) == (22 / 30, 0.25)
+    # The names files had before other policies could be compared carry the same values.
     assert (got.trigreason_right_random_wrong, got.random_right_trigreason_wrong) == (12, 2)
+    assert (got.trigreason_accuracy, got.trigreason_replaced_share) == (22 / 30, 0.25)
     assert got.accuracy_difference == pytest.approx(10 / 30)
     low, high = got.accuracy_difference_ci95
     assert 0 < low < 10 / 30 < high
@@ -165,7 +187,8 @@ async def test_likelihood_matched_to_random_through_the_runner(tmp_path: Path) -
     summary = summarize(rows, EdgeCloudModel())
     assert summary.trigreason_vs_random is None
     versus = summary.vs_random["likelihood"]
-    assert (versus.policy, versus.pairs, versus.trigreason_accuracy) == ("likelihood", 4, 1.0)
+    assert (versus.policy, versus.pairs, versus.policy_accuracy) == ("likelihood", 4, 1.0)
+    assert versus.policy_replaced_share == pytest.approx(p)
     assert versus.random_offload_p == pytest.approx(p)
     assert 0.0 <= versus.mcnemar_p <= 1.0
     # Its scoring calls are in the summary and the edge-cloud cost: one generated token each.

@@ -255,7 +255,7 @@ def eval_(
             continue
         low, high = versus.accuracy_difference_ci95
         console.print(
-            f"{versus.policy} vs random over {versus.pairs} pairs: {versus.trigreason_accuracy:.3f} against "
+            f"{versus.policy} vs random over {versus.pairs} pairs: {versus.policy_accuracy:.3f} against "
             f"{versus.random_accuracy:.3f}, difference {versus.accuracy_difference:+.3f} "
             f"[{low:+.3f}, {high:+.3f}] (exact 95%): {versus.verdict}"
         )

@@ -39,7 +39,9 @@ REPLACING_TRIGGERS = ("offload", "intervention", "judge_reject", "random", "unli
 
 class MatchedComparison(msgspec.Struct, kw_only=True, frozen=True):
     """``summary.json``'s ``trigreason_vs_random`` and each entry of ``vs_random`` (fields in
-    docs/evaluation.md). The ``trigreason_*`` fields are those of ``policy`` (the compared policy)."""
+    docs/evaluation.md). The ``policy_*`` fields are those of ``policy``, the policy compared with random;
+    the ``trigreason_*`` fields hold the same values under the names files had before other policies
+    could be compared, and are still written so that readers of those names keep working."""
 
     pairs: int
     trigreason_accuracy: float
@@ -61,6 +63,25 @@ class MatchedComparison(msgspec.Struct, kw_only=True, frozen=True):
     accuracy_difference_ci95_method: str = INTERVAL_METHOD
     # The policy compared with random (eval --matched-random --matched-to; added with likelihood).
     policy: str = "trigreason"
+    # The policy-neutral names (added with likelihood). A file written before them decodes with the
+    # sentinels below, which __post_init__ replaces with the trigreason_* values.
+    policy_accuracy: float = -1.0
+    policy_replaced_share: float = -1.0
+    policy_right_random_wrong: int = -1
+    random_right_policy_wrong: int = -1
+
+    def __post_init__(self) -> None:
+        for new, old in _LEGACY_NAMES:
+            if getattr(self, new) < 0:
+                msgspec.structs.force_setattr(self, new, getattr(self, old))
+
+
+_LEGACY_NAMES = (
+    ("policy_accuracy", "trigreason_accuracy"),
+    ("policy_replaced_share", "trigreason_replaced_share"),
+    ("policy_right_random_wrong", "trigreason_right_random_wrong"),
+    ("random_right_policy_wrong", "random_right_trigreason_wrong"),
+)
 
 
 def replaced_share(stats: Iterable[SessionStats]) -> float:
@@ -86,15 +107,21 @@ def matched_comparison(rows: list[Row], policy: str = "trigreason") -> MatchedCo
     b = sum(1 for t, r in outcomes if t and not r)  # the policy right, random wrong
     c = sum(1 for t, r in outcomes if r and not t)  # the opposite
     verdict = paired_verdict(b, c, first=policy, second="random", setting="at the same replaced share")
-    tr_rows = [r for r in rows if r.policy == policy]
+    policy_rows = [r for r in rows if r.policy == policy]
     rnd_rows = [r for r in rows if r.policy == "random"]
+    accuracy = sum(t for t, _ in outcomes) / n
+    share = replaced_share(r.stats for r in policy_rows)
     return MatchedComparison(
         pairs=n,
-        trigreason_accuracy=sum(t for t, _ in outcomes) / n,
+        policy_accuracy=accuracy,
+        trigreason_accuracy=accuracy,
         random_accuracy=sum(r for _, r in outcomes) / n,
-        trigreason_replaced_share=replaced_share(r.stats for r in tr_rows),
+        policy_replaced_share=share,
+        trigreason_replaced_share=share,
         random_replaced_share=replaced_share(r.stats for r in rnd_rows),
         random_offload_p=flat_params(rnd_rows[0].params).get("offload_p") if rnd_rows else None,
+        policy_right_random_wrong=b,
+        random_right_policy_wrong=c,
         trigreason_right_random_wrong=b,
         random_right_trigreason_wrong=c,
         accuracy_difference=(b - c) / n,

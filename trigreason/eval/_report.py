@@ -169,11 +169,11 @@ def _matched(m: MatchedComparison | None) -> str:
     name = "TrigReason" if m.policy == "trigreason" else html.escape(m.policy)
     rows = [
         ("pairs (problem, sample) both ran", str(m.pairs)),
-        (f"accuracy: {name} / random", f"{m.trigreason_accuracy:.3f} / {m.random_accuracy:.3f}"),
+        (f"accuracy: {name} / random", f"{m.policy_accuracy:.3f} / {m.random_accuracy:.3f}"),
         (f"SRM steps replaced: {name} / random",
-         f"{m.trigreason_replaced_share:.3f} / {m.random_replaced_share:.3f}"),
-        (f"{name} right, random wrong", str(m.trigreason_right_random_wrong)),
-        (f"random right, {name} wrong", str(m.random_right_trigreason_wrong)),
+         f"{m.policy_replaced_share:.3f} / {m.random_replaced_share:.3f}"),
+        (f"{name} right, random wrong", str(m.policy_right_random_wrong)),
+        (f"random right, {name} wrong", str(m.random_right_policy_wrong)),
         ("accuracy difference (exact 95% interval, a description)",
          f"{m.accuracy_difference:+.3f} [{low:+.3f}, {high:+.3f}]"),
         ("exact McNemar p (two-sided)", f"{m.mcnemar_p:.3g}"),
@@ -238,7 +238,8 @@ def _accuracy_vs_ratio(summary: Summary, look: _Look) -> str:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    versus = summary.trigreason_vs_random
+    # Random ran once, at one offload_p, whichever policy it was matched to.
+    versus = summary.trigreason_vs_random or next(iter(summary.vs_random.values()), None)
     matched_p = None if versus is None else versus.random_offload_p
     for name, p in summary.policies.items():
         colour, marker = look.style(name)

@@ -43,3 +43,9 @@ if [[ $STEP == all || $STEP == pareto ]]; then
     --grid threshold=-0.3,-0.5 --grid rho=1.0 --random-p 0.25,0.5,0.75 --profile "$PROFILE" \
     --out "$HERE/calibration" --temperature 0 --max-tokens 512
 fi
+
+if [[ $STEP == sampled ]]; then   # step 4: run by name, once step 2 has said it beats chance
+  $RUN trigreason eval --dataset gsm8k --limit 60 --policies likelihood --statistic mean --threshold -0.5 \
+    --rho 1.0 --matched-random --matched-to likelihood --profile "$PROFILE" --out "$HERE/sampled" \
+    --temperature 0.6 --top-p 0.95 --max-tokens 512
+fi

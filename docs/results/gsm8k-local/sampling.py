@@ -50,8 +50,8 @@ def _versus(name: str, rows: list[Row]) -> str:
     if not v.significant and need is not None:
         verdict += f"; {need:,} discordant pairs at this split would show one"
     return (
-        f"| {name} | {v.pairs} | {v.trigreason_accuracy:.3f} | {v.random_accuracy:.3f} | "
-        f"{v.trigreason_right_random_wrong} / {v.random_right_trigreason_wrong} | "
+        f"| {name} | {v.pairs} | {v.policy_accuracy:.3f} | {v.random_accuracy:.3f} | "
+        f"{v.policy_right_random_wrong} / {v.random_right_policy_wrong} | "
         f"{v.accuracy_difference:+.3f} [{low:+.3f}, {high:+.3f}] | {v.mcnemar_p:.2g} | {verdict} |"
     )
 
