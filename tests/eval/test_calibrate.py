@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -284,6 +285,67 @@ def test_calibrate_writes_the_front_the_random_baseline_and_the_verdict(
     result = CliRunner().invoke(app, [*args[:-1], str(again), "--report-only"])
     assert result.exit_code == 2
     assert "srm-only" in result.output
+
+
+def test_calibrate_draws_another_policys_calibration_beside_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """calibrate --beside: TrigReason's calibration.json beside a random-policy grid on the same problems,
+    its points placed against the second run's random baseline; a mismatched run is refused."""
+    monkeypatch.setattr("trigreason.cli._calibrate.executor", _scripted_executor())
+    data = tmp_path / "cal.jsonl"
+    data.write_text(
+        "".join(json.dumps({"question": f"What is 3 + 4? ({i})", "answer": "7"}) + "\n" for i in range(2))
+    )
+    common = ["--dataset", str(data), "--limit", "2", "--priming-steps", "1", "--random-p", "0.5",
+              "--temperature", "0"]  # fmt: skip
+    first, profile = tmp_path / "tr", str(tmp_path / "a.json")
+    result = CliRunner().invoke(
+        app, ["calibrate", *common, "--rho", "0.5,0.9", "--out", str(first), "--profile-out", profile]
+    )
+    assert result.exit_code == 0, result.output
+    theirs = json.loads((first / "calibration.json").read_text())["calibration"]
+
+    second = tmp_path / "rnd"
+    args = ["calibrate", *common, "--policy", "random", "--grid", "offload_p=0.25,0.75", "--out", str(second),
+            "--profile-out", str(tmp_path / "b"), "--beside", str(first / "calibration.json")]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    mine = json.loads((second / "calibration.json").read_text())["calibration"]
+    assert mine["policy"] == "random"
+    [beside] = mine["beside"]
+    assert (beside["policy"], beside["source"]) == ("trigreason", str(first / "calibration.json"))
+    assert [g["params"] for g in beside["grid"]] == [g["params"] for g in theirs["grid"]]
+    assert [g["accuracy"] for g in beside["grid"]] == [g["accuracy"] for g in theirs["grid"]]
+    ends = {k: GridPoint(**v) for k, v in mine["end_points"].items()}
+    randoms = [GridPoint(**r) for r in mine["random"]]
+    for g in beside["grid"]:
+        at = random_accuracy_at(
+            g["srm_token_ratio"], randoms, lrm_only=ends["lrm-only"], srm_only=ends["srm-only"]
+        )
+        assert g["random_accuracy_at_ratio"] == pytest.approx(at)  # against this run's baseline
+        assert g["margin_vs_random"] == pytest.approx(g["accuracy"] - at)
+    assert "beside: trigreason" in result.stdout
+    assert "trigreason (beside)" in (second / "report.html").read_text()
+    assert (second / "pareto.png").read_bytes().startswith(b"\x89PNG")
+
+    # Not the same problems, not the same decoding, not a calibration: refused before anything runs.
+    def no_executor(*_args: Any) -> Any:
+        raise AssertionError("a refused --beside must run nothing")
+
+    monkeypatch.setattr("trigreason.cli._calibrate.executor", no_executor)
+    fewer = [a if a != "2" else "1" for a in args]
+    for bad, why in (
+        (fewer, "give the same --dataset and --limit"),
+        ([*args, "--max-tokens", "64"], "max_tokens=8192, this calibration with 64"),
+        ([*args, "--srm-model", "tiny"], "used the SRM 'srm', this calibration 'tiny'"),
+        ([*args[:-1], str(data), "--report-only"], "is not a calibration.json"),
+        ([*args[:-1], str(tmp_path / "nowhere.json")], "No such file"),
+    ):
+        result = CliRunner().invoke(app, bad)
+        assert result.exit_code == 2, result.output
+        # The error box wraps anywhere, even inside a path: compare without spaces and borders.
+        assert why.replace(" ", "") in re.sub(r"[\s│]", "", result.output), result.output
 
 
 # -- grid axes from the policy registry ------------------------------------------------------------------

@@ -323,3 +323,15 @@ def test_the_policy_schema_is_up_to_date() -> None:
     )
     schema = msgspec.json.decode(POLICY_SCHEMA.read_bytes())
     assert [b["properties"]["policy"]["const"] for b in schema["oneOf"]] == list(BUILTIN.names())
+
+
+def test_the_built_in_policies_look_different_on_a_plot() -> None:
+    """The Pareto plot and the eval report draw every policy and end point at once: no two built-in
+    policies share a colour, nor a marker."""
+    policies = list(PolicyRegistry.from_env({}))
+    for attr in ("colour", "marker"):
+        seen: dict[str, str] = {}
+        for p in policies:
+            value = getattr(p, attr)
+            assert value not in seen, f"{p.name} and {seen[value]} share the {attr} {value!r}"
+            seen[value] = p.name

@@ -13,11 +13,14 @@ from rich.console import Console
 from rich.table import Table
 
 from trigreason.eval import (
+    Beside,
     Calibration,
     CalibrationRuns,
     ParamValue,
     Profile,
+    beside_calibration,
     calibration_profile,
+    check_beside,
     load_problems,
     plan_calibration,
     point_slug,
@@ -137,6 +140,13 @@ def calibrate(
         bool,
         typer.Option(help="run nothing: the profile and report from the runs under --out (all must be done)"),
     ] = False,
+    beside: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="another policy's calibration.json on the same problems, models and decoding: its points "
+            "and front drawn beside this policy's, against this run's random baseline; repeatable",
+        ),
+    ] = None,
 ) -> None:
     """Grid-search a policy's parameters (TrigReason's thresholds by default): the most SRM tokens at
     accuracy >= a fraction of LRM-only; the Pareto front against the random baseline and the LRM-only
@@ -169,6 +179,14 @@ def calibrate(
     via = checked_via(via)
     console = Console(stderr=True)
     problems = load_problems(dataset, limit=limit)
+    # Read and checked before anything runs, so that a wrong file fails in a second, not after the grid.
+    others = [(str(path), _read_profile(path, "--beside")) for path in beside or []]
+    models = {"srm_model": srm_url or srm_model, "lrm_model": lrm_url or lrm_model}
+    try:
+        for source, other in others:
+            check_beside(other, source=source, plan=plan, dataset=dataset, problems=len(problems), **models)
+    except ConfigError as exc:
+        raise typer.BadParameter(exc.message, param_hint="--beside") from exc
 
     async def main() -> CalibrationRuns:
         if report_only:
@@ -183,9 +201,15 @@ def calibrate(
     seconds = round(time.time() - started, 1)
     if report_only:  # the time the runs took, not the time to read them back
         seconds = _previous_seconds(out / "calibration.json", seconds)
+    placed: list[Beside] = [
+        beside_calibration(
+            other, source=source, plan=plan, runs=runs, dataset=dataset, problems=len(problems), **models
+        )
+        for source, other in others
+    ]
     doc, feasible = calibration_profile(
         name, plan, runs, dataset=dataset, problems=len(problems), min_accuracy=min_accuracy,
-        srm_model=srm_url or srm_model, lrm_model=lrm_url or lrm_model, seconds=seconds,
+        seconds=seconds, beside=placed, **models,
     )  # fmt: skip
     c = doc.calibration
     stdout_console().print(_calibration_table(c))
@@ -206,6 +230,15 @@ def calibrate(
     )
     console.print(f"wrote {out / 'calibration.json'}, {out / 'pareto.png'}, {out / 'report.html'}")
     console.print(f"wrote profile {name!r} to {path}; use it with --profile {path}")
+
+
+def _read_profile(path: Path, hint: str) -> Profile:
+    try:
+        return msgspec.json.decode(path.read_bytes(), type=Profile)
+    except OSError as exc:
+        raise typer.BadParameter(f"{path}: {exc.strerror}", param_hint=hint) from exc
+    except msgspec.DecodeError as exc:
+        raise typer.BadParameter(f"{path} is not a calibration.json ({exc})", param_hint=hint) from exc
 
 
 def _previous_seconds(path: Path, default: float) -> float:
@@ -235,4 +268,12 @@ def _calibration_table(c: Calibration) -> Table:
 
     for end, e in c.end_points.items():
         table.add_row(end, f"{e.accuracy:.3f}", f"{e.srm_token_ratio:.2f}", "", "end point")
+    for other in c.beside:
+        for g in other.grid:
+            notes = [f"beside: {other.policy}", "its front" if g.on_front else ""]
+            notes.append("above random" if g.beats_random else "")
+            table.add_row(
+                f"{other.policy} {point_slug(g.params)}", f"{g.accuracy:.3f}", f"{g.srm_token_ratio:.2f}",
+                f"{g.random_accuracy_at_ratio:.3f}", ", ".join(n for n in notes if n),
+            )  # fmt: skip
     return table

@@ -6,12 +6,15 @@ Everything ``trigreason eval`` and ``trigreason calibrate`` do lives here, on ty
 from ._calibrate import GridPoint, ParamValue, Point, choose, grid, point_slug
 from ._calibration import (
     BEATS_RANDOM_RULE,
+    Beside,
     Calibration,
     CalibrationPlan,
     CalibrationRuns,
     Profile,
     Progress,
+    beside_calibration,
     calibration_profile,
+    check_beside,
     grid_axes,
     no_progress,
     plan_calibration,
@@ -63,6 +66,7 @@ from ._summary import EdgeCloudFigures, PolicySummary, Summary, summarize
 __all__ = [
     "BEATS_RANDOM_RULE",
     "DATASETS",
+    "Beside",
     "Calibration",
     "CalibrationPlan",
     "CalibrationRuns",
@@ -89,7 +93,9 @@ __all__ = [
     "StepRow",
     "Summary",
     "beats_random",
+    "beside_calibration",
     "calibration_profile",
+    "check_beside",
     "check_policies",
     "check_via",
     "choose",

@@ -27,12 +27,15 @@ from ._summary import summarize
 
 __all__ = [
     "BEATS_RANDOM_RULE",
+    "Beside",
     "Calibration",
     "CalibrationPlan",
     "CalibrationRuns",
     "Profile",
     "Progress",
+    "beside_calibration",
     "calibration_profile",
+    "check_beside",
     "grid_axes",
     "no_progress",
     "plan_calibration",
@@ -219,6 +222,79 @@ def _stored(where: Path, problems: list[Problem], policy: str) -> list[Row]:
     return rows
 
 
+class Beside(msgspec.Struct, kw_only=True, frozen=True):
+    """Another policy's calibration on the same problems, drawn beside this one (``calibrate --beside``):
+    its grid points placed against *this* calibration's random baseline and end points, and its front."""
+
+    policy: str
+    source: str  # the calibration.json it was read from, as given
+    grid: list[GridEntry]
+    front: list[GridPoint]
+
+
+# The decoding both calibrations must share to be compared (top_p only matters when sampling).
+_DECODING = ("temperature", "top_p", "max_tokens", "step_max_tokens")
+
+
+def check_beside(
+    other: Profile,
+    *,
+    source: str,
+    plan: CalibrationPlan,
+    dataset: str,
+    problems: int,
+    srm_model: str = "",
+    lrm_model: str = "",
+) -> None:
+    """Raises ``ConfigError`` unless ``other`` (a profile ``calibrate`` wrote) ran the same problems,
+    models and decoding as ``plan``: otherwise their points are not comparable. Needs no runs, so
+    ``calibrate`` checks before it runs anything."""
+    c = other.calibration
+    where = f"{source} ({c.policy})"
+    if (c.dataset, c.problems) != (dataset, problems):
+        raise ConfigError(
+            f"{where} ran {c.problems} problems of {c.dataset!r}, this calibration {problems} of "
+            f"{dataset!r}: give the same --dataset and --limit"
+        )
+    for mine, theirs, role in ((srm_model, c.srm_model, "SRM"), (lrm_model, c.lrm_model, "LRM")):
+        if mine and theirs and mine != theirs:
+            raise ConfigError(f"{where} used the {role} {theirs!r}, this calibration {mine!r}")
+    base = msgspec.to_builtins(plan.base)
+    sampling = base.get("temperature") != 0 or other.params.get("temperature", 0) != 0
+    for name in _DECODING:
+        if name == "top_p" and not sampling:
+            continue
+        if name in other.params and other.params[name] != base.get(name):
+            raise ConfigError(
+                f"{where} ran with {name}={other.params[name]}, this calibration with {base.get(name)}"
+            )
+
+
+def beside_calibration(
+    other: Profile,
+    *,
+    source: str,
+    plan: CalibrationPlan,
+    runs: CalibrationRuns,
+    dataset: str,
+    problems: int,
+    srm_model: str = "",
+    lrm_model: str = "",
+) -> Beside:
+    """``other`` beside this calibration: its grid points against ``runs``' random baseline and end
+    points. Raises ``ConfigError`` as ``check_beside`` does."""
+    check_beside(
+        other, source=source, plan=plan, dataset=dataset, problems=problems, srm_model=srm_model,
+        lrm_model=lrm_model,
+    )  # fmt: skip
+    c = other.calibration
+    placed = pareto_summary(
+        [GridPoint(params=g.params, accuracy=g.accuracy, srm_token_ratio=g.srm_token_ratio) for g in c.grid],
+        runs.random, lrm_only=runs.lrm_only, srm_only=runs.srm_only,
+    )  # fmt: skip
+    return Beside(policy=c.policy, source=source, grid=placed.grid, front=placed.front)
+
+
 class Calibration(msgspec.Struct, kw_only=True, frozen=True):
     """A profile's ``calibration`` block: how the point was chosen, and the whole front against chance."""
 
@@ -242,6 +318,8 @@ class Calibration(msgspec.Struct, kw_only=True, frozen=True):
     policy: str = "trigreason"  # the policy whose grid was searched
     # beats_random and margin_vs_random (here and per grid point) describe; they do not test.
     beats_random_rule: str = BEATS_RANDOM_RULE
+    # Other policies' calibrations on the same problems, for the plot and the table (calibrate --beside).
+    beside: list[Beside] = []
 
     def chosen_entry(self) -> GridEntry:
         return next(g for g in self.grid if g.params == self.chosen)
@@ -266,6 +344,7 @@ def calibration_profile(
     srm_model: str = "",
     lrm_model: str = "",
     seconds: float = 0.0,
+    beside: Sequence[Beside] = (),
 ) -> tuple[Profile, bool]:
     """The profile of the chosen point (see ``choose``) and whether it met the accuracy floor."""
     best, feasible = choose(runs.grid, lrm_accuracy=runs.lrm_only.accuracy, min_fraction=min_accuracy)
@@ -284,6 +363,6 @@ def calibration_profile(
         chosen=best.params, beats_random=entry.beats_random,
         random_accuracy_at_ratio=entry.random_accuracy_at_ratio, margin_vs_random=entry.margin_vs_random,
         grid=versus.grid, front=versus.front, random=versus.random, end_points=versus.end_points,
-        srm_model=srm_model, lrm_model=lrm_model, seconds=seconds, policy=plan.policy,
+        srm_model=srm_model, lrm_model=lrm_model, seconds=seconds, policy=plan.policy, beside=list(beside),
     )  # fmt: skip
     return Profile(name=name, params=params, calibration=calibration), feasible

@@ -115,6 +115,11 @@ def write_calibration_report(
         f"<b>{html.escape(_slug(c.chosen))}</b> {verdict} the random baseline at its SRM token ratio: "
         f"{c.chosen_entry().accuracy:.3f} against {c.random_accuracy_at_ratio:.3f} "
         f"(margin {c.margin_vs_random:+.3f}). <i>{html.escape(c.beats_random_rule)}.</i></p>",
+        *(
+            f"<p>Beside it: <b>{html.escape(o.policy)}</b>'s grid from {html.escape(o.source)} (the same "
+            "problems, models and decoding), each point against this run's random baseline.</p>"
+            for o in c.beside
+        ),
         _calibration_table(c),
         _figure("Accuracy against SRM token ratio", png),
     ]
@@ -210,6 +215,11 @@ def _calibration_table(c: Calibration) -> str:
         row(["random", _slug(r.params), f"{r.accuracy:.3f}", f"{r.srm_token_ratio:.3f}", "", "", "", ""])
     for name, e in c.end_points.items():
         row([name, "end point", f"{e.accuracy:.3f}", f"{e.srm_token_ratio:.3f}", "", "", "", ""])
+    for other in c.beside:  # on front: on its own policy's front
+        for g in other.grid:
+            row([f"{other.policy} (beside)", _slug(g.params), f"{g.accuracy:.3f}", f"{g.srm_token_ratio:.3f}",
+                 f"{g.random_accuracy_at_ratio:.3f}", f"{g.margin_vs_random:+.3f}",
+                 "its own" if g.on_front else "", ""])  # fmt: skip
     return "".join(out) + "</table>"
 
 
@@ -267,17 +277,20 @@ def _pareto(c: Calibration, look: _Look) -> str:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    colour, marker = look.style(c.policy)
-    who = "TrigReason" if c.policy == "trigreason" else c.policy
-    ax.scatter(
-        [g.srm_token_ratio for g in c.grid], [g.accuracy for g in c.grid], color=colour,
-        marker=marker, alpha=0.35, label=f"{who} grid points",
-    )  # fmt: skip
-    front = c.front
-    ax.step(
-        [f.srm_token_ratio for f in front], [f.accuracy for f in front], where="pre", color=colour,
-        marker=marker, label=f"{who} Pareto front",
-    )  # fmt: skip
+    for policy, grid, front, note in (
+        *((b.policy, b.grid, b.front, " (beside)") for b in c.beside),
+        (c.policy, c.grid, c.front, ""),
+    ):
+        colour, marker = look.style(policy)
+        who = "TrigReason" if policy == "trigreason" else policy
+        ax.scatter(
+            [g.srm_token_ratio for g in grid], [g.accuracy for g in grid], color=colour,
+            marker=marker, alpha=0.35, label=f"{who} grid points{note}",
+        )  # fmt: skip
+        ax.step(
+            [f.srm_token_ratio for f in front], [f.accuracy for f in front], where="pre", color=colour,
+            marker=marker, label=f"{who} Pareto front{note}",
+        )  # fmt: skip
     ends = c.end_points
     line = sorted([ends["lrm-only"], *c.random, ends["srm-only"]], key=lambda e: e.srm_token_ratio)
     colour, marker = look.style("random")

@@ -11,7 +11,8 @@
 #     the paired counts, the exact 95% interval and the exact McNemar p;
 #  3. the Pareto plot on train (calibrate): the likelihood policy at thresholds -0.3 and -0.5 (deciles 7
 #     and 4 of probe.json's mean; two points, for the machine's time) beside the random baseline and the
-#     end points already run for TrigReason's calibration on the same 16 problems (copied, not re-run);
+#     end points already run for TrigReason's calibration on the same 16 problems (copied, not re-run),
+#     and TrigReason's own grid from that calibration (--beside);
 #  4. only if it beats chance in 2: the same at the paper's decoding (temperature 0.6, top-p 0.95).
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
@@ -41,6 +42,7 @@ if [[ $STEP == all || $STEP == pareto ]]; then
   done
   $RUN trigreason calibrate --dataset gsm8k-train --limit 16 --policy likelihood \
     --grid threshold=-0.3,-0.5 --grid rho=1.0 --random-p 0.25,0.5,0.75 --profile "$PROFILE" \
+    --beside docs/results/gsm8k-local/calibration/calibration.json \
     --out "$HERE/calibration" --temperature 0 --max-tokens 512
 fi
 

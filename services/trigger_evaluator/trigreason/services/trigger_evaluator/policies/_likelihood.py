@@ -135,8 +135,8 @@ POLICY = Policy(
         "offload": "offload r_s {r_s:.2f} > ρ {rho}",
         "intervention": "intervention: hesitation run {run} ≥ k {k}",
     },
-    colour="#2a9d8f",
-    marker="D",
+    colour="#f4a261",  # not srm-only's teal nor lrm-only's diamond: the Pareto plot shows all three
+    marker="P",
     param_help={
         "priming_steps": "n: LRM steps at the start",
         "statistic": "mean, window_min or low_share (of the LRM's log-probabilities of the step)",
