@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.scripted import ScriptedBackend
 from tests.support import step
 from trigreason.eval import InProcessExecutor, Outcome, Problem, complete_rows, read_rows, run_eval
-from trigreason.proto import SessionParams
+from trigreason.proto import ConfigError, SessionParams
 
 PROBLEMS = [
     Problem(id="t/0", question="What is 3 + 4?", gold="7", grade="numeric"),
@@ -80,6 +82,32 @@ async def test_resume_skips_finished_rows_and_redoes_a_torn_one(tmp_path: Path) 
         PROBLEMS, ["trigreason", "lrm-only"], samples=1, params=params, executor=fourth, out_dir=tmp_path
     )
     assert sorted(p for _, p, _ in fourth.runs) == ["lrm-only", "lrm-only"]
+
+
+async def test_resuming_with_other_parameters_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    params = SessionParams(policy_params={"rho": 0.7}, temperature=0.0)
+    await run_eval(
+        PROBLEMS[:1], ["trigreason"], samples=1, params=params, executor=CountingExecutor(), out_dir=tmp_path
+    )
+    refused = CountingExecutor()
+    for other, named in (
+        (SessionParams(policy_params={"rho": 0.8}, temperature=0.0), "policy_params.rho 0.7 there, 0.8 now"),
+        (SessionParams(policy_params={"rho": 0.7}, temperature=0.6), "temperature 0.0 there, 0.6 now"),
+        (SessionParams(policy_params={"rho": 0.7}, temperature=0.0, seed=5), "seed"),
+    ):
+        with pytest.raises(ConfigError, match="holds trigreason runs made with other parameters") as caught:
+            await run_eval(
+                PROBLEMS, ["trigreason"], samples=1, params=other, executor=refused, out_dir=tmp_path
+            )
+        assert named in caught.value.message
+    assert refused.runs == []
+    # The same run asked for in v1's flat form, with another policy's parameters beside its own: the
+    # same runs, resumed.
+    same = CountingExecutor()
+    v1 = SessionParams(rho=0.7, temperature=0.0, policy_params={"threshold": -1.0})
+    rows = await run_eval(PROBLEMS, ["trigreason"], samples=1, params=v1, executor=same, out_dir=tmp_path)
+    assert [q for q, _, _ in same.runs] == [PROBLEMS[1].question]
+    assert len(rows) == 2
 
 
 async def test_a_failing_backend_is_a_failed_row_not_a_crash(tmp_path: Path) -> None:

@@ -2,12 +2,14 @@
 
 Runs go through an ``Executor``: the in-process runner on two backends (the no-bus baseline), or a
 running cluster's gateway. ``DIR/results.jsonl`` gets one row per (problem, policy, sample) the moment it
-finishes, so an interrupted run resumes where it stopped.
+finishes, so an interrupted run resumes where it stopped, and only with the parameters it was started
+with: a stored run made with others is an error, never mixed in.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from collections.abc import Callable, Iterable
@@ -17,8 +19,16 @@ from typing import Protocol
 import aiohttp
 import msgspec
 
-from trigreason.proto import BackendError, CommittedStep, SessionParams, SessionStats, TrigReasonError
+from trigreason.proto import (
+    BackendError,
+    CommittedStep,
+    ConfigError,
+    SessionParams,
+    SessionStats,
+    TrigReasonError,
+)
 from trigreason.runner import run_session
+from trigreason.services.trigger_evaluator.policies import PolicyError, PolicyRegistry
 from trigreason.services.worker.backends import Backend
 
 from ._data import Problem
@@ -175,6 +185,46 @@ def complete_rows(rows: list[Row], problems: list[Problem], policies: list[str],
     return out
 
 
+def _check_stored(
+    results: Path,
+    existing: dict[RunKey, Row],
+    wanted: list[tuple[Problem, str, int]],
+    params: SessionParams,
+    registry: PolicyRegistry,
+) -> None:
+    checked: set[str] = set()
+    for problem, policy, sample in wanted:
+        row = existing.get((problem.id, policy, sample))
+        if row is None or policy in checked:
+            continue
+        checked.add(policy)  # one row per policy: a file is written by one command line
+        expected = msgspec.structs.replace(
+            params, policy=policy, seed=seed_for(problem.id, sample, params.seed)
+        )
+        now = _comparable(expected, registry)
+        then = _comparable(row.params, registry)
+        if now != then:
+            diffs = [
+                f"{k} {then.get(k, '-')!r} there, {now.get(k, '-')!r} now"
+                for k in sorted(set(now) | set(then))
+                if now.get(k) != then.get(k)
+            ]
+            raise ConfigError(
+                f"{results} holds {policy} runs made with other parameters ({'; '.join(diffs[:4])}); "
+                "resuming would mix them: give another --out, or the parameters they were made with"
+            )
+
+
+def _comparable(params: SessionParams, registry: PolicyRegistry) -> dict[str, object]:
+    """The parameters that make a run what it is, flat: the policy's own parameters in their checked
+    form (the random baseline's offload_p included), and the run's own seed."""
+    with contextlib.suppress(PolicyError):  # a policy this registry lacks: compare as stored
+        params = registry.normalise(params)
+    flat = msgspec.to_builtins(params)
+    own = flat.pop("policy_params", {})
+    return {**flat, **{f"policy_params.{k}": v for k, v in own.items()}}
+
+
 def _prepare(out_dir: Path) -> tuple[Path, dict[RunKey, Row]]:
     out_dir.mkdir(parents=True, exist_ok=True)
     results = out_dir / "results.jsonl"
@@ -197,9 +247,12 @@ async def run_eval(
     out_dir: Path,
     concurrency: int = 1,
     on_progress: OnProgress = lambda _row, _done, _total: None,
+    registry: PolicyRegistry | None = None,
 ) -> list[Row]:
     """Run what ``out_dir/results.jsonl`` does not hold yet; return every row for these runs.
 
+    A stored run of these problems and policies made with other parameters (``registry`` normalises
+    both sides: a v1 row and its new form are the same) raises ``ConfigError`` before anything runs.
     ``on_progress(row, done, total)`` is called once with ``row=None`` before the first run, then after
     each finished run.
     """
@@ -207,6 +260,7 @@ async def run_eval(
     wanted: list[tuple[Problem, str, int]] = [
         (p, policy, k) for p in problems for k in range(samples) for policy in policies
     ]
+    _check_stored(results, existing, wanted, params, registry or PolicyRegistry.from_env())
     todo = [w for w in wanted if (w[0].id, w[1], w[2]) not in existing]
     done = len(wanted) - len(todo)
     on_progress(None, done, len(wanted))
