@@ -13,7 +13,8 @@
 #     and 4 of probe.json's mean; two points, for the machine's time) beside the random baseline and the
 #     end points already run for TrigReason's calibration on the same 16 problems (copied, not re-run),
 #     and TrigReason's own grid from that calibration (--beside);
-#  4. only if it beats chance in 2: the same at the paper's decoding (temperature 0.6, top-p 0.95).
+#  4. because it beat chance in 2: the same at the paper's decoding (temperature 0.6, top-p 0.95) on the
+#     first 60 test problems, as TrigReason's sampled run (docs/results/gsm8k-local/sampled), in sampled/.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 HERE=docs/results/gsm8k-likelihood
@@ -46,7 +47,7 @@ if [[ $STEP == all || $STEP == pareto ]]; then
     --out "$HERE/calibration" --temperature 0 --max-tokens 512
 fi
 
-if [[ $STEP == sampled ]]; then   # step 4: run by name, once step 2 has said it beats chance
+if [[ $STEP == all || $STEP == sampled ]]; then
   $RUN trigreason eval --dataset gsm8k --limit 60 --policies likelihood --statistic mean --threshold -0.5 \
     --rho 1.0 --matched-random --matched-to likelihood --profile "$PROFILE" --out "$HERE/sampled" \
     --temperature 0.6 --top-p 0.95 --max-tokens 512
