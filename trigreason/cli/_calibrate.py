@@ -201,12 +201,7 @@ def calibrate(
     seconds = round(time.time() - started, 1)
     if report_only:  # the time the runs took, not the time to read them back
         seconds = _previous_seconds(out / "calibration.json", seconds)
-    placed: list[Beside] = [
-        beside_calibration(
-            other, source=source, plan=plan, runs=runs, dataset=dataset, problems=len(problems), **models
-        )
-        for source, other in others
-    ]
+    placed: list[Beside] = [beside_calibration(other, source=source, runs=runs) for source, other in others]
     doc, feasible = calibration_profile(
         name, plan, runs, dataset=dataset, problems=len(problems), min_accuracy=min_accuracy,
         seconds=seconds, beside=placed, **models,

@@ -270,23 +270,9 @@ def check_beside(
             )
 
 
-def beside_calibration(
-    other: Profile,
-    *,
-    source: str,
-    plan: CalibrationPlan,
-    runs: CalibrationRuns,
-    dataset: str,
-    problems: int,
-    srm_model: str = "",
-    lrm_model: str = "",
-) -> Beside:
+def beside_calibration(other: Profile, *, source: str, runs: CalibrationRuns) -> Beside:
     """``other`` beside this calibration: its grid points against ``runs``' random baseline and end
-    points. Raises ``ConfigError`` as ``check_beside`` does."""
-    check_beside(
-        other, source=source, plan=plan, dataset=dataset, problems=problems, srm_model=srm_model,
-        lrm_model=lrm_model,
-    )  # fmt: skip
+    points. Check it with ``check_beside`` first (before the runs): this only places the points."""
     c = other.calibration
     placed = pareto_summary(
         [GridPoint(params=g.params, accuracy=g.accuracy, srm_token_ratio=g.srm_token_ratio) for g in c.grid],
